@@ -1,0 +1,3 @@
+from ptlens.cli import main
+
+main()
