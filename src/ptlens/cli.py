@@ -78,6 +78,98 @@ def presets() -> None:
     out.print("[bold]tiny[/] — the embedded default lineage (ptlens run with no arguments)")
 
 
+PresetOpt = typer.Option(None, "--preset", help="A named lineage (see `ptlens presets`); default: the embedded tiny lineage.")
+ModelsOpt = typer.Option(None, "--models", help="label=SPEC items in order (SPEC: folder, hub id or id@revision); "
+                         "space-separated after one --models, or repeated.")
+OutOpt = typer.Option(Path("analysis_results"), "--output-dir", "--output_dir", help="Where results go.")
+DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda or auto.")
+PickleOpt = typer.Option(False, "--allow-pickle", help="Accept pickle *.bin checkpoints (loaded with weights_only=True).")
+
+
+def lineage_from_options(preset: Optional[str], models: Optional[list[str]], extra: Optional[list[str]],
+                         allow_pickle: bool):
+    """--preset or --models (with the items that follow it), resolved to local checkpoints."""
+    from ptlens.resolve import resolve_lineage
+
+    items = list(models or []) + list(extra or [])
+    if extra and not models:
+        raise PtlensError(f"unexpected argument(s) {' '.join(extra)}: name checkpoints with --models label=SPEC …")
+    return resolve_lineage(models=items or None, preset=preset, allow_pickle=allow_pickle)
+
+
+def byte_progress(description: str):
+    """A rich progress bar in bytes with rate and ETA; returns (progress, callback)."""
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[item]}", style="dim"), console=console,
+                    transient=False)
+    task = prog.add_task(description, total=None, item="")
+
+    def update(done: int, total: int, item: str) -> None:
+        prog.update(task, completed=done, total=total, item=item[-48:])
+
+    return prog, update
+
+
+@app.command(context_settings={"allow_extra_args": False})
+@user_errors
+def weights(
+    extra: Optional[list[str]] = typer.Argument(None, hidden=True),
+    preset: Optional[str] = PresetOpt,
+    models: Optional[list[str]] = ModelsOpt,
+    output_dir: Path = OutOpt,
+    layer_pattern: Optional[str] = typer.Option(None, "--layer-pattern", "--layer_pattern",
+                                                help="Only tensors whose name matches this regex (e.g. 'layers\\.0\\.')."),
+    spectral: str = typer.Option("topk", "--spectral", help="off, topk (randomized SVD) or full (every singular value)."),
+    k: int = typer.Option(16, "--k", help="Rank k of the spectral metrics."),
+    tolerance: float = typer.Option(1e-5, "--tolerance", help="|Δ| threshold of changed_tol."),
+    device: str = DeviceOpt,
+    workers: Optional[int] = typer.Option(None, "--workers", help="CPU threads (default: all cores)."),
+    allow_pickle: bool = PickleOpt,
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures."),
+) -> None:
+    """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report."""
+    from ptlens.weights import ScanConfig, scan_lineage, write_outputs
+
+    cfg = ScanConfig(spectral=spectral, k=k, tolerance=tolerance, layer_pattern=layer_pattern, device=device,
+                     workers=workers, allow_pickle=allow_pickle)
+    cfg.validate()
+    lineage = lineage_from_options(preset, models, extra, allow_pickle)
+    summary = run_weights(lineage, cfg, output_dir, figures)
+    print_weight_summary(summary, output_dir)
+
+
+def run_weights(lineage, cfg, output_dir: Path, figures: bool = True) -> dict:
+    from ptlens.weights import scan_lineage, write_outputs
+
+    prog, update = byte_progress("weights")
+    with prog:
+        result = scan_lineage(lineage, cfg, progress=update)
+    console.print("[dim]writing tables, figures and weight_analysis_report.md …[/]")
+    return write_outputs(result, output_dir, figures=figures)
+
+
+def print_weight_summary(summary: dict, output_dir: Path) -> None:
+    out = Console()
+    k = summary["settings"]["k"]
+    t = Table(title="Weight changes (parameter-weighted, whole model)", title_justify="left")
+    for col in ("transition", "rel. change", "changed (exact)", "changed (>tol)", "stable rank", f"top-{k} energy",
+                "principal overlap"):
+        t.add_column(col, justify="right" if col != "transition" else "left")
+    from ptlens.weights.report_md import _f
+
+    for r in summary["aggregates"]["model"]:
+        t.add_row(r["transition"], _f(r["rel_change"]), _f(r["changed_exact"], pct=True), _f(r["changed_tol"], pct=True),
+                  _f(r.get("stable_rank_wmean")), _f(r.get(f"top{k}_energy_wmean")), _f(r.get("principal_overlap_wmean")))
+    out.print(t)
+    gbps = summary.get("throughput_gb_per_s")
+    out.print(f"{summary['bytes_read'] / 1e9:.3g} GB in {summary['seconds']:.1f} s"
+              + (f" ({gbps:.2f} GB/s)" if gbps else "")
+              + f" → [bold]{output_dir}/weight_analysis_report.md[/], {output_dir}/weights/")
+
+
 def main() -> None:
     app()
 

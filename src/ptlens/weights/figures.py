@@ -1,0 +1,194 @@
+"""Weight figures, drawn from summary.json alone so ``ptlens report`` can redraw them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+GROUP_COLORS = {"attention": "#0072B2", "mlp": "#E69F00", "embedding": "#009E73", "head": "#D55E00",
+                "norm": "#CC79A7", "other": "#999999"}
+KIND_ORDER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+              "input_layernorm", "post_attention_layernorm"]
+METRIC_LABEL = {
+    "rel_change": "relative change ‖ΔW‖_F / ‖W_A‖_F",
+    "changed_exact": "share of entries changed (bit-exact)",
+    "stable_rank_wmean": "stable rank of ΔW (param-weighted mean)",
+    "top16_energy_wmean": "top-16 energy of ΔW (param-weighted mean)",
+    "principal_overlap_wmean": "principal-weight overlap (1 = chance)",
+}
+
+
+def _transitions(summary: dict) -> list[str]:
+    ts = summary["transitions"]
+    return [t["name"] for t in ts if t["kind"] == "consecutive"] + [t["name"] for t in ts if t["kind"] == "cumulative"]
+
+
+def _rows(summary: dict, agg: str, transition: str) -> list[dict]:
+    return [r for r in summary["aggregates"][agg] if r["transition"] == transition]
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _grid(n: int, w: float = 4.2, h: float = 3.6):
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def heatmap(summary: dict, metric: str, path: Path) -> Path | None:
+    """Layer × module kind, one panel per transition, one colour scale for all panels."""
+    trans = _transitions(summary)
+    cells = [r for r in summary["aggregates"]["layer_kind"] if r.get(metric) is not None]
+    if not cells:
+        return None
+    layers = sorted({r["key"][0] for r in cells})
+    present = {r["key"][1] for r in cells}
+    kinds = [k for k in KIND_ORDER if k in present] + sorted(present - set(KIND_ORDER))
+    vals = np.array([r[metric] for r in cells], dtype=float)
+    log = metric == "rel_change"
+    pos = vals[vals > 0]
+    norm = LogNorm(vmin=pos.min(), vmax=pos.max()) if log and len(pos) and pos.min() < pos.max() else Normalize(
+        vmin=0.0 if not log else float(vals.min()), vmax=max(float(vals.max()), 1e-12))
+    fig, axes = _grid(len(trans), w=max(3.8, 0.45 * len(kinds) + 1.5), h=max(3.0, 0.22 * len(layers) + 1.6))
+    im = None
+    for ax, t in zip(axes, trans):
+        grid = np.full((len(layers), len(kinds)), np.nan)
+        for r in cells:
+            if r["transition"] == t:
+                grid[layers.index(r["key"][0]), kinds.index(r["key"][1])] = r[metric] if (not log or r[metric] > 0) else np.nan
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", norm=norm, origin="lower", interpolation="nearest")
+        ax.set_title(t, fontsize=10)
+        ax.set_xticks(range(len(kinds)), [k.replace("_proj", "").replace("_layernorm", " norm") for k in kinds],
+                      rotation=60, ha="right", fontsize=8)
+        step = max(1, len(layers) // 12)
+        ax.set_yticks(range(0, len(layers), step), [str(l) for l in layers[::step]], fontsize=8)
+        ax.set_ylabel("layer")
+        ax.set_xlabel("module")
+    fig.colorbar(im, ax=axes, label=METRIC_LABEL.get(metric, metric), shrink=0.85)
+    fig.suptitle(f"{METRIC_LABEL.get(metric, metric)} by layer and module")
+    return _save(fig, path)
+
+
+def layer_curves(summary: dict, metric: str, path: Path) -> Path | None:
+    trans = _transitions(summary)
+    rows = [r for r in summary["aggregates"]["layer_group"] if r.get(metric) is not None]
+    if not rows:
+        return None
+    fig, axes = _grid(len(trans))
+    for ax, t in zip(axes, trans):
+        for g in sorted({r["key"][1] for r in rows}):
+            pts = sorted((r["key"][0], r[metric]) for r in rows if r["transition"] == t and r["key"][1] == g)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=g, color=GROUP_COLORS.get(g, "#999999"))
+        ax.set_title(t, fontsize=10)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(METRIC_LABEL.get(metric, metric), fontsize=8)
+        if metric == "rel_change":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{METRIC_LABEL.get(metric, metric)} per layer, by module group")
+    return _save(fig, path)
+
+
+def spectral_curves(summary: dict, path: Path) -> Path | None:
+    k = summary["settings"].get("k", 16)
+    metrics = [m for m in ("stable_rank_wmean", f"top{k}_energy_wmean", "principal_overlap_wmean",
+                           "subspace_angle_u_mean_wmean")
+               if any(m in r for r in summary["aggregates"]["layer"])]
+    if not metrics:
+        return None
+    trans = _transitions(summary)
+    fig, axes = _grid(len(metrics))
+    for ax, m in zip(axes, metrics):
+        for i, t in enumerate(trans):
+            pts = sorted((r["key"][0], r[m]) for r in _rows(summary, "layer", t) if r.get(m) is not None)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=t, color=OKABE_ITO[i % len(OKABE_ITO)])
+        label = METRIC_LABEL.get(m, m.replace("_wmean", "").replace("_", " ")) + ("" if "angle" not in m else " (degrees)")
+        ax.set_ylabel(label.replace("top16", f"top{k}"), fontsize=8)
+        ax.set_xlabel("layer")
+        if m == "principal_overlap_wmean":
+            ax.axhline(1.0, color="#666666", lw=0.8, ls="--")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Spectral structure of the updates, per layer (2-D matrices)")
+    return _save(fig, path)
+
+
+def overview(summary: dict, path: Path) -> Path | None:
+    """The composite figure: where and how much each transition changed the weights."""
+    trans = _transitions(summary)
+    groups = [g for g in GROUP_COLORS if any(r["key"] == [g] for r in summary["aggregates"]["group"])]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9), layout="constrained")
+    width = 0.8 / max(1, len(trans))
+    for ax, metric, log in ((axes[0, 0], "rel_change", True), (axes[0, 1], "changed_exact", False)):
+        for i, t in enumerate(trans):
+            vals = {r["key"][0]: r[metric] for r in _rows(summary, "group", t)}
+            ys = [vals.get(g) or 0.0 for g in groups]
+            ax.bar(np.arange(len(groups)) + i * width, ys, width, label=t, color=OKABE_ITO[i % len(OKABE_ITO)])
+        ax.set_xticks(np.arange(len(groups)) + width * (len(trans) - 1) / 2, groups)
+        ax.set_ylabel(METRIC_LABEL[metric])
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    ax = axes[1, 0]
+    for i, t in enumerate(trans):
+        pts = sorted((r["key"][0], r["rel_change"]) for r in _rows(summary, "layer", t) if r.get("rel_change"))
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, label=t, color=OKABE_ITO[i % len(OKABE_ITO)])
+    ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(METRIC_LABEL["rel_change"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax = axes[1, 1]
+    pairs = [p for p in summary["aggregates"]["delta_cosine_group"] if p["delta_cosine"] is not None]
+    labels = sorted({f"{p['t1']} vs {p['t2']}" for p in pairs})
+    for i, lab in enumerate(labels):
+        vals = {p["key"][0]: p["delta_cosine"] for p in pairs if f"{p['t1']} vs {p['t2']}" == lab}
+        ax.bar(np.arange(len(groups)) + i * (0.8 / max(1, len(labels))), [vals.get(g, 0.0) for g in groups],
+               0.8 / max(1, len(labels)), label=lab, color=OKABE_ITO[(i + 3) % len(OKABE_ITO)])
+    ax.axhline(0, color="#333333", lw=0.8)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - 0.4 / max(1, len(labels)), groups)
+    ax.set_ylabel("cos(ΔW₁, ΔW₂)")
+    ax.set_title("Do stages push the weights the same way?", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    if labels:
+        ax.legend(fontsize=7)
+    axes[0, 0].set_title("How much each module group moved", fontsize=10)
+    axes[0, 1].set_title("How many entries changed at all", fontsize=10)
+    axes[1, 0].set_title("Where in depth the change sits", fontsize=10)
+    fig.suptitle("Weight changes per post-training transition")
+    return _save(fig, path)
+
+
+def weight_figures(summary: dict, out_dir: Path) -> dict[str, Path]:
+    wdir = Path(out_dir) / "weights"
+    made = {
+        "heatmap_rel_change": heatmap(summary, "rel_change", wdir / "heatmap_rel_change.png"),
+        "heatmap_changed_exact": heatmap(summary, "changed_exact", wdir / "heatmap_changed_exact.png"),
+        "layers_rel_change": layer_curves(summary, "rel_change", wdir / "layers_rel_change.png"),
+        "layers_changed_exact": layer_curves(summary, "changed_exact", wdir / "layers_changed_exact.png"),
+        "spectral": spectral_curves(summary, wdir / "spectral.png"),
+        "overview": overview(summary, Path(out_dir) / "sft_vs_rlvr_comparison.png"),
+    }
+    return {k: v for k, v in made.items() if v is not None}

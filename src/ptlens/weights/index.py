@@ -1,0 +1,238 @@
+"""A checkpoint's tensor index as plain data, and a narrow zero-copy reader over it.
+
+The index (names, dtypes, shapes, byte offsets) is parsed from the safetensors headers
+alone, so a 405B checkpoint is described without touching its weights. The reader maps each
+shard once and hands out row ranges as views of the page cache: safetensors' own API copies
+every slice, and the scan's speed is the speed of not copying.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ptlens.errors import PtlensError
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+MANTISSA_BITS = {"F64": 52, "F32": 23, "F16": 10, "BF16": 7, "F8_E4M3": 3, "F8_E5M2": 2}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset of the first element in ``file``
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+
+@dataclass
+class CheckpointIndex:
+    """Every tensor of one checkpoint folder, from headers only."""
+
+    root: Path
+    tensors: dict[str, TensorInfo]
+    config: dict = field(default_factory=dict)
+    format: str = "safetensors"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    @property
+    def tied_embeddings(self) -> bool:
+        """No ``lm_head`` stored next to an embedding: the head reuses the embedding matrix."""
+        has_head = any(n.endswith("lm_head.weight") for n in self.tensors)
+        has_embed = any(n.endswith("embed_tokens.weight") for n in self.tensors)
+        return bool(self.config.get("tie_word_embeddings", False)) or (has_embed and not has_head)
+
+    @classmethod
+    def from_dir(cls, root: str | Path, *, allow_pickle: bool = False) -> "CheckpointIndex":
+        root = Path(root)
+        if not root.is_dir():
+            raise PtlensError(f"{root}: no such model folder")
+        config = _read_config(root)
+        index_file = root / "model.safetensors.index.json"
+        if index_file.is_file():
+            files = _shards_from_index(index_file)
+        else:
+            files = sorted(root.glob("*.safetensors"))
+        if not files:
+            if any(root.glob("*.bin")) or any(root.glob("*.pt")):
+                if not allow_pickle:
+                    raise PtlensError(
+                        f"{root}: only pickle weights (*.bin); pass --allow-pickle to load them with weights_only=True")
+                return _pickle_index(root, config)
+            raise PtlensError(f"{root}: not a model folder (no *.safetensors weights, no model.safetensors.index.json)")
+        tensors: dict[str, TensorInfo] = {}
+        for f in files:
+            for info in read_header(f):
+                if info.name in tensors:
+                    raise PtlensError(f"{f}: tensor {info.name} also stored in {tensors[info.name].file.name}")
+                tensors[info.name] = info
+        return cls(root=root, tensors=tensors, config=config)
+
+
+def _read_config(root: Path) -> dict:
+    f = root / "config.json"
+    if not f.is_file():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except ValueError as e:
+        raise PtlensError(f"{f}: not valid JSON ({e})") from None
+
+
+def _shards_from_index(index_file: Path) -> list[Path]:
+    try:
+        wm = json.loads(index_file.read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise PtlensError(f"{index_file}: not a valid safetensors index ({e})") from None
+    shards = sorted(set(wm.values()))
+    missing = [s for s in shards if not (index_file.parent / s).is_file()]
+    if missing:
+        raise PtlensError(f"{index_file}: names shard(s) that do not exist: {', '.join(missing)}")
+    return [index_file.parent / s for s in shards]
+
+
+def read_header(path: Path) -> list[TensorInfo]:
+    """Parse one safetensors header and check every tensor's bytes lie inside the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise PtlensError(f"{path}: truncated safetensors file (no header)")
+        (hlen,) = struct.unpack("<Q", raw)
+        if hlen > min(_MAX_HEADER, size - 8):
+            raise PtlensError(f"{path}: corrupt safetensors header (length {hlen} for a {size}-byte file)")
+        try:
+            header = json.loads(f.read(hlen))
+        except (ValueError, UnicodeDecodeError):
+            raise PtlensError(f"{path}: corrupt safetensors header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise PtlensError(f"{path}: corrupt safetensors header")
+    base = 8 + hlen
+    out = []
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (a, b) = meta["dtype"], tuple(int(s) for s in meta["shape"]), meta["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise PtlensError(f"{path}: corrupt safetensors header entry for {name}") from None
+        if dtype not in DTYPES:
+            raise PtlensError(f"{path}: tensor {name} has unsupported dtype {dtype}")
+        info = TensorInfo(name, path, dtype, shape, base + a, b - a)
+        if b < a or info.nbytes != info.numel * DTYPES[dtype].itemsize:
+            raise PtlensError(f"{path}: corrupt safetensors header (tensor {name}: offsets do not match its shape)")
+        if base + b > size:
+            raise PtlensError(f"{path}: truncated safetensors file (tensor {name} ends at byte {base + b}, file has {size})")
+        out.append(info)
+    return out
+
+
+def _pickle_index(root: Path, config: dict) -> CheckpointIndex:
+    """``*.bin`` checkpoints, opened only on request, with ``weights_only=True`` and mmap."""
+    tensors = {}
+    for f in sorted(root.glob("*.bin")):
+        try:
+            sd = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise PtlensError(f"{f}: cannot load pickle checkpoint with weights_only=True ({e.__class__.__name__})") from None
+        for name, t in sd.items():
+            if not isinstance(t, torch.Tensor):
+                continue
+            dtype = next((k for k, v in DTYPES.items() if v == t.dtype), None)
+            if dtype is None:
+                continue
+            tensors[name] = TensorInfo(name, f, dtype, tuple(t.shape), -1, t.numel() * t.element_size())
+    return CheckpointIndex(root=root, tensors=tensors, config=config, format="pickle")
+
+
+class Reader:
+    """Row ranges of a checkpoint's tensors, as zero-copy views where the format allows."""
+
+    def __init__(self, index: CheckpointIndex):
+        self.index = index
+        self._maps: dict[Path, mmap.mmap] = {}
+        self._pickled: dict[Path, dict[str, torch.Tensor]] = {}
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pickled.clear()
+        self._maps.clear()
+
+    def _map(self, path: Path) -> mmap.mmap:
+        m = self._maps.get(path)
+        if m is None:
+            with open(path, "rb") as f:
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            self._maps[path] = m
+        return m
+
+    def rows(self, name: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` of tensor ``name`` (elements for 1-D, the value for 0-D), stored dtype."""
+        info = self.index.tensors[name]
+        if info.start < 0:
+            t = self._load_pickled(info)
+            return t if t.ndim == 0 else t[start:stop]
+        dt = DTYPES[info.dtype]
+        if not info.shape:
+            return torch.frombuffer(self._map(info.file), dtype=dt, count=1, offset=info.start).reshape(())
+        stop = info.shape[0] if stop is None else min(stop, info.shape[0])
+        row = info.numel // info.shape[0] if info.shape[0] else 0
+        count = (stop - start) * row
+        if count == 0:
+            return torch.empty((0, *info.shape[1:]), dtype=dt)
+        flat = torch.frombuffer(self._map(info.file), dtype=dt, count=count,
+                                offset=info.start + start * row * dt.itemsize)
+        return flat.view(stop - start, *info.shape[1:])
+
+    def prefetch(self, name: str) -> None:
+        """Ask the kernel to start reading a tensor's pages, so disk I/O overlaps compute."""
+        info = self.index.tensors.get(name)
+        if info is None or info.start < 0 or not hasattr(mmap, "MADV_WILLNEED"):
+            return
+        m = self._map(info.file)
+        page = mmap.PAGESIZE
+        lo = (info.start // page) * page
+        try:
+            m.madvise(mmap.MADV_WILLNEED, lo, min(len(m), info.start + info.nbytes) - lo)
+        except (OSError, ValueError):
+            pass
+
+    def _load_pickled(self, info: TensorInfo) -> torch.Tensor:
+        sd = self._pickled.get(info.file)
+        if sd is None:
+            sd = torch.load(info.file, map_location="cpu", weights_only=True, mmap=True)
+            self._pickled = {info.file: sd}
+        return sd[info.name]

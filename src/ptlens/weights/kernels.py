@@ -1,0 +1,232 @@
+"""Element-wise statistics of every transition of a tensor chunk, in one pass.
+
+``X`` holds the same chunk of one tensor from each checkpoint (float32 upcasts, one row per
+checkpoint); ``XB`` the int32 bit patterns used for bit-for-bit comparison (usually a view of
+``X``; a rounded copy where two checkpoints store different dtypes). For each transition
+t = (a → b) the kernel accumulates, in float64, the raw sums below; ``metrics.finalize``
+turns sums into the DESIGN.md metrics, and ``aggregate`` adds sums across tensors so that
+every aggregate is parameter-weighted by construction.
+
+Two implementations with one contract: a fused numba loop (CPU; reads each value once for
+all transitions) and a vectorised torch one (any device; also the reference in the tests).
+Entries where either side is NaN/Inf are left out of every sum and counted in ``NONFINITE``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+
+SUM_A2, SUM_B2, DOT_AB, SUM_D2, N_EXACT, N_TOL, SUM_ABSA_CHANGED, SUM_ABSA, N, NONFINITE = range(10)
+T_FIELDS = 10
+P_DOT, P_D1, P_D2 = range(3)
+P_FIELDS = 3
+_TILE = 4096
+
+
+_FAST = {"reassoc", "contract"}
+
+
+@njit(cache=True, fastmath=_FAST)
+def _decode(R, shift, lo, hi, out):
+    """Raw bit patterns → float32 tile: bf16 is the top half of a float32 (shift 16)."""
+    for c in range(R.shape[0]):
+        for j in range(lo, hi):
+            out[c, j - lo] = np.uint32(R[c, j]) << shift
+
+
+@njit(cache=True, fastmath=_FAST)
+def _ckpt_sums(F, c, n, out):
+    s2 = 0.0
+    s1 = 0.0
+    for j in range(n):
+        x = np.float64(F[c, j])
+        s2 += x * x
+        s1 += abs(x)
+    out[0] = s2
+    out[1] = s1
+
+
+@njit(cache=True, fastmath=_FAST)
+def _trans_fast(F, XB, a, b, qa, qb, tol, n, lo, acc):
+    s_ab = 0.0
+    s_d2 = 0.0
+    n_ex = 0
+    n_tol = 0
+    s_ach = 0.0
+    for j in range(n):
+        xa = F[a, j]
+        xb = F[b, j]
+        d = np.float64(xb - xa)
+        fa = np.float64(xa)
+        s_ab += fa * np.float64(xb)
+        s_d2 += d * d
+        ch = XB[qa, lo + j] != XB[qb, lo + j]
+        n_ex += ch
+        n_tol += abs(d) > tol
+        s_ach += abs(fa) * ch
+    acc[DOT_AB] = s_ab
+    acc[SUM_D2] = s_d2
+    acc[N_EXACT] = n_ex
+    acc[N_TOL] = n_tol
+    acc[SUM_ABSA_CHANGED] = s_ach
+    acc[N] = n
+    acc[NONFINITE] = 0.0
+
+
+@njit(cache=True)
+def _trans_careful(F, XB, a, b, qa, qb, tol, n, lo, acc):
+    for f in range(T_FIELDS):
+        acc[f] = 0.0
+    for j in range(n):
+        xa = F[a, j]
+        xb = F[b, j]
+        if not (np.isfinite(xa) and np.isfinite(xb)):
+            acc[NONFINITE] += 1
+            continue
+        d = np.float64(xb - xa)
+        fa = np.float64(xa)
+        fb = np.float64(xb)
+        acc[SUM_A2] += fa * fa
+        acc[SUM_B2] += fb * fb
+        acc[DOT_AB] += fa * fb
+        acc[SUM_D2] += d * d
+        ch = XB[qa, lo + j] != XB[qb, lo + j]
+        acc[N_EXACT] += ch
+        acc[N_TOL] += abs(d) > tol
+        acc[SUM_ABSA_CHANGED] += abs(fa) * ch
+        acc[SUM_ABSA] += abs(fa)
+        acc[N] += 1
+
+
+@njit(cache=True, fastmath=_FAST)
+def _pair_fast(F, a1, b1, a2, b2, n, acc):
+    s12 = 0.0
+    s11 = 0.0
+    s22 = 0.0
+    for j in range(n):
+        d1 = np.float64(F[b1, j] - F[a1, j])
+        d2 = np.float64(F[b2, j] - F[a2, j])
+        s12 += d1 * d2
+        s11 += d1 * d1
+        s22 += d2 * d2
+    acc[P_DOT] = s12
+    acc[P_D1] = s11
+    acc[P_D2] = s22
+
+
+@njit(cache=True)
+def _pair_careful(F, a1, b1, a2, b2, n, acc):
+    for f in range(P_FIELDS):
+        acc[f] = 0.0
+    for j in range(n):
+        if not (np.isfinite(F[a1, j]) and np.isfinite(F[b1, j]) and np.isfinite(F[a2, j]) and np.isfinite(F[b2, j])):
+            continue
+        d1 = np.float64(F[b1, j] - F[a1, j])
+        d2 = np.float64(F[b2, j] - F[a2, j])
+        acc[P_DOT] += d1 * d2
+        acc[P_D1] += d1 * d1
+        acc[P_D2] += d2 * d2
+
+
+@njit(parallel=True, cache=True)
+def _fused(R, shift, XB, ta, tb, ca, cb, pa1, pb1, pa2, pb2, tol, nworkers):
+    nck, m = R.shape
+    T = ta.shape[0]
+    P = pa1.shape[0]
+    ntiles = (m + _TILE - 1) // _TILE
+    per = (ntiles + nworkers - 1) // nworkers
+    part_t = np.zeros((nworkers, T, T_FIELDS))
+    part_p = np.zeros((nworkers, P, P_FIELDS))
+    for w in prange(nworkers):
+        bits = np.empty((nck, _TILE), dtype=np.uint32)
+        F = bits.view(np.float32)
+        cs = np.empty((nck, 2))
+        acc = np.empty(T_FIELDS)
+        pacc = np.empty(P_FIELDS)
+        for tile in range(w * per, min(ntiles, (w + 1) * per)):
+            lo = tile * _TILE
+            hi = min(m, lo + _TILE)
+            n = hi - lo
+            _decode(R, shift, lo, hi, bits)
+            for c in range(nck):
+                _ckpt_sums(F, c, n, cs[c])
+            for t in range(T):
+                a = ta[t]
+                b = tb[t]
+                _trans_fast(F, XB, a, b, ca[t], cb[t], tol, n, lo, acc)
+                acc[SUM_A2] = cs[a, 0]
+                acc[SUM_B2] = cs[b, 0]
+                acc[SUM_ABSA] = cs[a, 1]
+                if not np.isfinite(acc[SUM_A2] + acc[SUM_B2] + acc[DOT_AB] + acc[SUM_D2] + acc[SUM_ABSA]):
+                    _trans_careful(F, XB, a, b, ca[t], cb[t], tol, n, lo, acc)
+                for f in range(T_FIELDS):
+                    part_t[w, t, f] += acc[f]
+            for p in range(P):
+                _pair_fast(F, pa1[p], pb1[p], pa2[p], pb2[p], n, pacc)
+                if not np.isfinite(pacc[P_DOT] + pacc[P_D1] + pacc[P_D2]):
+                    _pair_careful(F, pa1[p], pb1[p], pa2[p], pb2[p], n, pacc)
+                for f in range(P_FIELDS):
+                    part_p[w, p, f] += pacc[f]
+    return part_t.sum(axis=0), part_p.sum(axis=0)
+
+
+def _i64(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64).reshape(-1)
+
+
+def stats_numba(R: np.ndarray, XB: np.ndarray, trans, cmp, pairs, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fused CPU pass over raw bit patterns ``R``: uint16 rows hold bfloat16, uint32 rows float32.
+
+    ``trans``: (a, b) rows of R; ``cmp``: (qa, qb) rows of XB; ``pairs``: (t1, t2) indices of trans.
+    """
+    if R.dtype == np.uint16:
+        shift = 16
+    elif R.dtype in (np.uint32, np.int32, np.float32):
+        R, shift = R.view(np.uint32), 0
+    else:
+        raise TypeError(f"raw rows must be bfloat16 (uint16) or float32 bits, got {R.dtype}")
+    trans = np.asarray(trans, dtype=np.int64).reshape(-1, 2)
+    cmp = np.asarray(cmp, dtype=np.int64).reshape(-1, 2)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    p1, p2 = trans[pairs[:, 0]] if len(pairs) else trans[:0], trans[pairs[:, 1]] if len(pairs) else trans[:0]
+    nworkers = max(1, min(numba.get_num_threads(), -(-R.shape[1] // _TILE)))
+    return _fused(R, shift, XB, trans[:, 0].copy(), trans[:, 1].copy(), cmp[:, 0].copy(), cmp[:, 1].copy(),
+                  _i64(p1[:, 0]), _i64(p1[:, 1]), _i64(p2[:, 0]), _i64(p2[:, 1]), float(tol), nworkers)
+
+
+def stats_torch(X: torch.Tensor, XB: torch.Tensor, trans, cmp, pairs, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """The same sums with vectorised torch ops in float64: the GPU path and the tests' reference."""
+    trans = torch.as_tensor(np.asarray(trans, dtype=np.int64).reshape(-1, 2), device=X.device)
+    cmp = torch.as_tensor(np.asarray(cmp, dtype=np.int64).reshape(-1, 2), device=X.device)
+    A = X[trans[:, 0]].double()
+    B = X[trans[:, 1]].double()
+    fin = torch.isfinite(A) & torch.isfinite(B)
+    A = torch.where(fin, A, 0.0)
+    B = torch.where(fin, B, 0.0)
+    D = (X[trans[:, 1]] - X[trans[:, 0]]).double()
+    D = torch.where(fin, D, 0.0)
+    ch = (XB[cmp[:, 0]] != XB[cmp[:, 1]]) & fin
+    out = torch.zeros((len(trans), T_FIELDS), dtype=torch.float64, device=X.device)
+    out[:, SUM_A2] = (A * A).sum(1)
+    out[:, SUM_B2] = (B * B).sum(1)
+    out[:, DOT_AB] = (A * B).sum(1)
+    out[:, SUM_D2] = (D * D).sum(1)
+    out[:, N_EXACT] = ch.sum(1).double()
+    out[:, N_TOL] = ((D.abs() > tol) & fin).sum(1).double()
+    out[:, SUM_ABSA_CHANGED] = (A.abs() * ch).sum(1)
+    out[:, SUM_ABSA] = A.abs().sum(1)
+    out[:, N] = fin.sum(1).double()
+    out[:, NONFINITE] = (~fin).sum(1).double()
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    pout = torch.zeros((len(pairs), P_FIELDS), dtype=torch.float64, device=X.device)
+    for i, (t1, t2) in enumerate(pairs):
+        f = fin[t1] & fin[t2]
+        d1 = torch.where(f, D[t1], 0.0)
+        d2 = torch.where(f, D[t2], 0.0)
+        pout[i, P_DOT] = (d1 * d2).sum()
+        pout[i, P_D1] = (d1 * d1).sum()
+        pout[i, P_D2] = (d2 * d2).sum()
+    return out.cpu().numpy(), pout.cpu().numpy()

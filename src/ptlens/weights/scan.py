@@ -1,0 +1,439 @@
+"""The weight scan: one streaming pass over every tensor of every checkpoint of a lineage.
+
+For each tensor name, the same row chunk is read from all N checkpoints at once, and one
+fused kernel call computes the element-wise sums of every consecutive and cumulative
+transition from it: each byte of each checkpoint is read once, whatever the number of
+transitions. Memory is bounded by the chunk budget, not by the model's size. Spectral
+metrics then stream the same tensor's rows (from the page cache) through a randomized SVD.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+
+from ptlens.errors import ArchitectureMismatch, PtlensError
+from ptlens.resolve import Lineage
+from ptlens.weights import kernels as K
+from ptlens.weights import metrics as M
+from ptlens.weights.index import DTYPES, MANTISSA_BITS, CheckpointIndex, Reader
+from ptlens.weights.names import TensorRole, parse_name
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ScanConfig:
+    """Everything that changes a scan's numbers; stored with every result."""
+
+    spectral: Literal["off", "topk", "full"] = "topk"
+    k: int = 16
+    oversample: int = 8
+    power_iters: int = 2
+    tolerance: float = 1e-5
+    alpha: float = 0.05
+    layer_pattern: str | None = None
+    device: str = "auto"
+    workers: int | None = None
+    chunk_mb: int = 32
+    backend: Literal["auto", "numba", "torch"] = "auto"
+    allow_pickle: bool = False
+
+    def validate(self) -> None:
+        if self.spectral not in ("off", "topk", "full"):
+            raise PtlensError(f"--spectral must be off, topk or full, not {self.spectral!r}")
+        if self.k < 1:
+            raise PtlensError("--k must be at least 1")
+        if not 0 < self.alpha < 1:
+            raise PtlensError("--alpha must lie in (0, 1)")
+        if self.tolerance < 0:
+            raise PtlensError("--tolerance must be non-negative")
+        if self.layer_pattern:
+            try:
+                re.compile(self.layer_pattern)
+            except re.error as e:
+                raise PtlensError(f"--layer-pattern {self.layer_pattern!r} is not a valid regular expression ({e})") from None
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise PtlensError(f"--device must be cpu, cuda or auto, not {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise PtlensError("--device cuda: no CUDA device is available to torch here")
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    a: int
+    b: int
+    kind: Literal["consecutive", "cumulative"]
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name.replace("→", "_to_"))
+
+
+def transitions_for(names: list[str]) -> list[Transition]:
+    """Consecutive neighbours, then cumulative first → each later checkpoint (no duplicates)."""
+    out = [Transition(f"{names[i]}→{names[i + 1]}", i, i + 1, "consecutive") for i in range(len(names) - 1)]
+    out += [Transition(f"{names[0]}→{names[j]}", 0, j, "cumulative") for j in range(2, len(names))]
+    return out
+
+
+def delta_pairs_for(transitions: list[Transition]) -> list[tuple[int, int]]:
+    """Which Δ cosines to compute: neighbouring consecutive transitions, and first vs last."""
+    cons = [i for i, t in enumerate(transitions) if t.kind == "consecutive"]
+    pairs = [(cons[i], cons[i + 1]) for i in range(len(cons) - 1)]
+    if len(cons) >= 3:
+        pairs.append((cons[0], cons[-1]))
+    return pairs
+
+
+@dataclass
+class TensorRecord:
+    """One tensor × one transition: every DESIGN.md metric, plus the sums that aggregate."""
+
+    tensor: str
+    transition: str
+    kind: str
+    group: str
+    layer: int | None
+    shape: tuple[int, ...]
+    dtype_a: str
+    dtype_b: str
+    rows_a: int
+    rows_b: int
+    sums: np.ndarray
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    spectral: dict[str, float | None] = field(default_factory=dict)
+    added_rows: int = 0
+    added_rows_norm: float = 0.0
+
+
+@dataclass
+class PairRecord:
+    tensor: str
+    kind: str
+    group: str
+    layer: int | None
+    t1: str
+    t2: str
+    sums: np.ndarray
+    cosine: float | None = None
+
+
+@dataclass
+class ScanResult:
+    lineage: Lineage
+    config: ScanConfig
+    transitions: list[Transition]
+    records: list[TensorRecord]
+    pairs: list[PairRecord]
+    missing: dict[str, list[str]]
+    tied: dict[str, bool]
+    skipped: dict[str, str]
+    bytes_read: int
+    seconds: float
+    device: str
+    backend: str
+
+
+@dataclass
+class _TensorPlan:
+    name: str
+    role: TensorRole
+    rows: list[int | None]
+    row_shape: tuple[int, ...]
+    dtypes: list[str | None]
+
+    @property
+    def row_elems(self) -> int:
+        return math.prod(self.row_shape)
+
+    def nbytes(self, c: int) -> int:
+        r = self.rows[c]
+        return 0 if r is None else r * self.row_elems * DTYPES[self.dtypes[c]].itemsize
+
+
+def plan_tensors(indexes: list[CheckpointIndex], names: list[str], layer_pattern: str | None
+                 ) -> tuple[list[_TensorPlan], dict[str, list[str]], dict[str, str]]:
+    """Pair tensors by name; vocabulary rows may differ, any other shape difference is fatal."""
+    pattern = re.compile(layer_pattern) if layer_pattern else None
+    all_names = sorted(set().union(*(ix.tensors for ix in indexes)), key=_natural_key)
+    plans, missing, skipped, mismatches = [], {}, {}, []
+    for name in all_names:
+        if pattern and not pattern.search(name):
+            continue
+        infos = [ix.tensors.get(name) for ix in indexes]
+        absent = [names[i] for i, t in enumerate(infos) if t is None]
+        if absent:
+            missing[name] = absent
+        present = [t for t in infos if t is not None]
+        if not all(t.is_float for t in present):
+            skipped[name] = f"non-float dtype {present[0].dtype}"
+            continue
+        role = parse_name(name)
+        shapes = {t.shape if role.is_vocab else t.shape for t in present}
+        tails = {t.shape[1:] for t in present}
+        if len(tails) > 1 or (not role.is_vocab and len(shapes) > 1):
+            mismatches.append(name + ": " + ", ".join(
+                f"{names[i]} {tuple(t.shape)}" for i, t in enumerate(infos) if t is not None))
+            continue
+        if len(present) < 2:
+            continue
+        shape0 = present[0].shape
+        rows = [None if t is None else (t.shape[0] if t.shape else 1) for t in infos]
+        plans.append(_TensorPlan(name, role, rows, tuple(shape0[1:]), [None if t is None else t.dtype for t in infos]))
+    if mismatches:
+        shown = "; ".join(mismatches[:8]) + (f"; … {len(mismatches) - 8} more" if len(mismatches) > 8 else "")
+        raise ArchitectureMismatch(f"architecture mismatch: {len(mismatches)} tensor(s) differ in shape: {shown}")
+    if pattern and not plans:
+        raise PtlensError(f"--layer-pattern {layer_pattern!r} matches no tensor present in two or more checkpoints")
+    return plans, missing, skipped
+
+
+def _natural_key(name: str):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def _coarser(da: str, db: str) -> str:
+    return da if MANTISSA_BITS[da] <= MANTISSA_BITS[db] else db
+
+
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    """Bit patterns of a float32 tensor, for bit-for-bit comparison."""
+    return x.contiguous().view(torch.int32)
+
+
+def _changed_mask(ra: torch.Tensor, rb: torch.Tensor, da: str, db: str) -> torch.Tensor:
+    """Entries whose stored values differ bit for bit, compared in the coarser stored dtype."""
+    if da == db:
+        ia = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[ra.element_size()]
+        return ra.view(ia) != rb.view(ia)
+    coarse = DTYPES[_coarser(da, db)]
+    return _bits(ra.to(coarse).float()) != _bits(rb.to(coarse).float())
+
+
+class _Scanner:
+    def __init__(self, lineage: Lineage, config: ScanConfig, progress: Progress | None):
+        config.validate()
+        self.cfg = config
+        self.lineage = lineage
+        self.names = lineage.names
+        if any(c.path is None for c in lineage.checkpoints):
+            raise PtlensError("lineage has unresolved checkpoints (no local folder)")
+        self.indexes = [CheckpointIndex.from_dir(c.path, allow_pickle=config.allow_pickle) for c in lineage.checkpoints]
+        self.readers = [Reader(ix) for ix in self.indexes]
+        self.transitions = transitions_for(self.names)
+        self.pairs = delta_pairs_for(self.transitions)
+        dev = config.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(dev)
+        backend = config.backend
+        if backend == "auto":
+            backend = "torch" if self.device.type == "cuda" else "numba"
+        self.backend = backend
+        self.progress = progress
+        self.bytes_done = 0
+        self.chunk_elems = max(1, config.chunk_mb * (1 << 20) // 4)
+
+    def run(self) -> ScanResult:
+        t0 = time.perf_counter()
+        plans, missing, skipped = plan_tensors(self.indexes, self.names, self.cfg.layer_pattern)
+        total = sum(p.nbytes(c) for p in plans for c in range(len(self.names)))
+        records: list[TensorRecord] = []
+        pair_records: list[PairRecord] = []
+        if self.cfg.workers:
+            torch.set_num_threads(self.cfg.workers)
+            import numba
+
+            numba.set_num_threads(min(self.cfg.workers, numba.config.NUMBA_NUM_THREADS))
+        for i, plan in enumerate(plans):
+            if i + 1 < len(plans):
+                for r in self.readers:
+                    r.prefetch(plans[i + 1].name)
+            recs, prs = self._tensor(plan, total)
+            records += recs
+            pair_records += prs
+        for r in self.readers:
+            r.close()
+        tied = {n: ix.tied_embeddings for n, ix in zip(self.names, self.indexes)}
+        return ScanResult(self.lineage, self.cfg, self.transitions, records, pair_records, missing, tied,
+                          skipped, self.bytes_done, time.perf_counter() - t0, str(self.device), self.backend)
+
+    # -- element-wise ---------------------------------------------------------------
+
+    def _tensor(self, p: _TensorPlan, total: int) -> tuple[list[TensorRecord], list[PairRecord]]:
+        N = len(self.names)
+        present = [c for c in range(N) if p.rows[c] is not None]
+        active = [t for t, tr in enumerate(self.transitions) if tr.a in present and tr.b in present]
+        sums = {t: np.zeros(K.T_FIELDS) for t in active}
+        psums = {q: np.zeros(K.P_FIELDS) for q, (t1, t2) in enumerate(self.pairs) if t1 in active and t2 in active}
+        added = {t: [0, 0.0] for t in active}
+        bounds = sorted({p.rows[c] for c in present})
+        r0 = 0
+        for r1 in bounds:
+            if r1 == r0:
+                continue
+            members = [c for c in present if p.rows[c] >= r1]
+            local = {c: i for i, c in enumerate(members)}
+            seg_t = [t for t in active if self.transitions[t].a in local and self.transitions[t].b in local]
+            seg_p = [q for q in psums if self.pairs[q][0] in seg_t and self.pairs[q][1] in seg_t]
+            newrows = [t for t in active if self.transitions[t].b in local and self.transitions[t].a not in local]
+            step = max(1, self.chunk_elems // max(1, p.row_elems))
+            for c0 in range(r0, r1, step):
+                c1 = min(r1, c0 + step)
+                raws = [self.readers[c].rows(p.name, c0, c1).reshape(-1) for c in members]
+                if seg_t:
+                    ts, ps = self._chunk_stats(raws, [p.dtypes[c] for c in members],
+                                               [(local[self.transitions[t].a], local[self.transitions[t].b]) for t in seg_t],
+                                               [(seg_t.index(self.pairs[q][0]), seg_t.index(self.pairs[q][1])) for q in seg_p])
+                    for i, t in enumerate(seg_t):
+                        sums[t] += ts[i]
+                    for i, q in enumerate(seg_p):
+                        psums[q] += ps[i]
+                for t in newrows:
+                    xb = raws[local[self.transitions[t].b]].double()
+                    added[t][0] += c1 - c0
+                    added[t][1] += float((xb * xb).sum())
+                self._advance(sum(r.numel() * r.element_size() for r in raws), total, p.name)
+            r0 = r1
+        records = []
+        for t in active:
+            tr = self.transitions[t]
+            rec = TensorRecord(
+                tensor=p.name, transition=tr.name, kind=p.role.kind, group=p.role.group, layer=p.role.layer,
+                shape=self.indexes[tr.b].tensors[p.name].shape,
+                dtype_a=p.dtypes[tr.a], dtype_b=p.dtypes[tr.b], rows_a=p.rows[tr.a], rows_b=p.rows[tr.b],
+                sums=sums[t], added_rows=added[t][0], added_rows_norm=math.sqrt(added[t][1]))
+            rec.metrics = M.finalize(sums[t])
+            records.append(rec)
+        prs = []
+        for q, s in psums.items():
+            t1, t2 = self.pairs[q]
+            prs.append(PairRecord(p.name, p.role.kind, p.role.group, p.role.layer, self.transitions[t1].name,
+                                  self.transitions[t2].name, s, M.delta_cosine(s)))
+        if self.cfg.spectral != "off" and len(p.row_shape) == 1 and min(min(p.rows[c] for c in present), p.row_shape[0]) >= 2:
+            self._spectral(p, present, active, records)
+        return records, prs
+
+    def _chunk_stats(self, raws, dtypes, trans, pairs):
+        tol = self.cfg.tolerance
+        if self.backend == "numba" and all(d == "BF16" for d in dtypes):
+            R = np.empty((len(raws), raws[0].numel()), dtype=np.uint16)
+            for i, r in enumerate(raws):
+                R[i] = r.view(torch.int16).numpy().view(np.uint16)
+            return K.stats_numba(R, R, trans, trans, pairs, tol)
+        n = raws[0].numel()
+        X = torch.empty((len(raws), n), dtype=torch.float32, device=self.device)
+        for i, r in enumerate(raws):
+            X[i].copy_(r.to(self.device, non_blocking=True))
+        cmp, extra = [], []
+        for a, b in trans:
+            if dtypes[a] == dtypes[b]:
+                cmp.append((a, b))
+                continue
+            coarse = DTYPES[_coarser(dtypes[a], dtypes[b])]
+            rows = []
+            for c in (a, b):
+                if dtypes[c] == _coarser(dtypes[a], dtypes[b]):
+                    rows.append(c)
+                else:
+                    extra.append(X[c].to(coarse).float())
+                    rows.append(len(raws) + len(extra) - 1)
+            cmp.append(tuple(rows))
+        XB = _bits(torch.cat([X, torch.stack(extra)]) if extra else X)
+        if self.backend == "numba":
+            return K.stats_numba(X.numpy(), XB.numpy().view(np.uint32), trans, cmp, pairs, tol)
+        return K.stats_torch(X, XB, trans, cmp, pairs, tol)
+
+    def _advance(self, nbytes: int, total: int, name: str) -> None:
+        self.bytes_done += nbytes
+        if self.progress:
+            self.progress(self.bytes_done, total, name)
+
+    # -- spectral -------------------------------------------------------------------
+
+    def _rows(self, c: int, name: str, stop: int, step: int):
+        def gen():
+            for c0 in range(0, stop, step):
+                yield self.readers[c].rows(name, c0, min(stop, c0 + step)).to(self.device, torch.float32)
+        return gen
+
+    def _delta_rows(self, a: int, b: int, name: str, stop: int, step: int):
+        def gen():
+            for c0 in range(0, stop, step):
+                c1 = min(stop, c0 + step)
+                xa = self.readers[a].rows(name, c0, c1).to(self.device, torch.float32)
+                xb = self.readers[b].rows(name, c0, c1).to(self.device, torch.float32)
+                yield xb - xa
+        return gen
+
+    def _spectral(self, p: _TensorPlan, present: list[int], active: list[int], records: list[TensorRecord]) -> None:
+        cfg = self.cfg
+        if any(r.metrics["nonfinite"] for r in records):
+            for r in records:
+                r.spectral = {"note": "skipped: NaN/Inf entries"}
+            return
+        cols = p.row_shape[0]
+        step = max(1, self.chunk_elems // cols)
+        shared = min(p.rows[c] for c in present)
+        seed = zlib.crc32(p.name.encode())
+        svd = {}
+        for c in present:
+            svd[c] = M.randomized_svd(self._rows(c, p.name, shared, step), (shared, cols), cfg.k,
+                                      oversample=cfg.oversample, power_iters=cfg.power_iters, seed=seed,
+                                      device=self.device)
+        for rec, t in zip(records, active):
+            tr = self.transitions[t]
+            rows_ab = min(p.rows[tr.a], p.rows[tr.b])
+            frob2 = float(rec.sums[K.SUM_D2])
+            drows = self._delta_rows(tr.a, tr.b, p.name, rows_ab, step)
+            if frob2 == 0:
+                spec = {"stable_rank": None, "top1_energy": None, f"top{cfg.k}_energy": None}
+                if cfg.spectral == "full":
+                    spec.update(effective_rank=None, rank_fraction=0.0)
+            elif cfg.spectral == "full":
+                S = M.all_singular_values(drows, self.device)
+                spec = M.delta_spectrum(S, frob2, (rows_ab, cols), True, ks=(1, cfg.k))
+            else:
+                S = M.randomized_svd(drows, (rows_ab, cols), cfg.k, oversample=cfg.oversample,
+                                     power_iters=cfg.power_iters, seed=seed + 1, device=self.device).S
+                spec = M.delta_spectrum(S, frob2, (rows_ab, cols), False, ks=(1, cfg.k))
+            sa, sb = svd[tr.a], svd[tr.b]
+            spec["subspace_angle_u_mean"], spec["subspace_angle_u_max"] = M.principal_angles_deg(sa.U, sb.U)
+            spec["subspace_angle_v_mean"], spec["subspace_angle_v_max"] = M.principal_angles_deg(sa.V, sb.V)
+            spec["spectral_drift"] = M.spectral_drift(sa.S, sb.S)
+            rec.spectral = spec
+        by_source: dict[int, list[int]] = {}
+        for i, t in enumerate(active):
+            by_source.setdefault(self.transitions[t].a, []).append(i)
+        for a, idxs in by_source.items():
+            low = svd[a]
+            US = low.U * low.S
+
+            def recon(a=a, US=US, low=low):
+                for c0 in range(0, shared, step):
+                    yield US[c0:min(shared, c0 + step)] @ low.V.T
+
+            def changed(a=a, idxs=idxs):
+                for c0 in range(0, shared, step):
+                    c1 = min(shared, c0 + step)
+                    ra = self.readers[a].rows(p.name, c0, c1)
+                    masks = [_changed_mask(ra, self.readers[self.transitions[active[i]].b].rows(p.name, c0, c1),
+                                           p.dtypes[a], p.dtypes[self.transitions[active[i]].b]) for i in idxs]
+                    yield torch.stack(masks).to(self.device)
+
+            for i, (ov, inter, nch) in zip(idxs, M.principal_overlap(recon, changed, shared * cols, cfg.alpha)):
+                records[i].spectral["principal_overlap"] = ov
+
+
+def scan_lineage(lineage: Lineage, config: ScanConfig | None = None, progress: Progress | None = None) -> ScanResult:
+    """Scan every tensor of every checkpoint once; see the module docstring."""
+    return _Scanner(lineage, config or ScanConfig(), progress).run()
