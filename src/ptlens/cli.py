@@ -170,6 +170,30 @@ def print_weight_summary(summary: dict, output_dir: Path) -> None:
               + f" → [bold]{output_dir}/weight_analysis_report.md[/], {output_dir}/weights/")
 
 
+@app.command()
+@user_errors
+def run(
+    extra: Optional[list[str]] = typer.Argument(None, hidden=True),
+    preset: Optional[str] = PresetOpt,
+    models: Optional[list[str]] = ModelsOpt,
+    output_dir: Path = OutOpt,
+    device: str = DeviceOpt,
+    spectral: str = typer.Option("topk", "--spectral", help="off, topk or full."),
+    allow_pickle: bool = PickleOpt,
+) -> None:
+    """The main job: analyse a lineage (default: the embedded tiny lineage) end to end."""
+    from ptlens.weights import ScanConfig
+
+    cfg = ScanConfig(spectral=spectral, device=device, allow_pickle=allow_pickle)
+    cfg.validate()
+    lineage = lineage_from_options(preset, models, extra, allow_pickle)
+    note = next((c.facts.notes for c in lineage.checkpoints if c.facts.notes and "synthetic" in c.facts.notes), None)
+    if note:
+        console.print(f"[yellow]lineage: {note}[/]")
+    summary = run_weights(lineage, cfg, output_dir)
+    print_weight_summary(summary, output_dir)
+
+
 def main() -> None:
     app()
 

@@ -16,6 +16,7 @@ GROUP_COLORS = {"attention": "#0072B2", "mlp": "#E69F00", "embedding": "#009E73"
                 "norm": "#CC79A7", "other": "#999999"}
 KIND_ORDER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
               "input_layernorm", "post_attention_layernorm"]
+_SHORT = {"input_layernorm": "attn norm", "post_attention_layernorm": "mlp norm"}
 METRIC_LABEL = {
     "rel_change": "relative change ‖ΔW‖_F / ‖W_A‖_F",
     "changed_exact": "share of entries changed (bit-exact)",
@@ -37,7 +38,7 @@ def _rows(summary: dict, agg: str, transition: str) -> list[dict]:
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
     return path
@@ -75,7 +76,7 @@ def heatmap(summary: dict, metric: str, path: Path) -> Path | None:
                 grid[layers.index(r["key"][0]), kinds.index(r["key"][1])] = r[metric] if (not log or r[metric] > 0) else np.nan
         im = ax.imshow(grid, aspect="auto", cmap="viridis", norm=norm, origin="lower", interpolation="nearest")
         ax.set_title(t, fontsize=10)
-        ax.set_xticks(range(len(kinds)), [k.replace("_proj", "").replace("_layernorm", " norm") for k in kinds],
+        ax.set_xticks(range(len(kinds)), [_SHORT.get(k, k.replace("_proj", "")) for k in kinds],
                       rotation=60, ha="right", fontsize=8)
         step = max(1, len(layers) // 12)
         ax.set_yticks(range(0, len(layers), step), [str(l) for l in layers[::step]], fontsize=8)

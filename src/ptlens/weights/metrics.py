@@ -68,13 +68,15 @@ def _orth(y: torch.Tensor) -> torch.Tensor:
     return torch.linalg.qr(y, mode="reduced").Q
 
 
-def randomized_svd(rows: RowChunks, shape: tuple[int, int], k: int, *, oversample: int = 8,
-                   power_iters: int = 2, seed: int = 0, device: torch.device | str = "cpu",
+def randomized_svd(rows: RowChunks, shape: tuple[int, int], k: int, *, oversample: int = 10,
+                   power_iters: int = 3, seed: int = 0, device: torch.device | str = "cpu",
                    materialize_below: int = 1 << 22) -> LowRank:
     """Top-k SVD of a matrix seen only through row blocks (Halko et al. 2011, Alg. 4.4).
 
     Each pass streams the row blocks once, so a vocabulary-sized matrix never needs to be
-    whole in memory. Small matrices (< ``materialize_below`` entries, or too thin for a
+    whole in memory. Accuracy depends on the spectrum's decay: with the defaults (10 extra
+    columns, 3 power iterations) the top-16 values of a decaying spectrum are within ~1e-3,
+    those of a noise-like one (no gap) within ~5%; ``--spectral full`` is exact. Small matrices (< ``materialize_below`` entries, or too thin for a
     sketch to pay off) are decomposed exactly.
     """
     m, n = shape
@@ -134,9 +136,17 @@ def delta_spectrum(S: torch.Tensor, frob2: float, shape: tuple[int, int], full: 
 
 
 def principal_angles_deg(Ua: torch.Tensor, Ub: torch.Tensor) -> tuple[float, float]:
-    """Mean and max principal angle (degrees) between the column spaces of Ua and Ub."""
-    cos = torch.linalg.svdvals(Ua.double().T @ Ub.double()).clamp(0.0, 1.0)
-    theta = torch.rad2deg(torch.arccos(cos))
+    """Mean and max principal angle (degrees) between the column spaces of Ua and Ub.
+
+    Small angles come from sines (Björck & Golub 1973): arccos of a cosine near 1 would turn
+    float rounding into spurious fractions of a degree.
+    """
+    Ua, Ub = Ua.double(), Ub.double()
+    M = Ua.T @ Ub
+    cos = torch.linalg.svdvals(M).clamp(0.0, 1.0)
+    sin = torch.linalg.svdvals(Ub - Ua @ M).clamp(0.0, 1.0).flip(0)[: len(cos)]
+    theta = torch.where(cos * cos >= 0.5, torch.arcsin(sin), torch.arccos(cos))
+    theta = torch.rad2deg(theta)
     return float(theta.mean()), float(theta.max())
 
 

@@ -13,6 +13,7 @@ import math
 import re
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -35,8 +36,8 @@ class ScanConfig:
 
     spectral: Literal["off", "topk", "full"] = "topk"
     k: int = 16
-    oversample: int = 8
-    power_iters: int = 2
+    oversample: int = 10
+    power_iters: int = 3
     tolerance: float = 1e-5
     alpha: float = 0.05
     layer_pattern: str | None = None
@@ -219,6 +220,20 @@ def _changed_mask(ra: torch.Tensor, rb: torch.Tensor, da: str, db: str) -> torch
     return _bits(ra.to(coarse).float()) != _bits(rb.to(coarse).float())
 
 
+@contextmanager
+def _torch_threads(n: int):
+    """Small linear algebra runs faster on one thread than on several contending ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+_SMALL_MATRIX = 1 << 20
+
+
 class _Scanner:
     def __init__(self, lineage: Lineage, config: ScanConfig, progress: Progress | None):
         config.validate()
@@ -320,7 +335,9 @@ class _Scanner:
             prs.append(PairRecord(p.name, p.role.kind, p.role.group, p.role.layer, self.transitions[t1].name,
                                   self.transitions[t2].name, s, M.delta_cosine(s)))
         if self.cfg.spectral != "off" and len(p.row_shape) == 1 and min(min(p.rows[c] for c in present), p.row_shape[0]) >= 2:
-            self._spectral(p, present, active, records)
+            small = self.device.type == "cpu" and max(p.rows[c] for c in present) * p.row_elems < _SMALL_MATRIX
+            with _torch_threads(1 if small else torch.get_num_threads()):
+                self._spectral(p, present, active, records)
         return records, prs
 
     def _chunk_stats(self, raws, dtypes, trans, pairs):
