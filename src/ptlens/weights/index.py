@@ -1,19 +1,19 @@
-"""A checkpoint's tensor index as plain data, and a narrow zero-copy reader over it.
+"""A checkpoint's tensor index as plain data, and a narrow reader over it.
 
 The index (names, dtypes, shapes, byte offsets) is parsed from the safetensors headers
-alone, so a 405B checkpoint is described without touching its weights. The reader maps each
-shard once and hands out row ranges as views of the page cache: safetensors' own API copies
-every slice, and the scan's speed is the speed of not copying.
+alone, so a 405B checkpoint is described without touching its weights. The reader hands out
+row ranges of one tensor at a time into buffers the scan reuses.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ptlens.errors import PtlensError
@@ -174,11 +174,16 @@ def _pickle_index(root: Path, config: dict) -> CheckpointIndex:
 
 
 class Reader:
-    """Row ranges of a checkpoint's tensors, as zero-copy views where the format allows."""
+    """Row ranges of a checkpoint's tensors, read with ``pread`` straight into caller buffers.
+
+    One copy from the page cache into a reused buffer is the cheapest way to get bytes into
+    the kernel: memory-mapped views cost a page fault per 4 KiB and count every touched page
+    as resident memory, and safetensors' own API allocates a new tensor per slice.
+    """
 
     def __init__(self, index: CheckpointIndex):
         self.index = index
-        self._maps: dict[Path, mmap.mmap] = {}
+        self._fds: dict[Path, int] = {}
         self._pickled: dict[Path, dict[str, torch.Tensor]] = {}
 
     def __enter__(self) -> "Reader":
@@ -188,46 +193,62 @@ class Reader:
         self.close()
 
     def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
         self._pickled.clear()
-        self._maps.clear()
 
-    def _map(self, path: Path) -> mmap.mmap:
-        m = self._maps.get(path)
-        if m is None:
-            with open(path, "rb") as f:
-                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-            self._maps[path] = m
-        return m
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        return fd
 
-    def rows(self, name: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Rows ``start:stop`` of tensor ``name`` (elements for 1-D, the value for 0-D), stored dtype."""
+    def _span(self, info: TensorInfo, start: int, stop: int | None) -> tuple[int, int, int]:
+        rows = info.shape[0] if info.shape else 1
+        stop = rows if stop is None else min(stop, rows)
+        row_bytes = info.nbytes // rows if rows else 0
+        return info.start + start * row_bytes, (stop - start) * row_bytes, stop
+
+    def nbytes(self, name: str, start: int = 0, stop: int | None = None) -> int:
+        return self._span(self.index.tensors[name], start, stop)[1]
+
+    def read_into(self, name: str, start: int, stop: int, out: np.ndarray) -> torch.Tensor:
+        """Fill the uint8 buffer ``out`` with rows ``start:stop``; return them as a flat tensor of the stored dtype."""
         info = self.index.tensors[name]
+        dt = DTYPES[info.dtype]
+        offset, length, stop = self._span(info, start, stop)
+        buf = out[:length]
         if info.start < 0:
             t = self._load_pickled(info)
-            return t if t.ndim == 0 else t[start:stop]
-        dt = DTYPES[info.dtype]
+            t = t.reshape(1) if t.ndim == 0 else t[start:stop]
+            buf[:] = t.contiguous().reshape(-1).view(torch.uint8).numpy()
+        else:
+            fd, view, done = self._fd(info.file), memoryview(buf), 0
+            while done < length:
+                k = os.preadv(fd, [view[done:]], offset + done)
+                if k <= 0:
+                    raise PtlensError(f"{info.file}: truncated while reading {name}")
+                done += k
+        return torch.from_numpy(buf).view(dt)
+
+    def rows(self, name: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` of tensor ``name`` (elements for 1-D, the value for 0-D), stored dtype, a new tensor."""
+        info = self.index.tensors[name]
+        _, length, stop = self._span(info, start, stop)
+        flat = self.read_into(name, start, stop, np.empty(length, dtype=np.uint8))
         if not info.shape:
-            return torch.frombuffer(self._map(info.file), dtype=dt, count=1, offset=info.start).reshape(())
-        stop = info.shape[0] if stop is None else min(stop, info.shape[0])
-        row = info.numel // info.shape[0] if info.shape[0] else 0
-        count = (stop - start) * row
-        if count == 0:
-            return torch.empty((0, *info.shape[1:]), dtype=dt)
-        flat = torch.frombuffer(self._map(info.file), dtype=dt, count=count,
-                                offset=info.start + start * row * dt.itemsize)
-        return flat.view(stop - start, *info.shape[1:])
+            return flat.reshape(())
+        return flat.reshape(stop - start, *info.shape[1:])
 
     def prefetch(self, name: str) -> None:
-        """Ask the kernel to start reading a tensor's pages, so disk I/O overlaps compute."""
+        """Ask the kernel to start reading a tensor from disk, so I/O overlaps compute."""
         info = self.index.tensors.get(name)
-        if info is None or info.start < 0 or not hasattr(mmap, "MADV_WILLNEED"):
+        if info is None or info.start < 0 or not hasattr(os, "posix_fadvise"):
             return
-        m = self._map(info.file)
-        page = mmap.PAGESIZE
-        lo = (info.start // page) * page
         try:
-            m.madvise(mmap.MADV_WILLNEED, lo, min(len(m), info.start + info.nbytes) - lo)
-        except (OSError, ValueError):
+            os.posix_fadvise(self._fd(info.file), info.start, info.nbytes, os.POSIX_FADV_WILLNEED)
+        except OSError:
             pass
 
     def _load_pickled(self, info: TensorInfo) -> torch.Tensor:

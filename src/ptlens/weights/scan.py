@@ -257,6 +257,7 @@ class _Scanner:
         self.progress = progress
         self.bytes_done = 0
         self.chunk_elems = max(1, config.chunk_mb * (1 << 20) // 4)
+        self._pool = np.empty(0, dtype=np.uint8)
 
     def run(self) -> ScanResult:
         t0 = time.perf_counter()
@@ -304,7 +305,7 @@ class _Scanner:
             step = max(1, self.chunk_elems // max(1, p.row_elems))
             for c0 in range(r0, r1, step):
                 c1 = min(r1, c0 + step)
-                raws = [self.readers[c].rows(p.name, c0, c1).reshape(-1) for c in members]
+                raws = self._read_chunk(p.name, members, c0, c1)
                 if seg_t:
                     ts, ps = self._chunk_stats(raws, [p.dtypes[c] for c in members],
                                                [(local[self.transitions[t].a], local[self.transitions[t].b]) for t in seg_t],
@@ -340,12 +341,24 @@ class _Scanner:
                 self._spectral(p, present, active, records)
         return records, prs
 
+    def _read_chunk(self, name: str, members: list[int], c0: int, c1: int) -> list[torch.Tensor]:
+        """The same rows of one tensor from each member checkpoint, read into one reused buffer.
+
+        When all members share a dtype the buffer is a C-contiguous (members × bytes) block,
+        so the numba kernel reads the rows in place.
+        """
+        sizes = [self.readers[c].nbytes(name, c0, c1) for c in members]
+        width = max(sizes)
+        if self._pool.size < width * len(members):
+            self._pool = np.empty(width * len(members), dtype=np.uint8)
+        block = self._pool[: width * len(members)].reshape(len(members), width)
+        return [self.readers[c].read_into(name, c0, c1, block[i]) for i, c in enumerate(members)]
+
     def _chunk_stats(self, raws, dtypes, trans, pairs):
         tol = self.cfg.tolerance
         if self.backend == "numba" and all(d == "BF16" for d in dtypes):
-            R = np.empty((len(raws), raws[0].numel()), dtype=np.uint16)
-            for i, r in enumerate(raws):
-                R[i] = r.view(torch.int16).numpy().view(np.uint16)
+            n = raws[0].numel()
+            R = self._pool[: 2 * n * len(raws)].view(np.uint16).reshape(len(raws), n)
             return K.stats_numba(R, R, trans, trans, pairs, tol)
         n = raws[0].numel()
         X = torch.empty((len(raws), n), dtype=torch.float32, device=self.device)
@@ -377,19 +390,20 @@ class _Scanner:
 
     # -- spectral -------------------------------------------------------------------
 
+    def _f32(self, c: int, name: str, c0: int, c1: int) -> torch.Tensor:
+        return self.readers[c].rows(name, c0, c1).to(self.device, torch.float32)
+
     def _rows(self, c: int, name: str, stop: int, step: int):
         def gen():
             for c0 in range(0, stop, step):
-                yield self.readers[c].rows(name, c0, min(stop, c0 + step)).to(self.device, torch.float32)
+                yield self._f32(c, name, c0, min(stop, c0 + step))
         return gen
 
     def _delta_rows(self, a: int, b: int, name: str, stop: int, step: int):
         def gen():
             for c0 in range(0, stop, step):
                 c1 = min(stop, c0 + step)
-                xa = self.readers[a].rows(name, c0, c1).to(self.device, torch.float32)
-                xb = self.readers[b].rows(name, c0, c1).to(self.device, torch.float32)
-                yield xb - xa
+                yield self._f32(b, name, c0, c1) - self._f32(a, name, c0, c1)
         return gen
 
     def _spectral(self, p: _TensorPlan, present: list[int], active: list[int], records: list[TensorRecord]) -> None:
@@ -443,9 +457,10 @@ class _Scanner:
                 for c0 in range(0, shared, step):
                     c1 = min(shared, c0 + step)
                     ra = self.readers[a].rows(p.name, c0, c1)
-                    masks = [_changed_mask(ra, self.readers[self.transitions[active[i]].b].rows(p.name, c0, c1),
-                                           p.dtypes[a], p.dtypes[self.transitions[active[i]].b]) for i in idxs]
-                    yield torch.stack(masks).to(self.device)
+                    ends = [self.transitions[active[i]].b for i in idxs]
+                    masks = torch.stack([_changed_mask(ra, self.readers[b].rows(p.name, c0, c1), p.dtypes[a], p.dtypes[b])
+                                         for b in ends]).to(self.device)
+                    yield masks
 
             for i, (ov, inter, nch) in zip(idxs, M.principal_overlap(recon, changed, shared * cols, cfg.alpha)):
                 records[i].spectral["principal_overlap"] = ov

@@ -1,0 +1,135 @@
+"""The weight scan against the machine's read limit, the naive approach and peer tools, side by side.
+
+Every approach runs as its own subprocess on the same lineage, one after another in one run,
+with the files warmed into the page cache first; we report wall time, lineage bytes per second
+(all four checkpoints' safetensors bytes ÷ wall time: the same work for every approach, all five
+transitions) and peak resident memory (ru_maxrss from wait4). Ratios are to the raw read and to
+ptlens's element-wise scan.
+
+    python benchmarks/bench_weights.py /tmp/lin8b-2 [--skip naive,modeldelta] [--device cuda] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+LABELS = ["base", "sft", "dpo", "rlvr"]
+TRANSITIONS = [(0, 1), (1, 2), (2, 3), (0, 2), (0, 3)]
+
+
+def lineage_bytes(root: Path) -> int:
+    return sum(f.stat().st_size for l in LABELS for f in (root / l).glob("*.safetensors"))
+
+
+def run_measured(argv: list[str], env: dict | None = None) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS bytes, exit code) of one subprocess."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        print(f"  ! {' '.join(argv[:4])} … exited {code}: {err.strip().splitlines()[-1:] if err else ''}", file=sys.stderr)
+    return wall, ru.ru_maxrss * 1024, code
+
+
+def run_many(argvs: list[list[str]]) -> tuple[float, int, int]:
+    wall, rss, code = 0.0, 0, 0
+    for a in argvs:
+        w, r, c = run_measured(a)
+        wall += w
+        rss = max(rss, r)
+        code = code or c
+    return wall, rss, code
+
+
+RAW_READ = r"""
+import sys
+buf = bytearray(16 << 20)
+mv = memoryview(buf)
+n = 0
+for path in sys.argv[1:]:
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            k = f.readinto(mv)
+            if not k:
+                break
+            n += k
+print(n)
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("lineage", type=Path)
+    ap.add_argument("--skip", default="", help="comma-separated: naive, modeldelta, modeldelta-nosvd, weightscope, topk")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    skip = set(filter(None, a.skip.split(",")))
+    root = a.lineage
+    files = [str(f) for l in LABELS for f in sorted((root / l).glob("*.safetensors"))]
+    total = lineage_bytes(root)
+    models = [f"{l}={root / l}" for l in LABELS]
+    out = Path(tempfile.mkdtemp(prefix="ptlens-bench-"))
+    py = sys.executable
+    print(f"lineage {root}: {total / 1e9:.2f} GB in {len(files)} files; warming the page cache …", flush=True)
+    run_measured([py, "-c", RAW_READ, *files])
+
+    rows: list[tuple[str, float, int, int, str]] = []
+
+    def add(name: str, argvs: list[list[str]], what: str) -> None:
+        print(f"- {name} …", flush=True)
+        wall, rss, code = run_many(argvs)
+        rows.append((name, wall, rss, code, what))
+
+    add("raw read (every byte once)", [[py, "-c", RAW_READ, *files]], "read limit")
+    ptl = [py, "-m", "ptlens", "weights", "--models", *models, "--no-figures", "--device", a.device]
+    add("ptlens --spectral off", [ptl + ["--spectral", "off", "--output-dir", str(out / "off")]], "all element-wise metrics, 5 transitions")
+    if "topk" not in skip:
+        add("ptlens --spectral topk", [ptl + ["--spectral", "topk", "--output-dir", str(out / "topk")]],
+            "+ randomized SVD of every W and ΔW (k=16)")
+    if "naive" not in skip:
+        add("naive: transformers load + eager diff", [[py, str(HERE / "naive_diff.py"), *[str(root / l) for l in LABELS]]],
+            "‖Δ‖, rel. change, changed share; whole models")
+    from peers import PEERS
+
+    for key, peer in PEERS.items():
+        if key in skip:
+            continue
+        if not peer.available():
+            print(f"- {key}: not installed ({peer.install_hint}); skipped")
+            continue
+        argvs = [peer.command(root / LABELS[i], root / LABELS[j], out / f"{key}-{i}{j}") for i, j in TRANSITIONS]
+        add(f"{key} (pairwise × 5)", argvs, peer.equivalent)
+
+    base_raw = rows[0][1]
+    base_ptl = rows[1][1]
+    lines = ["| approach | wall (s) | GB/s | peak RSS (GB) | × raw-read time | × ptlens-off time | computes |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for name, wall, rss, code, what in rows:
+        flag = "" if code == 0 else " (failed)"
+        lines.append(f"| {name}{flag} | {wall:.1f} | {total / wall / 1e9:.2f} | {rss / 1e9:.2f} | "
+                     f"{wall / base_raw:.2f} | {wall / base_ptl:.2f} | {what} |")
+    table = "\n".join(lines)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"\n{root} — {total / 1e9:.2f} GB lineage, {machine}\n\n{table}")
+    if a.json:
+        a.json.write_text(json.dumps({"lineage": str(root), "bytes": total, "machine": machine,
+                                      "rows": [dict(zip(("name", "wall", "rss", "code", "what"), r)) for r in rows]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
