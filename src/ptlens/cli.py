@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ptlens.clikit import console, user_errors
 from ptlens.errors import PtlensError
 
 app = typer.Typer(
@@ -20,9 +20,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-
-
 def _version(value: bool) -> None:
     if value:
         from ptlens import __version__
@@ -36,23 +33,6 @@ def root(
     version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """ptlens: post-training lens."""
-
-
-def user_errors(fn: Callable) -> Callable:
-    """One clear line and exit code 2 for bad input; tracebacks are for ptlens's own bugs."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except PtlensError as e:
-            console.print(f"[bold red]ptlens: error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted: finished results are saved; rerun the same command to resume[/]")
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 @app.command()
@@ -179,9 +159,19 @@ def run(
     output_dir: Path = OutOpt,
     device: str = DeviceOpt,
     spectral: str = typer.Option("topk", "--spectral", help="off, topk or full."),
+    problems: str = typer.Option("builtin", "--problems", help="builtin, gsm8k, math500 or a .jsonl file."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Number of problems (builtin default: 60)."),
+    n_samples: int = typer.Option(16, "--n-samples", help="Samples per problem and model."),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
+    engine: str = typer.Option("auto", "--engine", help="auto, hf or vllm."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace stored results made with other settings."),
     allow_pickle: bool = PickleOpt,
 ) -> None:
-    """The main job: analyse a lineage (default: the embedded tiny lineage) end to end."""
+    """The main job: weights, behaviour and report for a lineage (default: the embedded tiny lineage).
+
+    Each step stores its results; rerunning the same command reuses finished steps and resumes
+    an interrupted behaviour run.
+    """
     from ptlens.weights import ScanConfig
 
     cfg = ScanConfig(spectral=spectral, device=device, allow_pickle=allow_pickle)
@@ -190,8 +180,51 @@ def run(
     note = next((c.facts.notes for c in lineage.checkpoints if c.facts.notes and "synthetic" in c.facts.notes), None)
     if note:
         console.print(f"[yellow]lineage: {note}[/]")
-    summary = run_weights(lineage, cfg, output_dir)
+    summary = stored_weights(lineage, cfg, output_dir) if not overwrite else None
+    if summary is None:
+        summary = run_weights(lineage, cfg, output_dir)
+    else:
+        console.print(f"[dim]weights: reusing {output_dir}/weights/summary.json (same lineage and settings)[/]")
     print_weight_summary(summary, output_dir)
+    missing = [c.name for c in lineage.checkpoints if not has_tokenizer(c.path)]
+    if missing:
+        console.print(f"[yellow]behaviour skipped: no tokenizer in {', '.join(missing)} (weights-only lineage)[/]")
+    else:
+        from ptlens.behavior.commands import _print_summary
+        from ptlens.behavior.run import BehaviorConfig, run_behavior
+
+        bcfg = BehaviorConfig(problems=problems, limit=limit, n_samples=n_samples, max_new_tokens=max_new_tokens,
+                              engine=engine, device=device, overwrite=overwrite, allow_pickle=allow_pickle)
+        result = run_behavior(lineage, bcfg, output_dir, progress=True)
+        _print_summary(Console(), result.results)
+
+
+def has_tokenizer(path: Optional[Path]) -> bool:
+    return path is not None and any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json"))
+
+
+def stored_weights(lineage, cfg, output_dir: Path) -> Optional[dict]:
+    """The stored weight summary, if it was made from this lineage with these settings."""
+    import json
+    from dataclasses import asdict
+
+    f = output_dir / "weights" / "summary.json"
+    if not f.is_file():
+        return None
+    try:
+        s = json.loads(f.read_text())
+    except ValueError:
+        return None
+    same_lineage = [(c["path"], c.get("resolved_revision")) for c in s["lineage"]["checkpoints"]] == [
+        (str(c.path), c.resolved_revision) for c in lineage.checkpoints]
+    same_cfg = {k: v for k, v in s["settings"].items() if k in asdict(cfg)} == json.loads(json.dumps(asdict(cfg)))
+    return s if same_lineage and same_cfg else None
+
+
+from ptlens.behavior.commands import behavior, quick  # noqa: E402
+
+app.command("behavior")(behavior)
+app.command("quick")(quick)
 
 
 def main() -> None:

@@ -173,6 +173,20 @@ def _fused(R, shift, XB, ta, tb, ca, cb, pa1, pb1, pa2, pb2, tol, nworkers):
     return part_t.sum(axis=0), part_p.sum(axis=0)
 
 
+@njit(parallel=True, cache=True)
+def _widen_bf16(raw, out_bits):
+    for i in prange(raw.shape[0]):
+        out_bits[i] = np.uint32(raw[i]) << 16
+
+
+def bf16_to_float32(x: torch.Tensor) -> torch.Tensor:
+    """bfloat16 → float32 as a parallel bit shift; torch's CPU cast is several times slower."""
+    flat = x.contiguous().reshape(-1)
+    out = torch.empty(flat.shape, dtype=torch.float32)
+    _widen_bf16(flat.view(torch.int16).numpy().view(np.uint16), out.numpy().view(np.uint32))
+    return out.reshape(x.shape)
+
+
 def _i64(values) -> np.ndarray:
     return np.asarray(values, dtype=np.int64).reshape(-1)
 

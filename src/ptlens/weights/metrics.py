@@ -68,42 +68,67 @@ def _orth(y: torch.Tensor) -> torch.Tensor:
     return torch.linalg.qr(y, mode="reduced").Q
 
 
-def randomized_svd(rows: RowChunks, shape: tuple[int, int], k: int, *, oversample: int = 10,
-                   power_iters: int = 3, seed: int = 0, device: torch.device | str = "cpu",
-                   materialize_below: int = 1 << 22) -> LowRank:
-    """Top-k SVD of a matrix seen only through row blocks (Halko et al. 2011, Alg. 4.4).
+Blocks = Callable[[], Iterator[list[torch.Tensor]]]
+"""Several matrices of one shape, given together one row block at a time (one pass = one call)."""
 
-    Each pass streams the row blocks once, so a vocabulary-sized matrix never needs to be
-    whole in memory. Accuracy depends on the spectrum's decay: with the defaults (10 extra
-    columns, 3 power iterations) the top-16 values of a decaying spectrum are within ~1e-3,
-    those of a noise-like one (no gap) within ~5%; ``--spectral full`` is exact. Small matrices (< ``materialize_below`` entries, or too thin for a
-    sketch to pay off) are decomposed exactly.
+
+def randomized_svd_many(blocks: Blocks, shape: tuple[int, int], count: int, k: int, *, oversample: int = 10,
+                        power_iters: int = 3, seed: int = 0, device: torch.device | str = "cpu",
+                        materialize_below: int = 1 << 16) -> list[LowRank]:
+    """Top-k SVDs of ``count`` matrices seen only through row blocks (Halko et al. 2011, Alg. 4.4).
+
+    The matrices advance in lockstep: each pass streams the row blocks once and serves all of
+    them, so a tensor's checkpoints are read once per pass however many SVDs they feed, and a
+    vocabulary-sized matrix never needs to be whole in memory. One test matrix Ω serves every
+    matrix, so identical inputs give identical subspaces. Accuracy depends on the spectrum's
+    decay: with the defaults (10 extra columns, 3 power iterations) the top-16 values of a
+    decaying spectrum are within ~1e-3, those of a noise-like one (no gap) within ~5%;
+    ``--spectral full`` is exact. Small or thin matrices are decomposed exactly.
     """
     m, n = shape
     k = min(k, m, n)
     ell = min(k + oversample, m, n)
     if m * n <= materialize_below or ell >= min(m, n) // 2:
-        A = torch.cat(list(rows()), dim=0).to(device=device, dtype=torch.float32)
-        U, S, Vh = torch.linalg.svd(A, full_matrices=False)
-        return LowRank(S=S[:k], V=Vh[:k].T.contiguous(), U=U[:, :k].contiguous())
+        mats = [torch.cat(parts, dim=0).to(device=device, dtype=torch.float32) for parts in zip(*blocks())]
+        out = []
+        for A in mats:
+            U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+            out.append(LowRank(S=S[:k], V=Vh[:k].T.contiguous(), U=U[:, :k].contiguous()))
+        return out
     g = torch.Generator(device="cpu").manual_seed(seed)
     omega = torch.randn((n, ell), generator=g).to(device)
-    Q = _orth(torch.cat([c @ omega for c in rows()], dim=0))
-    for _ in range(power_iters):
-        Z = torch.zeros((n, ell), device=device)
+
+    def range_pass(right: list[torch.Tensor]) -> list[torch.Tensor]:
+        ys: list[list[torch.Tensor]] = [[] for _ in range(count)]
+        for bl in blocks():
+            for i, c in enumerate(bl):
+                ys[i].append(c @ right[i])
+        return [_orth(torch.cat(y, dim=0)) for y in ys]
+
+    def left_pass(Qs: list[torch.Tensor]) -> list[torch.Tensor]:
+        acc = [torch.zeros((ell, n), device=device) for _ in range(count)]
         r0 = 0
-        for c in rows():
-            Z += c.T @ Q[r0:r0 + c.shape[0]]
-            r0 += c.shape[0]
-        Z = _orth(Z)
-        Q = _orth(torch.cat([c @ Z for c in rows()], dim=0))
-    B = torch.zeros((ell, n), device=device)
-    r0 = 0
-    for c in rows():
-        B += Q[r0:r0 + c.shape[0]].T @ c
-        r0 += c.shape[0]
-    Ub, S, Vh = torch.linalg.svd(B, full_matrices=False)
-    return LowRank(S=S[:k], V=Vh[:k].T.contiguous(), U=(Q @ Ub[:, :k]).contiguous())
+        for bl in blocks():
+            rows = bl[0].shape[0]
+            for i, c in enumerate(bl):
+                acc[i] += Qs[i][r0:r0 + rows].T @ c
+            r0 += rows
+        return acc
+
+    Qs = range_pass([omega] * count)
+    for _ in range(power_iters):
+        Zs = [_orth(z.T) for z in left_pass(Qs)]
+        Qs = range_pass(Zs)
+    out = []
+    for Q, B in zip(Qs, left_pass(Qs)):
+        Ub, S, Vh = torch.linalg.svd(B, full_matrices=False)
+        out.append(LowRank(S=S[:k], V=Vh[:k].T.contiguous(), U=(Q @ Ub[:, :k]).contiguous()))
+    return out
+
+
+def randomized_svd(rows: RowChunks, shape: tuple[int, int], k: int, **kw) -> LowRank:
+    """Top-k SVD of one matrix given as row blocks (see ``randomized_svd_many``)."""
+    return randomized_svd_many(lambda: ([b] for b in rows()), shape, 1, k, **kw)[0]
 
 
 def all_singular_values(rows: RowChunks, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -165,7 +190,7 @@ _BINS = 1 << 16
 
 def _bins(values: torch.Tensor) -> torch.Tensor:
     """Order-preserving bucket of non-negative float32 values: their top 16 bits."""
-    return (values.contiguous().view(torch.int32) >> 15).long()
+    return values.contiguous().view(torch.int32) >> 15
 
 
 def principal_overlap(recon_rows: RowChunks, changed_rows: RowChunks, total: int,

@@ -44,6 +44,7 @@ class ScanConfig:
     device: str = "auto"
     workers: int | None = None
     chunk_mb: int = 32
+    spectral_resident_mb: int = 768
     backend: Literal["auto", "numba", "torch"] = "auto"
     allow_pickle: bool = False
 
@@ -391,78 +392,94 @@ class _Scanner:
     # -- spectral -------------------------------------------------------------------
 
     def _f32(self, c: int, name: str, c0: int, c1: int) -> torch.Tensor:
-        return self.readers[c].rows(name, c0, c1).to(self.device, torch.float32)
-
-    def _rows(self, c: int, name: str, stop: int, step: int):
-        def gen():
-            for c0 in range(0, stop, step):
-                yield self._f32(c, name, c0, min(stop, c0 + step))
-        return gen
-
-    def _delta_rows(self, a: int, b: int, name: str, stop: int, step: int):
-        def gen():
-            for c0 in range(0, stop, step):
-                c1 = min(stop, c0 + step)
-                yield self._f32(b, name, c0, c1) - self._f32(a, name, c0, c1)
-        return gen
+        x = self.readers[c].rows(name, c0, c1)
+        if x.dtype == torch.bfloat16 and self.device.type == "cpu":
+            return K.bf16_to_float32(x)
+        return x.to(self.device, torch.float32)
 
     def _spectral(self, p: _TensorPlan, present: list[int], active: list[int], records: list[TensorRecord]) -> None:
+        """Randomized SVDs of every checkpoint's W and every transition's ΔW, in lockstep.
+
+        The matrices stay resident as float32 when they fit ``spectral_resident_mb``; larger
+        ones are re-read from the files once per pass. Vocabulary matrices use the rows every
+        checkpoint shares.
+        """
         cfg = self.cfg
         if any(r.metrics["nonfinite"] for r in records):
             for r in records:
                 r.spectral = {"note": "skipped: NaN/Inf entries"}
             return
         cols = p.row_shape[0]
-        step = max(1, self.chunk_elems // cols)
         shared = min(p.rows[c] for c in present)
         seed = zlib.crc32(p.name.encode())
-        svd = {}
-        for c in present:
-            svd[c] = M.randomized_svd(self._rows(c, p.name, shared, step), (shared, cols), cfg.k,
-                                      oversample=cfg.oversample, power_iters=cfg.power_iters, seed=seed,
-                                      device=self.device)
-        for rec, t in zip(records, active):
-            tr = self.transitions[t]
-            rows_ab = min(p.rows[tr.a], p.rows[tr.b])
-            frob2 = float(rec.sums[K.SUM_D2])
-            drows = self._delta_rows(tr.a, tr.b, p.name, rows_ab, step)
-            if frob2 == 0:
+        fits = (len(present) + 1) * shared * cols * 4 <= cfg.spectral_resident_mb * (1 << 20)
+        resident = {c: self._f32(c, p.name, 0, shared) for c in present} if fits else {}
+        step = shared if fits else max(1, self.chunk_elems // cols)
+        trans = [self.transitions[t] for t in active]
+        frob2 = [float(r.sums[K.SUM_D2]) if min(p.rows[tr.a], p.rows[tr.b]) == shared else None
+                 for r, tr in zip(records, trans)]
+        spectral_deltas = [i for i in range(len(trans)) if frob2[i] != 0.0] if cfg.spectral == "topk" else []
+
+        cached = {}
+        if fits and (len(present) + len(spectral_deltas)) * shared * cols * 4 <= cfg.spectral_resident_mb * (1 << 20):
+            cached = {i: resident[trans[i].b] - resident[trans[i].a] for i in spectral_deltas}
+
+        def blocks():
+            for c0 in range(0, shared, step):
+                c1 = min(shared, c0 + step)
+                xs = {c: resident[c][c0:c1] if fits else self._f32(c, p.name, c0, c1) for c in present}
+                yield [xs[c] for c in present] + [cached[i][c0:c1] if i in cached else xs[trans[i].b] - xs[trans[i].a]
+                                                  for i in spectral_deltas]
+
+        if any(f is None for f in frob2):
+            acc = [0.0] * len(trans)
+            for bl in blocks():
+                for j, i in enumerate(spectral_deltas):
+                    acc[i] += float((bl[len(present) + j].double() ** 2).sum())
+            frob2 = [acc[i] if f is None else f for i, f in enumerate(frob2)]
+        lows = M.randomized_svd_many(blocks, (shared, cols), len(present) + len(spectral_deltas), cfg.k,
+                                     oversample=cfg.oversample, power_iters=cfg.power_iters, seed=seed,
+                                     device=self.device)
+        svd = dict(zip(present, lows))
+        delta_s = {i: lows[len(present) + j].S for j, i in enumerate(spectral_deltas)}
+        for i, (rec, tr) in enumerate(zip(records, trans)):
+            if frob2[i] == 0:
                 spec = {"stable_rank": None, "top1_energy": None, f"top{cfg.k}_energy": None}
                 if cfg.spectral == "full":
                     spec.update(effective_rank=None, rank_fraction=0.0)
             elif cfg.spectral == "full":
-                S = M.all_singular_values(drows, self.device)
-                spec = M.delta_spectrum(S, frob2, (rows_ab, cols), True, ks=(1, cfg.k))
+                S = M.all_singular_values(lambda tr=tr: iter((resident[tr.b] - resident[tr.a],)) if fits else
+                                          (self._f32(tr.b, p.name, c0, min(shared, c0 + step))
+                                           - self._f32(tr.a, p.name, c0, min(shared, c0 + step))
+                                           for c0 in range(0, shared, step)), self.device)
+                spec = M.delta_spectrum(S, frob2[i], (shared, cols), True, ks=(1, cfg.k))
             else:
-                S = M.randomized_svd(drows, (rows_ab, cols), cfg.k, oversample=cfg.oversample,
-                                     power_iters=cfg.power_iters, seed=seed + 1, device=self.device).S
-                spec = M.delta_spectrum(S, frob2, (rows_ab, cols), False, ks=(1, cfg.k))
+                spec = M.delta_spectrum(delta_s[i], frob2[i], (shared, cols), False, ks=(1, cfg.k))
             sa, sb = svd[tr.a], svd[tr.b]
             spec["subspace_angle_u_mean"], spec["subspace_angle_u_max"] = M.principal_angles_deg(sa.U, sb.U)
             spec["subspace_angle_v_mean"], spec["subspace_angle_v_max"] = M.principal_angles_deg(sa.V, sb.V)
             spec["spectral_drift"] = M.spectral_drift(sa.S, sb.S)
             rec.spectral = spec
         by_source: dict[int, list[int]] = {}
-        for i, t in enumerate(active):
-            by_source.setdefault(self.transitions[t].a, []).append(i)
+        for i, tr in enumerate(trans):
+            by_source.setdefault(tr.a, []).append(i)
         for a, idxs in by_source.items():
             low = svd[a]
             US = low.U * low.S
+            ends = [trans[i].b for i in idxs]
 
-            def recon(a=a, US=US, low=low):
+            def recon(US=US, low=low):
                 for c0 in range(0, shared, step):
                     yield US[c0:min(shared, c0 + step)] @ low.V.T
 
-            def changed(a=a, idxs=idxs):
+            def changed(a=a, ends=ends):
                 for c0 in range(0, shared, step):
                     c1 = min(shared, c0 + step)
                     ra = self.readers[a].rows(p.name, c0, c1)
-                    ends = [self.transitions[active[i]].b for i in idxs]
-                    masks = torch.stack([_changed_mask(ra, self.readers[b].rows(p.name, c0, c1), p.dtypes[a], p.dtypes[b])
-                                         for b in ends]).to(self.device)
-                    yield masks
+                    yield torch.stack([_changed_mask(ra, self.readers[b].rows(p.name, c0, c1), p.dtypes[a], p.dtypes[b])
+                                       for b in ends]).to(self.device)
 
-            for i, (ov, inter, nch) in zip(idxs, M.principal_overlap(recon, changed, shared * cols, cfg.alpha)):
+            for i, (ov, _, _) in zip(idxs, M.principal_overlap(recon, changed, shared * cols, cfg.alpha)):
                 records[i].spectral["principal_overlap"] = ov
 
 

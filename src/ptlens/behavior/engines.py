@@ -1,0 +1,345 @@
+"""Prompts, sampling engines (transformers, vLLM) and the teacher-forced scoring pass.
+
+Engines turn prompt texts into :class:`Generation` records and nothing else; the driver
+owns files, seeds and grading. Scoring always runs through transformers because it needs the
+full-vocabulary distribution at every response token (for the entropy), which vLLM does not
+expose.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ptlens.errors import PtlensError
+
+DEFAULT_INSTRUCTION = "Put the final answer in \\boxed{}."
+AUTO_INSTRUCTION = "auto"
+PLAIN_STOP = ("\nQuestion:",)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The exact text given to a model, the strings that end its answer, and whether a chat template made it."""
+
+    text: str
+    stop: tuple[str, ...]
+    chat: bool
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+
+
+@dataclass
+class Generation:
+    """One sampled response: the tokens the model produced (end token or stop string included) and its text."""
+
+    token_ids: list[int]
+    text: str
+    finish: str
+    """"eos" (end token), "stop" (a stop string) or "length" (hit max_new_tokens: truncated)."""
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Teacher-forced totals over one response's tokens, at temperature 1."""
+
+    logprob_sum: float
+    entropy_sum: float
+    tokens: int
+
+
+def build_prompt(tokenizer: Any, question: str, instruction: str | None = DEFAULT_INSTRUCTION) -> Prompt:
+    """The model's own chat template when it has one; else "Question: …\\nAnswer:" ending at the next "Question:"."""
+    body = f"{question}\n{instruction}" if instruction else question
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": body}], add_generation_prompt=True,
+                                             tokenize=False)
+        return Prompt(text=text, stop=(), chat=True)
+    return Prompt(text=f"Question: {question}\n{instruction}\nAnswer:" if instruction else f"Question: {question}\nAnswer:",
+                  stop=PLAIN_STOP, chat=False)
+
+
+def model_instruction(path: Path | None, requested: str | None) -> str | None:
+    """The instruction a model gets: ``requested``, or with ``"auto"`` the one its folder declares.
+
+    A checkpoint may declare how it was trained to be asked with ``"instruction"`` in its
+    ``ptlens_stage.json`` (the lab's models take the bare question: ``""``); otherwise
+    :data:`DEFAULT_INSTRUCTION`. An empty string means no instruction.
+    """
+    if requested != AUTO_INSTRUCTION:
+        return requested or None
+    f = Path(path) / "ptlens_stage.json" if path else None
+    if f is not None and f.is_file():
+        try:
+            declared = json.loads(f.read_text()).get("instruction", DEFAULT_INSTRUCTION)
+        except (ValueError, AttributeError):
+            raise PtlensError(f"{f}: unreadable (expected a JSON object)") from None
+        if declared is not None and not isinstance(declared, str):
+            raise PtlensError(f"{f}: 'instruction' must be a string")
+        return declared or None
+    return DEFAULT_INSTRUCTION
+
+
+def check_weights(path: Path, name: str, allow_pickle: bool) -> None:
+    """Safetensors only, unless the user allowed pickle checkpoints (which transformers loads with weights_only)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise PtlensError(f"model {name} ({path}): no config.json")
+    if any(path.glob("*.safetensors")):
+        return
+    if any(path.glob("*.bin")):
+        if not allow_pickle:
+            raise PtlensError(f"model {name} ({path}): only pickle weights (*.bin); pass --allow-pickle to load them "
+                              "(with weights_only=True)")
+        return
+    raise PtlensError(f"model {name} ({path}): no weights (*.safetensors)")
+
+
+def load_tokenizer(path: Path, name: str) -> Any:
+    """The checkpoint's tokenizer, or a one-line error naming the model when there is none."""
+    from transformers import AutoTokenizer
+
+    has_files = any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json"))
+    if not has_files:
+        raise PtlensError(f"model {name} ({path}): no tokenizer files (tokenizer.json / tokenizer_config.json); "
+                          "behaviour analysis needs a tokenizer saved with the model")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:
+        raise PtlensError(f"model {name} ({path}): cannot load its tokenizer: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if tok.eos_token_id is None:
+        raise PtlensError(f"model {name} ({path}): its tokenizer has no end-of-text token")
+    return tok
+
+
+def prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt: chat templates already hold the BOS token, plain prompts get the tokenizer's usual specials."""
+    return tokenizer(prompt.text, add_special_tokens=not prompt.chat).input_ids
+
+
+def derived_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts, stable across processes (unlike ``hash``)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PtlensError(f"--device {device}: no CUDA GPU is available")
+    return device
+
+
+def pick_engine(engine: str, device: str) -> str:
+    """``auto`` is vLLM only when it is installed and a GPU is present; else transformers."""
+    if engine not in ("auto", "hf", "vllm"):
+        raise PtlensError(f"--engine must be auto, hf or vllm, got {engine!r}")
+    if engine == "hf":
+        return "hf"
+    import importlib.util
+
+    have_vllm = importlib.util.find_spec("vllm") is not None
+    if engine == "vllm":
+        if not have_vllm:
+            raise PtlensError("--engine vllm: vLLM is not installed (pip install 'ptlens[vllm]')")
+        return "vllm"
+    return "vllm" if have_vllm and pick_device(device).startswith("cuda") else "hf"
+
+
+def finish_generation(tokenizer: Any, ids: Sequence[int], stop: Sequence[str], max_new_tokens: int,
+                      eos_ids: set[int], pad_id: int | None) -> Generation:
+    """Cut one row of ``generate`` output where the model stopped; the text drops specials and the stop string."""
+    out: list[int] = []
+    finish = None
+    for t in ids:
+        t = int(t)
+        if t in eos_ids:
+            out.append(t)
+            finish = "eos"
+            break
+        if pad_id is not None and t == pad_id:
+            finish = "stop"
+            break
+        out.append(t)
+    text = tokenizer.decode(out, skip_special_tokens=True)
+    hits = [(text.find(s), s) for s in stop if s in text]
+    if hits:
+        cut, _ = min(hits)
+        lo, hi = 1, len(out)  # shortest prefix whose text holds a stop string (containment is monotone)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if any(s in tokenizer.decode(out[:mid], skip_special_tokens=True) for s in stop):
+                hi = mid
+            else:
+                lo = mid + 1
+        return Generation(token_ids=out[:lo], text=text[:cut], finish="stop")
+    if finish is None:
+        finish = "length" if len(out) >= max_new_tokens else "stop"
+    return Generation(token_ids=out, text=text, finish=finish)
+
+
+class HFModel:
+    """One transformers causal LM in memory, for sampling and teacher-forced scoring; ``close`` frees it."""
+
+    def __init__(self, path: Path, tokenizer: Any, device: str = "auto", dtype: str = "auto",
+                 score_token_budget: int | None = None, allow_pickle: bool = False):
+        import torch
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.device = pick_device(device)
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
+        check_weights(path, Path(path).name, allow_pickle)
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype,
+                                                              use_safetensors=None if allow_pickle else True)
+        except OSError as e:
+            raise PtlensError(f"{path}: cannot load the model: {str(e).splitlines()[0]}") from None
+        self.model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        self.eos_ids = {int(e) for e in eos} | {int(tokenizer.eos_token_id)}
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self.score_token_budget = score_token_budget or (1 << 28 if self.device.startswith("cuda") else 1 << 24)
+
+    def generate(self, rows: Sequence[list[int]], stop: Sequence[str], settings: SamplingSettings,
+                 seed: int, streamer: Any = None) -> list[Generation]:
+        """Sample one response per row of prompt ids (repeat a prompt for several samples), left-padded in one batch.
+
+        ``streamer`` (a transformers streamer, one row only) receives tokens as they are sampled.
+        """
+        import torch
+
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        kwargs: dict[str, Any] = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=self.pad_id,
+                                      eos_token_id=sorted(self.eos_ids))
+        if settings.temperature > 0:
+            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+        if streamer is not None:
+            kwargs.update(streamer=streamer)
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        new = out[:, width:].tolist()
+        pad = self.pad_id if self.pad_id not in self.eos_ids else None
+        return [finish_generation(self.tokenizer, row, stop, settings.max_new_tokens, self.eos_ids, pad) for row in new]
+
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[TokenScores]:
+        """Teacher-forced log-probs and full-vocabulary entropies (temperature 1) of each response after its prompt."""
+        results: list[TokenScores | None] = [None] * len(pairs)
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        batches: list[list[int]] = [[]]
+        for i in order:
+            width = len(pairs[i][0]) + len(pairs[i][1])
+            if batches[-1] and (len(batches[-1]) + 1) * width * self.vocab_size > self.score_token_budget:
+                batches.append([])
+            batches[-1].append(i)
+        for batch in batches:
+            if batch:
+                for j, s in zip(batch, self._score_batch([pairs[j] for j in batch])):
+                    results[j] = s
+        return results  # type: ignore[return-value]
+
+    def _score_batch(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[TokenScores]:
+        import torch
+
+        seqs = [p + r for p, r in pairs]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, :len(s)] = 1
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            out = []
+            for i, (p, r) in enumerate(pairs):
+                if not r:
+                    out.append(TokenScores(0.0, 0.0, 0))
+                    continue
+                lg = logits[i, len(p) - 1:len(p) + len(r) - 1].float()
+                logp = torch.log_softmax(lg, dim=-1)
+                target = torch.tensor(r, device=lg.device)
+                lp = logp.gather(1, target[:, None]).sum()
+                ent = -(logp.exp() * logp).sum(-1).sum()
+                out.append(TokenScores(float(lp), float(ent), len(r)))
+        return out
+
+    def close(self) -> None:
+        import torch
+
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> "HFModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VllmModel:
+    """vLLM sampling (several samples per prompt with ``SamplingParams(n=…)``); scoring stays with :class:`HFModel`."""
+
+    def __init__(self, path: Path, tokenizer: Any, seed: int = 0):
+        from vllm import LLM
+
+        self.llm = LLM(model=str(path), seed=seed, dtype="auto")
+        self.tokenizer = tokenizer
+
+    def generate_n(self, prompts: Sequence[list[int]], counts: Sequence[int], stop: Sequence[str],
+                   settings: SamplingSettings, seed: int) -> list[list[Generation]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = [SamplingParams(n=n, temperature=settings.temperature, top_p=settings.top_p,
+                                 max_tokens=settings.max_new_tokens, seed=derived_seed(seed, i),
+                                 stop=list(stop) or None, include_stop_str_in_output=False)
+                  for i, n in enumerate(counts)]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        result = []
+        for o in outs:
+            gens = []
+            for c in o.outputs:
+                # vLLM: stop_reason is None for the end token, the string for a stop string.
+                finish = "length" if c.finish_reason == "length" else ("stop" if isinstance(c.stop_reason, str) else "eos")
+                gens.append(Generation(token_ids=list(c.token_ids), text=c.text, finish=finish))
+            result.append(gens)
+        return result
+
+    def close(self) -> None:
+        import torch
+
+        del self.llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

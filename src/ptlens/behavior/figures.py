@@ -1,0 +1,158 @@
+"""Behaviour figures from the results dict and the merged samples (matplotlib, Agg backend, PNG).
+
+Colours are the Okabe–Ito palette so that models stay distinguishable for colour-blind readers;
+every axis is labelled with its quantity and unit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+
+def colour(i: int) -> str:
+    return OKABE_ITO[i % len(OKABE_ITO)]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=130)
+    tmp.replace(path)
+    _plt().close(fig)
+    return path
+
+
+def pass_at_k_figure(results: dict, path: Path) -> Path:
+    """pass@k and maj@k against k (log₂ axis) with 95% bootstrap bands."""
+    plt = _plt()
+    ks = results["ks"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (name, m) in enumerate(results["models"].items()):
+        for metric, style in (("pass", "-"), ("maj", "--")):
+            est = [m["metrics"][f"{metric}@{k}"] for k in ks]
+            y = [e["value"] for e in est]
+            ax.plot(ks, y, style, marker="o", ms=3, color=colour(i), label=f"{name} {metric}@k")
+            if metric == "pass" and all(e["lo"] is not None for e in est):
+                ax.fill_between(ks, [e["lo"] for e in est], [e["hi"] for e in est], color=colour(i), alpha=0.18, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel("share of problems solved")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("pass@k (solid, 95% band) and maj@k (dashed)")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def accuracy_histogram_figure(results: dict, path: Path) -> Path:
+    """Per-problem share of correct samples, one bar group per bin and model."""
+    plt = _plt()
+    models = results["models"]
+    labels = list(next(iter(models.values()))["accuracy_histogram"])
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
+    width = 0.8 / max(len(models), 1)
+    for i, (name, m) in enumerate(models.items()):
+        counts = [m["accuracy_histogram"][b] for b in labels]
+        ax.bar([x + i * width for x in range(len(labels))], counts, width, color=colour(i), label=name)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(labels))], labels, rotation=45, ha="right", fontsize=7)
+    ax.set_xlabel("share of a problem's samples that are correct")
+    ax.set_ylabel("problems")
+    ax.set_title("Per-problem accuracy")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def distributions_figure(records: Sequence, names: Sequence[str], path: Path) -> Path:
+    """Histograms of per-response mean token entropy (nats) and response length (tokens)."""
+    plt = _plt()
+    import numpy as np
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 3.8))
+    ent_bins = np.histogram_bin_edges([r.mean_entropy for r in records], bins=30)
+    len_bins = np.histogram_bin_edges([r.tokens for r in records], bins=min(30, max(r.tokens for r in records)))
+    for i, name in enumerate(names):
+        mine = [r for r in records if r.model == name]
+        a1.hist([r.mean_entropy for r in mine], bins=ent_bins, histtype="step", lw=1.5, color=colour(i), label=name)
+        a2.hist([r.tokens for r in mine], bins=len_bins, histtype="step", lw=1.5, color=colour(i), label=name)
+    a1.set_xlabel("mean token entropy of a response (nats)")
+    a1.set_ylabel("responses")
+    a1.set_title("Token entropy")
+    a2.set_xlabel("response length (tokens)")
+    a2.set_ylabel("responses")
+    a2.set_title("Length")
+    a1.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def calibration_figure(results: dict, path: Path) -> Path:
+    """Reliability diagram: accuracy of the modal answer per confidence bin, against the diagonal."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.0, 4.6))
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect calibration")
+    for i, (name, m) in enumerate(results["models"].items()):
+        pts = [(b["confidence"], b["accuracy"], b["count"]) for b in m["calibration_bins"] if b["count"]]
+        if not pts:
+            continue
+        ece = m["metrics"]["ece"]["value"]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=colour(i), ms=3,
+                label=f"{name} (ECE {ece:.3f})")
+    ax.set_xlabel("answer confidence (share agreeing with the modal answer)")
+    ax.set_ylabel("accuracy of the modal answer")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Calibration")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def cross_ppl_figure(results: dict, path: Path) -> Path:
+    """Heatmap of cross_ppl[scorer](author): row = whose responses, column = which model scores them."""
+    import numpy as np
+
+    plt = _plt()
+    names = list(results["models"])
+    grid = np.full((len(names), len(names)), np.nan)
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            e = results["cross_ppl"].get(a, {}).get(b)
+            if e and e["value"] is not None:
+                grid[i, j] = e["value"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.4, 1.0 * len(names) + 1.8))
+    im = ax.imshow(np.log(grid), cmap="cividis")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=8,
+                        color="white" if np.log(grid[i, j]) < np.nanmean(np.log(grid)) else "black")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("scoring model")
+    ax.set_ylabel("responses of model")
+    ax.set_title("Cross-model perplexity")
+    fig.colorbar(im, ax=ax, label="log perplexity")
+    return _save(fig, path)
+
+
+def write_figures(results: dict, records: Sequence, out_dir: Path) -> list[Path]:
+    """Every behaviour figure into ``out_dir``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(results["models"])
+    return [
+        pass_at_k_figure(results, out_dir / "pass_at_k.png"),
+        accuracy_histogram_figure(results, out_dir / "accuracy_histogram.png"),
+        distributions_figure(records, names, out_dir / "entropy_length.png"),
+        calibration_figure(results, out_dir / "calibration.png"),
+        cross_ppl_figure(results, out_dir / "cross_ppl_heatmap.png"),
+    ]

@@ -1,0 +1,197 @@
+"""Math problems with gold answers: a seeded offline generator, GSM8K, MATH-500 and JSONL files.
+
+The builtin generator is what the embedded tiny lineage is trained and evaluated on, so its
+text is short, plain ASCII, and problem ``i`` of a seed never depends on how many were asked
+for (``--limit`` takes a prefix of the same list).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ptlens.errors import PtlensError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One question with its exact gold answer (a string: math-verify parses it at grading)."""
+
+    id: str
+    question: str
+    answer: str
+    level: int = 0
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_NAMES = ("Tom", "Ann", "Sam", "Mia", "Ben", "Eva", "Max", "Zoe", "Leo", "Ida")
+_ITEMS = ("apples", "pens", "books", "coins", "cards", "eggs", "shells", "stamps")
+
+
+def _level1(r: random.Random) -> tuple[str, int]:
+    """One addition or subtraction of numbers below 50."""
+    a, b = r.randint(0, 49), r.randint(0, 49)
+    name, item = r.choice(_NAMES), r.choice(_ITEMS)
+    if r.random() < 0.5:
+        form = r.randrange(3)
+        if form == 0:
+            return f"What is {a} + {b}?", a + b
+        if form == 1:
+            return f"{name} has {a} {item} and gets {b} more. How many {item} now?", a + b
+        other = r.choice([x for x in _NAMES if x != name])
+        return f"{name} has {a} {item}. {other} gives {name} {b}. How many {item}?", a + b
+    a, b = max(a, b), min(a, b)
+    if r.random() < 0.5:
+        return f"What is {a} - {b}?", a - b
+    return f"{name} has {a} {item} and gives away {b}. How many {item} are left?", a - b
+
+
+def _level2(r: random.Random) -> tuple[str, int]:
+    """Two steps: a product plus or minus a number, or two additions and a subtraction."""
+    name, item = r.choice(_NAMES), r.choice(_ITEMS)
+    form = r.randrange(3)
+    if form == 0:
+        a, b, c = r.randint(2, 9), r.randint(2, 9), r.randint(1, 30)
+        return f"{name} buys {a} bags of {b} {item} and finds {c} more. How many {item}?", a * b + c
+    if form == 1:
+        a, b = r.randint(2, 9), r.randint(2, 12)
+        c = r.randint(1, a * b)
+        return f"{name} has {a} boxes of {b} {item} and loses {c}. How many {item} are left?", a * b - c
+    a, b = r.randint(10, 60), r.randint(1, 40)
+    c = r.randint(1, a + b)
+    return f"What is {a} + {b} - {c}?", a + b - c
+
+
+def _level3(r: random.Random) -> tuple[str, int]:
+    """Three steps with an exact division."""
+    name, item = r.choice(_NAMES), r.choice(_ITEMS)
+    form = r.randrange(2)
+    if form == 0:
+        k, per, extra = r.randint(2, 6), r.randint(2, 9), r.randint(1, 20)
+        total = k * per
+        cost = r.randint(2, 9)
+        return (f"{name} shares {total} {item} among {k} kids. Each kid gets {extra} more, "
+                f"then pays {cost} per item. What does one kid pay?", (per + extra) * cost)
+    a, b, c, d = r.randint(2, 9), r.randint(2, 9), r.randint(1, 50), r.randint(2, 5)
+    c += -(a * b + c) % d
+    total = a * b + c
+    return f"What is ({a} * {b} + {c}) / {d}?", total // d
+
+
+_LEVELS = {1: _level1, 2: _level2, 3: _level3}
+
+
+def builtin_problems(n: int, seed: int = 0, levels: tuple[int, ...] = (1, 2, 3)) -> list[Problem]:
+    """``n`` arithmetic word problems; levels cycle, and problem ``i`` depends only on (seed, level, i)."""
+    bad = [lv for lv in levels if lv not in _LEVELS]
+    if bad or not levels:
+        raise PtlensError(f"builtin problem levels must be among {sorted(_LEVELS)}, got {list(levels)}")
+    out = []
+    for i in range(n):
+        level = levels[i % len(levels)]
+        r = random.Random(f"ptlens-builtin:{seed}:{level}:{i}")
+        question, answer = _LEVELS[level](r)
+        out.append(Problem(id=f"builtin-s{seed}-{i}", question=question, answer=str(answer), level=level, source="builtin"))
+    return out
+
+
+def _load_hf(name: str, config: str | None, split: str):
+    try:
+        import datasets
+    except ImportError:
+        raise PtlensError(f"--problems {name}: needs the 'datasets' library (pip install datasets)") from None
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PtlensError(
+            f"--problems: could not load {name} ({split}) from the hub or its cache: {first}. "
+            "Offline? Use --problems builtin or a JSONL file") from None
+
+
+def gsm8k_problems() -> list[Problem]:
+    """openai/gsm8k test split; the gold answer is the text after '####', commas removed."""
+    out = []
+    for i, row in enumerate(_load_hf("openai/gsm8k", "main", "test")):
+        gold = row["answer"].split("####")[-1].strip().replace(",", "")
+        out.append(Problem(id=f"gsm8k-{i}", question=row["question"], answer=gold, source="gsm8k"))
+    return out
+
+
+def math500_problems() -> list[Problem]:
+    """HuggingFaceH4/MATH-500 test split; gold is its 'answer' field (LaTeX)."""
+    out = []
+    for i, row in enumerate(_load_hf("HuggingFaceH4/MATH-500", None, "test")):
+        pid = row.get("unique_id") or f"math500-{i}"
+        out.append(Problem(id=str(pid), question=row["problem"], answer=str(row["answer"]),
+                           level=int(row.get("level") or 0), source="math500"))
+    return out
+
+
+def jsonl_problems(path: str | Path) -> list[Problem]:
+    """``{"id", "question", "answer"}`` per line; every malformed line is reported by number."""
+    path = Path(path)
+    if not path.is_file():
+        raise PtlensError(f"--problems {path}: no such file")
+    out, errors, seen = [], [], set()
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                errors.append(f"line {lineno}: not JSON ({e.msg})")
+                continue
+            if not isinstance(row, dict):
+                errors.append(f"line {lineno}: expected an object")
+                continue
+            missing = [k for k in ("id", "question", "answer") if row.get(k) in (None, "")]
+            if missing:
+                errors.append(f"line {lineno}: missing {', '.join(missing)}")
+                continue
+            pid = str(row["id"])
+            if pid in seen:
+                errors.append(f"line {lineno}: duplicate id {pid!r}")
+                continue
+            seen.add(pid)
+            level = row.get("level", 0)
+            out.append(Problem(id=pid, question=str(row["question"]), answer=str(row["answer"]),
+                               level=int(level) if isinstance(level, int) else 0, source=path.name))
+    if errors:
+        shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        raise PtlensError(f"{path}: malformed problem lines: {shown}")
+    if not out:
+        raise PtlensError(f"{path}: no problems in file")
+    return out
+
+
+_BUILTIN = re.compile(r"^builtin(?::(\d+(?:,\d+)*))?$")
+
+
+def load_problems(spec: str, limit: int | None = None, seed: int = 0) -> list[Problem]:
+    """``builtin`` (or ``builtin:1,2``), ``gsm8k``, ``math500`` or a JSONL path; ``limit`` keeps a prefix.
+
+    Hub sets are shuffled with ``seed`` before the limit so a small run is a fair sample;
+    builtin problems are generated from ``seed``; files keep their order.
+    """
+    if limit is not None and limit < 1:
+        raise PtlensError(f"--limit must be at least 1, got {limit}")
+    m = _BUILTIN.match(spec)
+    if m:
+        levels = tuple(int(x) for x in m.group(1).split(",")) if m.group(1) else (1, 2, 3)
+        return builtin_problems(limit or 60, seed=seed, levels=levels)
+    if spec in ("gsm8k", "math500"):
+        probs = gsm8k_problems() if spec == "gsm8k" else math500_problems()
+        random.Random(seed).shuffle(probs)
+    elif spec.endswith((".jsonl", ".json")) or Path(spec).exists():
+        probs = jsonl_problems(spec)
+    else:
+        raise PtlensError(f"--problems {spec!r}: expected builtin, gsm8k, math500 or a .jsonl file")
+    return probs[:limit] if limit else probs

@@ -1,0 +1,577 @@
+"""The behaviour driver: problems → prompts → samples → grades → scores → metrics, resumable on disk.
+
+Files under ``OUTPUT/behavior/``:
+
+- ``settings.json``: what the samples depend on; a rerun with other settings is refused.
+- ``samples.jsonl``: one :class:`SampleRecord` per line, appended and flushed per batch.
+- ``scores.jsonl``: the teacher-forced scoring journal (:class:`ScoreRecord`), appended per batch.
+
+When every sample is generated and scored, ``samples.jsonl`` is rewritten (atomically) with
+the scores merged in, metrics go to ``OUTPUT/model_comparison_results.json`` and figures next
+to the samples. A kill loses at most the batch in flight: on restart a partial last line is
+cut off, finished batches are skipped, and a batch is always regenerated with its own seed, so
+resumed and uninterrupted runs write the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ptlens.behavior.engines import (
+    AUTO_INSTRUCTION,
+    Generation,
+    HFModel,
+    SamplingSettings,
+    build_prompt,
+    check_weights,
+    derived_seed,
+    load_tokenizer,
+    model_instruction,
+    pick_engine,
+    prompt_ids,
+)
+from ptlens.behavior.grading import answer_key, grade
+from ptlens.behavior.metrics import ProblemSamples, compare_models
+from ptlens.behavior.problems import Problem, load_problems
+from ptlens.errors import PtlensError
+from ptlens.io import write_json
+
+RESULTS_FILE = "model_comparison_results.json"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BehaviorConfig:
+    """Everything ``ptlens behavior`` needs besides the lineage and the output folder."""
+
+    problems: str = "builtin"
+    limit: int | None = None
+    seed: int = 0
+    n_samples: int = 16
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    engine: str = "auto"
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 64
+    """Sequences per ``generate`` call (prompts × samples)."""
+    instruction: str | None = AUTO_INSTRUCTION
+    """Appended to each question; "auto": what the checkpoint declares, else DEFAULT_INSTRUCTION; None/"": none."""
+    overwrite: bool = False
+    allow_pickle: bool = False
+    n_boot: int = 1000
+    ks: list[int] | None = None
+    figures: bool = True
+
+    def validate(self) -> None:
+        if self.n_samples < 1:
+            raise PtlensError(f"--n-samples must be at least 1, got {self.n_samples}")
+        if self.max_new_tokens < 1:
+            raise PtlensError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}: a model cannot answer in 0 tokens")
+        if self.temperature < 0:
+            raise PtlensError(f"--temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise PtlensError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.batch_size < 1:
+            raise PtlensError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(self.temperature, self.top_p, self.max_new_tokens)
+
+
+@dataclass
+class SampleRecord:
+    """One line of ``samples.jsonl``: a model's answer to a problem, graded and (after the run) scored."""
+
+    model: str
+    label: str
+    problem_id: str
+    sample: int
+    prompt: str
+    response: str
+    gold: str
+    extracted: str | None
+    answer_key: str
+    correct: bool
+    tokens: int
+    truncated: bool
+    finish: str
+    seed: int
+    token_ids: list[int]
+    logprob_sum: float | None = None
+    mean_logprob: float | None = None
+    entropy_sum: float | None = None
+    mean_entropy: float | None = None
+    cross_logprobs: dict[str, dict[str, float]] = field(default_factory=dict)
+    """scorer model → {"logprob_sum", "tokens", "mean_logprob"} of this response under it."""
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.model, self.problem_id, self.sample)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SampleRecord":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class ScoreRecord:
+    """One line of ``scores.jsonl``: a response of ``model`` scored by ``scorer`` (itself or another)."""
+
+    scorer: str
+    model: str
+    problem_id: str
+    sample: int
+    logprob_sum: float
+    entropy_sum: float | None
+    tokens: int
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.scorer, self.model, self.problem_id, self.sample)
+
+
+# ---------------------------------------------------------------- journal files
+
+
+class Journal:
+    """An append-only JSONL file: complete lines survive any kill; a torn last line is cut off on open."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict] = []
+        if path.exists():
+            self._recover()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = path.open("a", encoding="utf-8")
+
+    def _recover(self) -> None:
+        data = self.path.read_bytes()
+        good = 0
+        lines = data.split(b"\n")
+        for i, line in enumerate(lines):
+            last = i == len(lines) - 1
+            if last:
+                break
+            try:
+                self.rows.append(json.loads(line))
+            except ValueError:
+                if i < len(lines) - 2:
+                    raise PtlensError(f"{self.path}: line {i + 1} is corrupt (not written by ptlens?); "
+                                      "rerun with --overwrite to start again") from None
+                break
+            good += len(line) + 1
+        if good != len(data):
+            with self.path.open("r+b") as f:
+                f.truncate(good)
+
+    def append(self, rows: Sequence[dict]) -> None:
+        """Write rows as one block and flush to disk before returning."""
+        if not rows:
+            return
+        self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.rows.extend(rows)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+# ---------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A fixed slice of a model's work: (problem index, sample index) pairs, with its own seed."""
+
+    index: int
+    units: tuple[tuple[int, int], ...]
+
+
+def plan_batches(n_problems: int, n_samples: int, batch_size: int) -> list[Batch]:
+    """Problem-major units cut into batches; fixed for given sizes, whatever is already done."""
+    units = [(p, s) for p in range(n_problems) for s in range(n_samples)]
+    return [Batch(i, tuple(units[j:j + batch_size])) for i, j in enumerate(range(0, len(units), batch_size))]
+
+
+@dataclass
+class _ModelCtx:
+    name: str
+    label: str
+    path: Path
+    tokenizer: Any
+    instruction: str | None
+    prompts: list  # Prompt per problem
+    prompt_ids: list[list[int]]
+
+
+def _settings_fingerprint(lineage, config: BehaviorConfig, problems: Sequence[Problem], ctxs: Sequence[_ModelCtx]) -> dict:
+    return {
+        "schema": SCHEMA_VERSION,
+        "problems": config.problems,
+        "limit": config.limit,
+        "seed": config.seed,
+        "n_samples": config.n_samples,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "max_new_tokens": config.max_new_tokens,
+        "instruction": config.instruction,
+        "instructions": [c.instruction for c in ctxs],
+        "problem_ids": [p.id for p in problems],
+        "models": [{"name": c.name, "spec": c.spec, "resolved_revision": c.resolved_revision} for c in lineage.checkpoints],
+    }
+
+
+def _check_settings(bdir: Path, want: dict, overwrite: bool) -> None:
+    f = bdir / "settings.json"
+    if overwrite:
+        for name in ("samples.jsonl", "scores.jsonl", "settings.json"):
+            (bdir / name).unlink(missing_ok=True)
+        return
+    if not f.is_file():
+        if (bdir / "samples.jsonl").exists():
+            raise PtlensError(f"{bdir}: samples without settings.json; rerun with --overwrite")
+        return
+    try:
+        have = json.loads(f.read_text())
+    except ValueError:
+        raise PtlensError(f"{f}: unreadable; rerun with --overwrite") from None
+    diff = [k for k in want if have.get(k) != want[k]]
+    if diff:
+        raise PtlensError(f"{bdir} holds samples made with other settings ({', '.join(diff)}); "
+                          "use another --output-dir or pass --overwrite")
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Progress:
+    """Rich progress bars (samples/s and ETA) per model, or nothing."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                                       TimeRemainingColumn)
+            from rich.text import Text
+
+            class Rate(ProgressColumn):
+                def render(self, task):
+                    return Text(f"{task.speed:.1f} {task.fields.get('unit', 'samples')}/s" if task.speed else "")
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+                                TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def task(self, description: str, total: int, done: int = 0, unit: str = "samples"):
+        if not self.bar:
+            return None
+        return self.bar.add_task(description, total=total, completed=done, unit=unit)
+
+    def advance(self, task, n: int) -> None:
+        if self.bar and task is not None:
+            self.bar.advance(task, n)
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class BehaviorResult:
+    results_path: Path
+    samples_path: Path
+    results: dict
+    figures: list[Path]
+
+
+def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progress: bool = True,
+                 on_batch: Callable[[str, int], None] | None = None) -> BehaviorResult:
+    """Sample, grade and score every model of ``lineage`` on the configured problems; write results and figures.
+
+    ``on_batch(model_name, batch_index)`` is called after each batch is on disk (tests use it
+    to interrupt a run).
+    """
+    config.validate()
+    output_dir = Path(output_dir)
+    bdir = output_dir / "behavior"
+    problems = load_problems(config.problems, config.limit, config.seed)
+    engine = pick_engine(config.engine, config.device)
+    ctxs = []
+    for cp in lineage.checkpoints:
+        if cp.path is None:
+            raise PtlensError(f"model {cp.name}: not resolved to a local folder")
+        check_weights(cp.path, cp.name, config.allow_pickle)
+        tok = load_tokenizer(cp.path, cp.name)
+        instruction = model_instruction(cp.path, config.instruction)
+        prompts = [build_prompt(tok, p.question, instruction) for p in problems]
+        ctxs.append(_ModelCtx(cp.name, cp.label, Path(cp.path), tok, instruction, prompts,
+                              [prompt_ids(tok, pr) for pr in prompts]))
+    want = _settings_fingerprint(lineage, config, problems, ctxs)
+    _check_settings(bdir, want, config.overwrite)
+    bdir.mkdir(parents=True, exist_ok=True)
+    write_json(bdir / "settings.json", {**want, "batch_size": config.batch_size, "engine": engine})
+
+    samples = Journal(bdir / "samples.jsonl")
+    scores = Journal(bdir / "scores.jsonl")
+    try:
+        with _Progress(progress) as bar:
+            _generate_and_score(ctxs, problems, config, engine, samples, scores, bar, on_batch)
+    finally:
+        samples.close()
+        scores.close()
+    records = _merge(samples.rows, scores.rows, [c.name for c in ctxs], [p.id for p in problems])
+    _write_samples(bdir / "samples.jsonl", records)
+    results = _results(lineage, config, engine, problems, records, ctxs)
+    results_path = output_dir / RESULTS_FILE
+    figures: list[Path] = []
+    if config.figures:
+        from ptlens.behavior.figures import write_figures
+
+        figures = write_figures(results, records, bdir)
+        results["figures"] = [str(p.relative_to(output_dir)) for p in figures]
+    write_json(results_path, results)
+    return BehaviorResult(results_path, bdir / "samples.jsonl", results, figures)
+
+
+def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], config: BehaviorConfig, engine: str,
+                        samples: Journal, scores: Journal, bar: _Progress,
+                        on_batch: Callable[[str, int], None] | None) -> None:
+    batches = plan_batches(len(problems), config.n_samples, config.batch_size)
+    names = [c.name for c in ctxs]
+    for i, ctx in enumerate(ctxs):
+        done = {(r["problem_id"], r["sample"]) for r in samples.rows if r["model"] == ctx.name}
+        todo = [b for b in batches if any((problems[p].id, s) not in done for p, s in b.units)]
+        needs_scores = _pending_scores(ctx.name, names[:i + 1], samples, scores)
+        if not todo and not needs_scores:
+            continue
+        if engine == "vllm" and todo:
+            _generate_vllm(ctx, problems, config, todo, done, samples, bar, on_batch)
+            todo = []
+        with HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle) as model:
+            task = bar.task(f"{ctx.name}: sample", len(problems) * config.n_samples, len(done)) if todo else None
+            for b in todo:
+                rows = [ctx.prompt_ids[p] for p, _ in b.units]
+                seed = derived_seed(config.seed, ctx.name, b.index)
+                gens = model.generate(rows, ctx.prompts[0].stop, config.sampling(), seed)
+                kept = [(p, s, g) for (p, s), g in zip(b.units, gens) if (problems[p].id, s) not in done]
+                new = [_record(ctx, problems, p, s, g, seed) for p, s, g in kept]
+                own = model.score([(ctx.prompt_ids[p], g.token_ids) for p, _, g in kept])
+                samples.append([asdict(r) for r in new])
+                scores.append([asdict(ScoreRecord(ctx.name, ctx.name, r.problem_id, r.sample, sc.logprob_sum,
+                                                  sc.entropy_sum, sc.tokens)) for r, sc in zip(new, own)])
+                done.update((r.problem_id, r.sample) for r in new)
+                bar.advance(task, len(new))
+                if on_batch:
+                    on_batch(ctx.name, b.index)
+            _check_not_empty(ctx.name, samples)
+            for target in names[:i + 1]:
+                _score_pending(model, ctx, ctxs, target, problems, samples, scores, config, bar)
+    for i, ctx in enumerate(ctxs[:-1]):
+        later = [t for t in names[i + 1:] if _pending_scores(ctx.name, [t], samples, scores)]
+        if not later:
+            continue
+        with HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle) as model:
+            for target in later:
+                _score_pending(model, ctx, ctxs, target, problems, samples, scores, config, bar)
+
+
+def _record(ctx: _ModelCtx, problems: Sequence[Problem], p: int, sample: int, g: Generation, seed: int) -> SampleRecord:
+    """Grade one generation into its sample record (scores are merged in at the end of the run)."""
+    problem = problems[p]
+    gr = grade(g.text, problem.answer)
+    return SampleRecord(model=ctx.name, label=ctx.label, problem_id=problem.id, sample=sample,
+                        prompt=ctx.prompts[p].text, response=g.text, gold=problem.answer,
+                        extracted=gr.extracted, answer_key=answer_key(gr.extracted), correct=gr.correct,
+                        tokens=len(g.token_ids), truncated=g.finish == "length", finish=g.finish, seed=seed,
+                        token_ids=list(g.token_ids))
+
+
+def _pending_scores(scorer: str, targets: Sequence[str], samples: Journal, scores: Journal) -> bool:
+    have = {(r["model"], r["problem_id"], r["sample"]) for r in scores.rows if r["scorer"] == scorer}
+    return any(r["model"] in targets and (r["model"], r["problem_id"], r["sample"]) not in have for r in samples.rows)
+
+
+def _same_vocab(a: Any, b: Any) -> bool:
+    return a is b or (a.eos_token_id == b.eos_token_id and a.get_vocab() == b.get_vocab())
+
+
+def _score_pending(model: HFModel, ctx: _ModelCtx, ctxs: list[_ModelCtx], target: str, problems: Sequence[Problem],
+                   samples: Journal, scores: Journal, config: BehaviorConfig, bar: _Progress) -> None:
+    """Score every not-yet-scored response of ``target`` under ``ctx``'s model, journalled per batch."""
+    have = {(r["problem_id"], r["sample"]) for r in scores.rows if r["scorer"] == ctx.name and r["model"] == target}
+    todo = [r for r in samples.rows if r["model"] == target and (r["problem_id"], r["sample"]) not in have]
+    if not todo:
+        return
+    tctx = next(c for c in ctxs if c.name == target)
+    same = _same_vocab(ctx.tokenizer, tctx.tokenizer)
+    task = bar.task(f"{ctx.name}: score {target}", len(todo), unit="responses")
+    index = {p.id: i for i, p in enumerate(problems)}
+    for start in range(0, len(todo), config.batch_size):
+        chunk = todo[start:start + config.batch_size]
+        pairs = []
+        for r in chunk:
+            if same:
+                resp = list(r["token_ids"])
+            else:
+                resp = ctx.tokenizer(tctx.tokenizer.decode(r["token_ids"], skip_special_tokens=True),
+                                     add_special_tokens=False).input_ids
+                if r["finish"] == "eos":
+                    resp.append(ctx.tokenizer.eos_token_id)
+            pairs.append((ctx.prompt_ids[index[r["problem_id"]]], resp))
+        out = model.score(pairs)
+        own = ctx.name == target
+        scores.append([asdict(ScoreRecord(ctx.name, target, r["problem_id"], r["sample"], s.logprob_sum,
+                                          s.entropy_sum if own else None, s.tokens)) for r, s in zip(chunk, out)])
+        bar.advance(task, len(chunk))
+
+
+def _check_not_empty(name: str, samples: Journal) -> None:
+    mine = [r for r in samples.rows if r["model"] == name]
+    if mine and all(not r["response"].strip() for r in mine):
+        raise PtlensError(f"model {name}: every one of its {len(mine)} responses is empty (it ends at once); "
+                          "check its chat template and end-of-text token, or the --instruction")
+
+
+def _generate_vllm(ctx: _ModelCtx, problems: Sequence[Problem], config: BehaviorConfig, todo: list[Batch],
+                   done: set, samples: Journal, bar: _Progress, on_batch) -> None:
+    from ptlens.behavior.engines import VllmModel
+
+    model = VllmModel(ctx.path, ctx.tokenizer, seed=config.seed)
+    try:
+        task = bar.task(f"{ctx.name}: sample (vLLM)", len(problems) * config.n_samples, len(done))
+        for b in todo:
+            groups: dict[int, list[int]] = {}
+            for p, s in b.units:
+                groups.setdefault(p, []).append(s)
+            seed = derived_seed(config.seed, ctx.name, b.index)
+            outs = model.generate_n([ctx.prompt_ids[p] for p in groups], [len(v) for v in groups.values()],
+                                    ctx.prompts[0].stop, config.sampling(), seed)
+            new = [_record(ctx, problems, p, s, g, seed)
+                   for (p, ss), gens in zip(groups.items(), outs) for s, g in zip(ss, gens)
+                   if (problems[p].id, s) not in done]
+            samples.append([asdict(r) for r in new])
+            done.update((r.problem_id, r.sample) for r in new)
+            bar.advance(task, len(new))
+            if on_batch:
+                on_batch(ctx.name, b.index)
+        _check_not_empty(ctx.name, samples)
+    finally:
+        model.close()
+
+
+# ---------------------------------------------------------------- merge and results
+
+
+def _merge(sample_rows: list[dict], score_rows: list[dict], names: list[str],
+           problem_ids: Sequence[str]) -> list[SampleRecord]:
+    """Samples in lineage × problem × sample order, each with its own and cross-model scores."""
+    by_key: dict[tuple, dict] = {}
+    for r in score_rows:
+        by_key[(r["scorer"], r["model"], r["problem_id"], r["sample"])] = r
+    order = {n: i for i, n in enumerate(names)}
+    porder = {pid: i for i, pid in enumerate(problem_ids)}
+    out = []
+    seen = set()
+    for row in sample_rows:
+        rec = SampleRecord.from_dict(row)
+        if rec.key in seen:
+            continue
+        seen.add(rec.key)
+        own = by_key.get((rec.model, rec.model, rec.problem_id, rec.sample))
+        if own is None:
+            raise RuntimeError(f"sample {rec.key} was never scored")
+        rec.logprob_sum, rec.entropy_sum = own["logprob_sum"], own["entropy_sum"]
+        rec.mean_logprob = own["logprob_sum"] / own["tokens"]
+        rec.mean_entropy = own["entropy_sum"] / own["tokens"]
+        rec.cross_logprobs = {}
+        for other in names:
+            s = by_key.get((other, rec.model, rec.problem_id, rec.sample))
+            if other != rec.model and s is not None:
+                rec.cross_logprobs[other] = {"logprob_sum": s["logprob_sum"], "tokens": s["tokens"],
+                                             "mean_logprob": s["logprob_sum"] / max(s["tokens"], 1)}
+        out.append(rec)
+    out.sort(key=lambda r: (order[r.model], porder[r.problem_id], r.sample))
+    return out
+
+
+def _write_samples(path: Path, records: Sequence[SampleRecord]) -> None:
+    from ptlens.io import atomic_open
+
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+
+
+def load_samples(output_dir: str | Path) -> list[SampleRecord]:
+    """The merged samples of a finished run (for reports and custom analyses)."""
+    path = Path(output_dir) / "behavior" / "samples.jsonl"
+    if not path.is_file():
+        raise PtlensError(f"{path}: no behaviour samples (run ptlens behavior first)")
+    return [SampleRecord.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def problem_samples(records: Sequence[SampleRecord], names: Sequence[str],
+                    problem_ids: Sequence[str]) -> dict[str, list[ProblemSamples]]:
+    """Group merged samples per model and problem, in the given orders, for the metrics."""
+    groups: dict[tuple[str, str], list[SampleRecord]] = {}
+    for r in records:
+        groups.setdefault((r.model, r.problem_id), []).append(r)
+    out: dict[str, list[ProblemSamples]] = {}
+    for name in names:
+        out[name] = []
+        for pid in problem_ids:
+            rs = sorted(groups.get((name, pid), []), key=lambda r: r.sample)
+            if not rs:
+                raise PtlensError(f"model {name} has no samples for problem {pid}")
+            others = {o for r in rs for o in r.cross_logprobs}
+            cross = {o: ([r.cross_logprobs[o]["logprob_sum"] for r in rs], [int(r.cross_logprobs[o]["tokens"]) for r in rs])
+                     for o in others if all(o in r.cross_logprobs for r in rs)}
+            out[name].append(ProblemSamples(
+                problem_id=pid, correct=[r.correct for r in rs], keys=[r.answer_key for r in rs],
+                texts=[r.response for r in rs], lengths=[r.tokens for r in rs], truncated=[r.truncated for r in rs],
+                logprob_sums=[float(r.logprob_sum) for r in rs], entropy_sums=[float(r.entropy_sum) for r in rs],
+                cross=cross))
+    return out
+
+
+def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Problem],
+             records: Sequence[SampleRecord], ctxs: Sequence[_ModelCtx]) -> dict:
+    from ptlens.io import versions
+
+    names = [c.name for c in ctxs]
+    metrics = compare_models(problem_samples(records, names, [p.id for p in problems]), ks=config.ks,
+                             n_boot=config.n_boot, seed=config.seed)
+    settings = {k: v for k, v in asdict(config).items() if k not in ("overwrite", "figures", "allow_pickle")}
+    settings["engine"] = engine
+    return {
+        "schema": SCHEMA_VERSION,
+        "kind": "ptlens.behavior",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "settings": settings,
+        "versions": versions(),
+        "lineage": lineage.to_dict(),
+        "models_info": [{"name": c.name, "label": c.label, "path": str(c.path),
+                    "resolved_revision": next((cp.resolved_revision for cp in lineage.checkpoints if cp.name == c.name), None),
+                    "prompt_format": "chat_template" if c.prompts[0].chat else "plain",
+                    "instruction": c.instruction,
+                    "stop_strings": list(c.prompts[0].stop)} for c in ctxs],
+        "problems": [p.to_dict() for p in problems],
+        **metrics,
+    }

@@ -1,0 +1,30 @@
+"""What every command shares: the stderr console and the user-error wrapper."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import typer
+from rich.console import Console
+
+from ptlens.errors import PtlensError
+
+console = Console(stderr=True)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """One clear line and exit code 2 for bad input; tracebacks are for ptlens's own bugs."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PtlensError as e:
+            console.print(f"[bold red]ptlens: error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: finished results are saved; rerun the same command to resume[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper

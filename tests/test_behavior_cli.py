@@ -1,0 +1,82 @@
+"""`ptlens behavior` and `ptlens quick` through typer, on toy models; grading time limits off the main thread."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from ptlens.behavior.commands import behavior, model_items, quick
+from ptlens.behavior.grading import grade
+from ptlens.behavior.toy import make_toy_model
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def app_and_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("behavior_cli")
+    bias = {c: 3.0 for c in "0123456789"}
+    make_toy_model(root / "base", seed=0, logit_bias={**bias, "</s>": 2.0}, noise=0.3)
+    make_toy_model(root / "sft", seed=1, logit_bias={**bias, "</s>": 3.0}, noise=0.3)
+    app = typer.Typer()
+    app.command("behavior")(behavior)
+    app.command("quick")(quick)
+    return app, root
+
+
+def test_models_items_forms():
+    assert model_items(["a=X", "b=Y"], None) == ["a=X", "b=Y"]
+    assert model_items(["a=X"], ["b=Y", "c=Z"]) == ["a=X", "b=Y", "c=Z"]
+    assert model_items(["a=X b=Y"], None) == ["a=X", "b=Y"]
+
+
+def test_behavior_command_writes_results(app_and_models, tmp_path):
+    app, root = app_and_models
+    out = tmp_path / "res"
+    args = ["behavior", "--models", f"base={root / 'base'}", f"sft={root / 'sft'}", "--problems", "builtin:1",
+            "--limit", "2", "--n-samples", "2", "--max-new-tokens", "5", "--device", "cpu", "--engine", "hf",
+            "--output_dir", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "model_comparison_results.json").read_text())
+    assert list(res["models"]) == ["base", "sft"] and res["settings"]["max_new_tokens"] == 5
+    r = CliRunner().invoke(app, args[:-4] + ["--n-samples", "3", "--output-dir", str(out)])
+    assert r.exit_code == 2 and "other settings" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--n-samples", "0"], "--n-samples must be at least 1"),
+    (["--problems", "nope.jsonl"], "no such file"),
+    (["--engine", "vllm"], "vLLM is not installed"),
+])
+def test_behavior_command_user_errors(app_and_models, tmp_path, extra, message):
+    app, root = app_and_models
+    r = CliRunner().invoke(app, ["behavior", f"base={root / 'base'}", f"sft={root / 'sft'}", "--output-dir",
+                                 str(tmp_path), *extra])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+
+
+def test_quick_streams_and_tabulates(app_and_models):
+    app, root = app_and_models
+    r = CliRunner().invoke(app, ["quick", str(root / "base"), f"tuned={root / 'sft'}", "--limit", "2",
+                                 "--max-new-tokens", "6", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "ptlens quick" in r.output and "base" in r.output and "tuned" in r.output
+    assert "problem 2/2" in r.output and "log-prob" in r.output
+
+
+def test_grading_time_limit_holds_off_the_main_thread():
+    out = []
+    th = threading.Thread(target=lambda: out.append(grade(r"\boxed{(x+1)^{200000}}", "(x+1)^{200001}", timeout_s=1)))
+    t = time.time()
+    th.start()
+    th.join(60)
+    assert out and out[0].correct is False
+    assert time.time() - t < 30
