@@ -11,7 +11,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from ptlens.behavior.commands import behavior, model_items, quick
+from ptlens.behavior.commands import behavior, quick
+from ptlens.clikit import model_items
 from ptlens.behavior.grading import grade
 from ptlens.behavior.toy import make_toy_model
 

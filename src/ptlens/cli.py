@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ptlens.clikit import console, user_errors
+from ptlens.clikit import console, lineage_from_options, user_errors
 from ptlens.errors import PtlensError
 
 app = typer.Typer(
@@ -64,17 +64,6 @@ ModelsOpt = typer.Option(None, "--models", help="label=SPEC items in order (SPEC
 OutOpt = typer.Option(Path("analysis_results"), "--output-dir", "--output_dir", help="Where results go.")
 DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda or auto.")
 PickleOpt = typer.Option(False, "--allow-pickle", help="Accept pickle *.bin checkpoints (loaded with weights_only=True).")
-
-
-def lineage_from_options(preset: Optional[str], models: Optional[list[str]], extra: Optional[list[str]],
-                         allow_pickle: bool):
-    """--preset or --models (with the items that follow it), resolved to local checkpoints."""
-    from ptlens.resolve import resolve_lineage
-
-    items = list(models or []) + list(extra or [])
-    if extra and not models:
-        raise PtlensError(f"unexpected argument(s) {' '.join(extra)}: name checkpoints with --models label=SPEC …")
-    return resolve_lineage(models=items or None, preset=preset, allow_pickle=allow_pickle)
 
 
 def byte_progress(description: str):

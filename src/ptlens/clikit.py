@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
@@ -28,3 +28,17 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def model_items(models: Optional[list[str]], extra: Optional[list[str]]) -> list[str]:
+    """``--models a=X b=Y``, ``--models a=X --models b=Y`` and bare ``a=X b=Y`` all give [a=X, b=Y]."""
+    return [m for group in (models or [], extra or []) for item in group for m in item.split()]
+
+
+def lineage_from_options(preset: Optional[str], models: Optional[list[str]], extra: Optional[list[str]],
+                         allow_pickle: bool):
+    """--preset or --models (with the items that follow it), resolved to local checkpoints."""
+    from ptlens.resolve import resolve_lineage
+
+    items = model_items(models, extra)
+    return resolve_lineage(models=items or None, preset=preset, allow_pickle=allow_pickle)

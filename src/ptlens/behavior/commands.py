@@ -13,17 +13,12 @@ from typing import List, Optional
 import typer
 
 from ptlens.behavior.engines import AUTO_INSTRUCTION, DEFAULT_INSTRUCTION
-from ptlens.clikit import user_errors
+from ptlens.clikit import lineage_from_options, user_errors
 from ptlens.errors import PtlensError
 
 _LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 INSTRUCTION_HELP = ("Appended to every question. 'auto': what the checkpoint declares in ptlens_stage.json, "
                     f"else '{DEFAULT_INSTRUCTION}'; '' for none.")
-
-
-def model_items(models: Optional[List[str]], extra: Optional[List[str]]) -> list[str]:
-    """``--models a=X b=Y``, ``--models a=X --models b=Y`` and bare ``a=X b=Y`` all give [a=X, b=Y]."""
-    return [m for group in (models or [], extra or []) for item in group for m in item.split()]
 
 
 @user_errors
@@ -50,10 +45,7 @@ def behavior(
     from rich.console import Console
 
     from ptlens.behavior.run import BehaviorConfig, run_behavior
-    from ptlens.resolve import resolve_lineage
-
-    items = model_items(models, extra)
-    lineage = resolve_lineage(models=items or None, preset=preset, allow_pickle=allow_pickle)
+    lineage = lineage_from_options(preset, models, extra, allow_pickle)
     config = BehaviorConfig(problems=problems, limit=limit, seed=seed, n_samples=n_samples, temperature=temperature,
                             top_p=top_p, max_new_tokens=max_new_tokens, engine=engine, device=device,
                             batch_size=batch_size, instruction=instruction or None, overwrite=overwrite,
