@@ -76,6 +76,12 @@ def test_run_default_lineage(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "analysis_results" / "weight_analysis_report.md").is_file()
     assert (tmp_path / "analysis_results" / "sft_vs_rlvr_comparison.png").is_file()
+    html = (tmp_path / "analysis_results" / "report.html").read_text()
+    assert "behaviour skipped" in res.output or (tmp_path / "analysis_results" / "model_comparison_results.json").is_file()
+    assert "data:image/png;base64," in html and (tmp_path / "analysis_results" / "report.md").is_file()
+    again = runner.invoke(app, ["run"])
+    assert again.exit_code == 0 and "reusing" in again.output
+    assert (tmp_path / "analysis_results" / "report.html").read_text() == html
 
 
 def test_presets_lists_every_preset():

@@ -186,6 +186,7 @@ def run(
                               engine=engine, device=device, overwrite=overwrite, allow_pickle=allow_pickle)
         result = run_behavior(lineage, bcfg, output_dir, progress=True)
         _print_summary(Console(), result.results)
+    write_report(output_dir)
 
 
 def has_tokenizer(path: Optional[Path]) -> bool:
@@ -211,9 +212,11 @@ def stored_weights(lineage, cfg, output_dir: Path) -> Optional[dict]:
 
 
 from ptlens.behavior.commands import behavior, quick  # noqa: E402
+from ptlens.report.commands import report, write_report  # noqa: E402
 
 app.command("behavior")(behavior)
 app.command("quick")(quick)
+app.command("report")(report)
 
 
 def main() -> None:

@@ -21,10 +21,18 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[An
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """mkstemp creates 0600 files; results are meant to be shared, so honour the umask instead."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -564,6 +565,7 @@ def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Pr
         "schema": SCHEMA_VERSION,
         "kind": "ptlens.behavior",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
         "settings": settings,
         "versions": versions(),
         "lineage": lineage.to_dict(),

@@ -1,0 +1,125 @@
+"""report.md: the same verdicts, tables and figures (linked, not embedded) for a repository or a notebook.
+
+Strings from results and samples are escaped: inline cells lose their Markdown and HTML meaning,
+and model responses sit in fenced code blocks longer than any backtick run they contain.
+"""
+
+from __future__ import annotations
+
+import re
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+
+
+def esc(text) -> str:
+    """A string safe inside a Markdown paragraph or table cell: no HTML, no Markdown syntax, one line."""
+    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    return " ".join(s.split())
+
+
+def fence(text: str, info: str = "text") -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    f = "`" * max(3, longest + 1)
+    return f"{f}{info}\n{text}\n{f}"
+
+
+def _cell(c) -> str:
+    return esc(c) if isinstance(c, str) else f"{esc(c[0])} {esc(c[1])}"
+
+
+def md_table(t: dict) -> list[str]:
+    out = [f"**{esc(t['caption'])}**", ""]
+    out.append("| " + " | ".join(esc(h) for h in t["header"]) + " |")
+    out.append("|" + "---|" * len(t["header"]))
+    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t["rows"]]
+    if t.get("note"):
+        out += ["", f"_{esc(t['note'])}_"]
+    return out + [""]
+
+
+def _fig(f: dict) -> list[str]:
+    return [f"![{esc(f['title'])}]({f['path']})", "", f"*{esc(f['title'])}.* {esc(f['caption'])}", ""]
+
+
+def _verdict(v: dict) -> list[str]:
+    out = [f"**Verdict: {v['label'].upper()}** — {esc(v['comparison'] or '')}{' — ' if v['comparison'] else ''}"
+           f"{esc(v['summary'])}", "", f"Criterion: {esc(v['criterion'])}", ""]
+    if v["checks"]:
+        out += ["| check | hypothesis | outcome | evidence | rule |", "|---|---|---|---|---|"]
+        for c in v["checks"]:
+            h = c["hypothesis"]
+            hyp = f"{h.id}: “{esc(h.text)}”" if h else "–"
+            ev = "; ".join(f"{esc(m)} = {esc(val)}{(' ' + esc(iv)) if iv else ''}" for m, val, iv in c["evidence"])
+            out.append(f"| {esc(c['name'])} | {hyp} | {esc(c['outcome'])} | {ev} | {esc(c['rule'])} |")
+        out.append("")
+    return out
+
+
+def render_markdown(ctx: dict) -> str:
+    v = ctx["verdicts"]
+    out = [f"# What post-training did: {esc(' → '.join(ctx['stages']))}", ""]
+    out += [f"Weights: {'yes' if ctx['has_weights'] else 'not measured'}; behaviour: "
+            f"{'yes' if ctx['has_behaviour'] else 'not measured'}." + (f" Preset: {esc(ctx['preset'])}." if ctx["preset"] else ""), ""]
+    out += [f"> {esc(b)}" for b in ctx["banners"]] + ([""] if ctx["banners"] else [])
+    out += ["## Verdicts", "", "The plan's expected results are hypotheses under test, not findings; *unexpected* means a "
+            "hypothesised direction came out clearly reversed.", "",
+            "| question | verdict | compared | checks |", "|---|---|---|---|"]
+    out += [f"| {esc(x['question'])} | **{x['label']}** | {esc(x['comparison'] or '–')} | {esc(x['summary'])} |" for x in v]
+    out += ["", "## Lineage", "", "| checkpoint | model | algorithm | training data | learning rate | notes |",
+            "|---|---|---|---|---|---|"]
+    out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in ctx["lineage"]]
+    out.append("")
+    sections = [("1. Learning dynamics", v[0], ctx["weights"], ctx["weight_figures"]),
+                ("2. Reasoning behaviour", v[1], ctx["behaviour"], ctx["behaviour_figures"]),
+                ("3. Sample efficiency", v[2], ctx["efficiency"],
+                 [ctx["figures"][k] for k in ("sample_efficiency", "convergence") if k in ctx["figures"]]),
+                ("4. Transfer", v[3], ctx["transfer"], [ctx["figures"][k] for k in ("transfer",) if k in ctx["figures"]])]
+    for title, verdict, sec, figs in sections:
+        out += [f"## {title}", ""] + _verdict(verdict)
+        if not sec:
+            out += ["_Not measured: the results this section needs are not in this folder._", ""]
+            continue
+        for n in sec.get("notes") or []:
+            out += [f"- {esc(n)}"]
+        if sec.get("notes"):
+            out.append("")
+        for t in sec["tables"]:
+            out += md_table(t)
+        for f in figs:
+            out += _fig(f)
+    b = ctx["browser"]
+    if b:
+        out += ["## Samples side by side", "",
+                f"{min(len(b.problems), 10)} of {b.total_problems} problems, up to one sample per model; all samples in "
+                f"`{ctx['files']['samples']}`, and more in report.html.", ""]
+        for p in b.problems[:10]:
+            out += [f"### {esc(p.id)} (gold: {esc(p.gold)})", "", fence(p.question), ""]
+            for m in p.models:
+                s = m.samples[0] if m.samples else None
+                if s is None:
+                    continue
+                mark = "correct" if s.correct else "wrong"
+                out += [f"**{esc(m.name)}** — {m.correct}/{m.n} correct; sample {s.sample}: {mark}, "
+                        f"{s.tokens if s.tokens is not None else '?'} tokens{' (hit the limit)' if s.truncated else ''}",
+                        "", fence(s.text + (f"\n… ({s.clipped} more characters)" if s.clipped else "")), ""]
+    m = ctx["methods"]
+    out += ["## Methods", "", "### Hypotheses (under test)", "", "| id | the plan's words | how ptlens tests it |",
+            "|---|---|---|"]
+    out += [f"| {h.id} | “{esc(h.text)}” | {esc(h.test)} |" for h in m["hypotheses"]]
+    out += ["", "### Verdict criteria", ""] + [f"- {esc(c)}" for c in m["criteria"]] + [""]
+    for title, defs in (("Weight metrics", m["weights"]), ("Behaviour metrics", m["behaviour"]),
+                        ("Stages, efficiency and accumulation", m["efficiency"])):
+        out += [f"### {title}", ""] + [f"- **{esc(n)}**: {esc(d)}" for n, d in defs] + [""]
+    if m["settings"]:
+        out += ["### Settings", "", "| step | setting | value |", "|---|---|---|"]
+        out += [f"| {esc(a)} | {esc(b_)} | {esc(c)} |" for a, b_, c in m["settings"]] + [""]
+    r = ctx["repro"]
+    out += ["## Reproducibility", ""] + [f"- {esc(w)}: `{c.replace('`', '')}`" for w, c in r["commands"]] + [""]
+    out += ["| checkpoint | label | spec | repository | requested revision | resolved revision |", "|---|---|---|---|---|---|"]
+    out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in r["lineage"]] + [""]
+    out += [f"- {esc(s)}" for s in r["seeds"]] + [""]
+    out += ["| package | weight scan | behaviour run |", "|---|---|---|"]
+    out += [f"| {esc(a)} | {esc(b_)} | {esc(c)} |" for a, b_, c in r["versions"]] + [""]
+    out += [f"- `{p}` sha256 `{d}`" for p, d in r["inputs"]] + [""]
+    return "\n".join(out)

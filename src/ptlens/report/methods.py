@@ -1,0 +1,67 @@
+"""The methods section: every definition the report's numbers rest on (the words of DESIGN.md)."""
+
+from __future__ import annotations
+
+WEIGHT_DEFINITIONS = [
+    ("ΔW", "W_B − W_A for one tensor and one transition A → B, in float32 or wider on upcast copies; rows present in "
+           "only one checkpoint (a resized vocabulary) are excluded and reported as added rows."),
+    ("rel_change", "‖ΔW‖_F / ‖W_A‖_F; for a set of tensors √Σ‖ΔW‖² / √Σ‖W_A‖² (parameter-weighted, never a mean of ratios)."),
+    ("rms_change", "‖ΔW‖_F / √n, n = number of entries."),
+    ("changed_exact", "Share of entries whose stored values differ bit for bit (compared in the coarser of the two stored "
+                      "dtypes); for a set Σ changed / Σ entries. In bfloat16 updates below half a unit in the last place "
+                      "leave a weight unchanged, so small updates register on fewer (and smaller) weights."),
+    ("changed_tol", "Share of entries with |ΔW| > tol (tolerance in the scan settings)."),
+    ("update_sparsity", "1 − changed_exact."),
+    ("cosine_ab", "cos(W_A, W_B)."),
+    ("changed_magnitude_ratio", "Mean |W_A| over changed entries ÷ mean |W_A| over all entries."),
+    ("delta_cosine", "cos(ΔW_T1, ΔW_T2) of two transitions over the same tensors: > 0 the later update continues the "
+                     "earlier one, < 0 partly undoes it, ≈ 0 unrelated directions."),
+    ("stable_rank", "‖ΔW‖_F² / σ₁(ΔW)² (2-D matrices; a set reports the parameter-weighted mean over its matrices)."),
+    ("top-k energy", "Σ_{i≤k} σ_i(ΔW)² / ‖ΔW‖_F² for k = 1 and k of the scan settings."),
+    ("subspace angle", "Principal angles between the top-k left (u) and right (v) singular subspaces of W_A and W_B, "
+                       "mean and max in degrees."),
+    ("spectral_drift", "Mean over i ≤ k of |σ_i(W_B) − σ_i(W_A)| / σ_i(W_A)."),
+    ("principal_overlap", "(|P ∩ C| / |C|) / α with P the α = 5% largest-magnitude entries of the rank-k reconstruction "
+                          "of W_A and C the changed entries: 1 = chance, < 1 the update avoids principal weights."),
+    ("output_focus", "rel_change of the output layers (the last quarter of the layers, at least one, plus the LM head) ÷ "
+                     "rel_change of all other tensors of the same transition (used by hypothesis W1)."),
+    ("attention/mlp", "rel_change of the attention group ÷ rel_change of the MLP group (hypothesis W2)."),
+]
+
+BEHAVIOUR_DEFINITIONS = [
+    ("accuracy", "Mean correctness over all samples (≈ pass@1); a sample is correct when its final answer matches the "
+                 "gold answer (math-verify)."),
+    ("pass@k", "Unbiased estimator of Chen et al. 2021: mean over problems of 1 − C(n−c, k) / C(n, k)."),
+    ("maj@k", "Accuracy of the most frequent (equivalence-clustered) answer among k samples, the exact expectation over "
+              "k-subsets."),
+    ("solved sets", "Problems solved (≥ 1 correct of n) by A only, B only, both, neither."),
+    ("distinct_answers", "Mean number of distinct (equivalence-clustered) final answers per problem."),
+    ("distinct-n", "Within a problem's samples, unique word n-grams ÷ total n-grams, n = 1..4; mean over problems."),
+    ("length", "Response tokens: mean and median; truncated = share that hit the token limit."),
+    ("token_entropy", "Mean over response tokens of −Σ_v p(v) log p(v) (nats), full vocabulary, temperature 1, from a "
+                      "teacher-forced pass of the sampling model."),
+    ("mean_logprob", "Mean log-probability of the sampled tokens under the sampling model."),
+    ("answer_confidence", "Share of a problem's samples that agree with its modal answer."),
+    ("ece, brier", "Calibration of answer_confidence against the correctness of the modal answer (10 equal-width bins)."),
+    ("cross_ppl", "cross_ppl[B](A) = exp(−mean token log-prob under model B of model A's responses): were A's answers "
+                  "already likely under B?"),
+    ("cross_kl", "KL[A‖B] per token of A's responses: mean of log p_A(y_t) − log p_B(y_t) (Monte-Carlo)."),
+    ("intervals", "Every headline number carries a 95% percentile bootstrap interval over problems; differences between "
+                  "two models are paired (the same problem resamples for both)."),
+]
+
+EFFICIENCY_DEFINITIONS = [
+    ("stage", "Neighbouring checkpoints sharing a label; it starts at the checkpoint before its first member and ends at "
+              "its last. Several checkpoints make a trajectory."),
+    ("stage change", "rel_change of the stored transition from stage start to stage end (else the widest stored "
+                     "transition inside the stage, named in the tables)."),
+    ("per training item", "Stage change ÷ the number of distinct training items in the stage facts: examples (SFT), "
+                          "preference pairs (DPO), prompts (RLVR); per item processed additionally divides by the "
+                          "epochs when known."),
+    ("distance from stage start", "‖W − W_start‖_F / ‖W_start‖_F, exact when the transition is stored (or derivable "
+                                  "from two steps and their cosine)."),
+    ("path length", "Σ‖ΔW‖_F of the consecutive steps since the stage start ÷ ‖W_start‖_F: an upper bound of the "
+                    "distance, equal when every step points the same way."),
+    ("straightness", "‖W_last − W_first‖_F ÷ Σ‖ΔW‖_F over consecutive checkpoints: 1 when all stages push the same "
+                     "way, lower when they are unrelated or cancel."),
+]

@@ -1,0 +1,64 @@
+"""Paired differences between two models that the behaviour run did not store (it stores neighbours only).
+
+Recomputed from ``behavior/samples.jsonl`` with the behaviour engine's own estimators and the
+same bootstrap (problem resamples drawn from the stored seed and count), so an SFT → RLVR
+difference across a DPO stage has a paired interval like the stored ones. Only the metrics the
+verdicts use are computed; this is cheap (no model is loaded).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+VERDICT_METRICS = ("accuracy", "distinct_answers", "answer_confidence", "length_mean", "distinct_4",
+                   "token_entropy", "ece")
+
+
+def _problems(rows: Sequence[dict], model: str, ids: Sequence[str]):
+    from ptlens.behavior.metrics import ProblemSamples
+
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("model") == model:
+            groups.setdefault(r.get("problem_id"), []).append(r)
+    out = []
+    for pid in ids:
+        rs = sorted(groups.get(pid, []), key=lambda r: r.get("sample", 0))
+        if not rs:
+            return None
+        out.append(ProblemSamples(
+            problem_id=pid, correct=[bool(r.get("correct")) for r in rs], keys=[r.get("answer_key") or "" for r in rs],
+            texts=[r.get("response") or "" for r in rs], lengths=[int(r.get("tokens") or 0) for r in rs],
+            truncated=[bool(r.get("truncated")) for r in rs],
+            logprob_sums=[float(r["logprob_sum"]) if r.get("logprob_sum") is not None else math.nan for r in rs],
+            entropy_sums=[float(r["entropy_sum"]) if r.get("entropy_sum") is not None else math.nan for r in rs]))
+    return out
+
+
+def pair_differences(results: dict, rows: Sequence[dict], pairs: Iterable[tuple[str, str]],
+                     ks: Sequence[int] | None = None) -> dict[tuple[str, str], dict[str, dict]]:
+    """{(a, b): {metric: {"value", "lo", "hi"}}} of B − A with paired problem resamples; pairs that
+    cannot be computed (missing samples, a behaviour module without these estimators) are left out."""
+    try:
+        from ptlens.behavior.metrics import model_statistics, paired_difference, resample_weights
+    except ImportError:
+        return {}
+    ids = [p.get("id") for p in results.get("problems") or []]
+    if not ids:
+        ids = sorted({r.get("problem_id") for r in rows})
+    boot = results.get("bootstrap") or {}
+    weights = resample_weights(len(ids), int(boot.get("resamples") or 1000), int(boot.get("seed") or 0))
+    ks = list(ks or results.get("ks") or [1])
+    out = {}
+    for a, b in pairs:
+        pa, pb = _problems(rows, a, ids), _problems(rows, b, ids)
+        if pa is None or pb is None:
+            continue
+        try:
+            sa, sb = model_statistics(pa, ks), model_statistics(pb, ks)
+            metrics = [m for m in (*VERDICT_METRICS, f"pass@{max(ks)}") if m in sa and m in sb]
+            out[(a, b)] = {m: paired_difference(sb[m], sa[m], weights).to_dict() for m in metrics}
+        except (KeyError, ValueError, TypeError, ZeroDivisionError):
+            continue
+    return out

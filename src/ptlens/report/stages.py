@@ -1,0 +1,194 @@
+"""The lineage as the report sees it: stages, their roles, trajectories and the transitions that measure them.
+
+Pure functions of the lineage and transition lists stored in ``weights/summary.json`` (or in
+``model_comparison_results.json``): no files, no models.
+
+A *stage* is a run of neighbouring checkpoints that share a label; a stage with several
+checkpoints is a training *trajectory* (``rlvr@step_200``, ``rlvr@step_400`` … or ``rlvr#1``,
+``rlvr#2`` …). The stage *starts* at the checkpoint before its first member and *ends* at its
+last member. Its *role* (base, sft, dpo, rlvr) comes from the label, else from the stage facts'
+algorithm; the hypotheses of the plan name roles, so a lineage without an SFT or an RLVR stage
+gets no directional test.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+ROLES = ("base", "sft", "dpo", "rlvr")
+ITEM_FIELDS = {"sft": "examples", "dpo": "pairs", "rlvr": "prompts"}
+_STEP = re.compile(r"step[_\-]?(\d+)", re.IGNORECASE)
+_ORDINAL = re.compile(r"#(\d+)$")
+
+
+def role_of(label: str, facts: dict | None = None) -> str | None:
+    """base / sft / dpo / rlvr from a stage label, else from its facts' algorithm; None if neither says."""
+    lab = label.lower()
+    for role, prefixes in (("base", ("base", "pretrain")), ("sft", ("sft",)), ("dpo", ("dpo",)),
+                           ("rlvr", ("rlvr", "grpo", "ppo", "rl-", "rl_"))):
+        if lab.startswith(prefixes) or lab == "rl":
+            return role
+    alg = ((facts or {}).get("algorithm") or "").lower()
+    if not alg:
+        return None
+    if "pretrain" in alg:
+        return "base"
+    if "dpo" in alg or "preference" in alg:
+        return "dpo"
+    if any(w in alg for w in ("rlvr", "grpo", "ppo", "reinforce", "verifiable", "zero rl")):
+        return "rlvr"
+    if "sft" in alg or "supervised" in alg or "distill" in alg:
+        return "sft"
+    return None
+
+
+def step_of(name: str, revision: str | None = None) -> tuple[str, int] | None:
+    """(kind, number) from a checkpoint name: ``rlvr@step_200`` → ("step", 200), ``rlvr#2`` → ("ordinal", 2)."""
+    for text in (revision or "", name):
+        m = _STEP.search(text)
+        if m:
+            return "step", int(m.group(1))
+    m = _ORDINAL.search(name)
+    if m:
+        return "ordinal", int(m.group(1))
+    return None
+
+
+@dataclass(frozen=True)
+class Stage:
+    label: str
+    role: str | None
+    start: int | None
+    """Index of the checkpoint before the stage (None for the lineage's first stage)."""
+    members: tuple[int, ...]
+    names: tuple[str, ...]
+    facts: dict = field(default_factory=dict)
+    """Facts of the stage's last checkpoint (what the whole stage was trained on)."""
+    member_facts: tuple[dict, ...] = ()
+    revisions: tuple[str | None, ...] = ()
+
+    @property
+    def end(self) -> int:
+        return self.members[-1]
+
+    @property
+    def name(self) -> str:
+        return self.names[-1]
+
+    @property
+    def is_trajectory(self) -> bool:
+        return len(self.members) > 1
+
+
+def stages_of(lineage: dict) -> list[Stage]:
+    """Group the lineage's checkpoints into stages (neighbours sharing a label)."""
+    cps = lineage.get("checkpoints") or []
+    out: list[Stage] = []
+    i = 0
+    while i < len(cps):
+        j = i
+        while j + 1 < len(cps) and cps[j + 1].get("label") == cps[i].get("label"):
+            j += 1
+        members = tuple(range(i, j + 1))
+        facts = dict(cps[j].get("facts") or {})
+        label = cps[i].get("label") or cps[i].get("name") or f"checkpoint {i}"
+        out.append(Stage(label=label, role=role_of(label, facts), start=i - 1 if i > 0 else None, members=members,
+                         names=tuple(cps[k].get("name") or cps[k].get("label") or str(k) for k in members),
+                         facts=facts, member_facts=tuple(dict(cps[k].get("facts") or {}) for k in members),
+                         revisions=tuple(cps[k].get("revision") for k in members)))
+        i = j + 1
+    return out
+
+
+def first_role(stages: list[Stage], role: str, after: int = -1) -> Stage | None:
+    return next((s for s in stages if s.role == role and s.end > after), None)
+
+
+def comparison_pair(stages: list[Stage], trained_only: bool = True) -> tuple[Stage, Stage, bool] | None:
+    """The two stages the verdicts compare: (SFT, RLVR, True) when the lineage has both in that order,
+    else (first trained stage, last stage, False); None with fewer than two trained stages.
+    ``trained_only=False`` lets the lineage's first checkpoint count (behaviour compares models, not updates)."""
+    trained = [s for s in stages if s.start is not None or not trained_only]
+    sft = first_role(trained, "sft")
+    if sft is not None:
+        rl = first_role(trained, "rlvr", after=sft.end)
+        if rl is not None:
+            return sft, rl, True
+    if len(trained) >= 2:
+        return trained[0], trained[-1], False
+    return None
+
+
+class Transitions:
+    """Lookup over the stored transitions (``summary["transitions"]``) and their aggregate rows."""
+
+    def __init__(self, summary: dict | None):
+        self.summary = summary or {}
+        self.by_ab: dict[tuple[int, int], str] = {}
+        for t in self.summary.get("transitions") or []:
+            self.by_ab.setdefault((int(t["a"]), int(t["b"])), t["name"])
+        self.names = {n: ab for ab, n in self.by_ab.items()}
+        self.agg = self.summary.get("aggregates") or {}
+
+    def name(self, a: int, b: int) -> str | None:
+        return self.by_ab.get((a, b))
+
+    def span(self, a: int, b: int) -> str | None:
+        """The stored transition a → b, else the widest stored one inside [a, b] (the earliest on a tie, so a
+        trajectory stage is measured from its start)."""
+        exact = self.name(a, b)
+        if exact:
+            return exact
+        inside = [(bb - aa, -aa, n) for (aa, bb), n in self.by_ab.items() if a <= aa < bb <= b]
+        return max(inside)[2] if inside else None
+
+    def distance(self, a: int, b: int) -> tuple[float | None, str]:
+        """‖W_b − W_a‖_F / ‖W_a‖_F and how it was obtained: "stored" (the transition a → b), "derived" (two steps
+        and their stored cosine), else (None, "")."""
+        t = self.name(a, b)
+        if t is not None:
+            return self.value("model", t, "rel_change"), "stored"
+        if b == a + 2:
+            t1, t2 = self.name(a, a + 1), self.name(a + 1, a + 2)
+            d1, d2 = self.value("model", t1, "delta_norm"), self.value("model", t2, "delta_norm")
+            base = self.value("model", t1, "norm_a")
+            cos = self.delta_cosine(t1, t2) if t1 and t2 else None
+            if d1 is not None and d2 is not None and cos is not None and base:
+                return (d1 * d1 + d2 * d2 + 2 * cos * d1 * d2) ** 0.5 / base, "derived"
+        return None, ""
+
+    def path_length(self, a: int, b: int) -> float | None:
+        """Σ‖ΔW‖_F of the consecutive steps a → b ÷ ‖W_a‖_F: an upper bound of :meth:`distance`."""
+        base = self.value("model", self.name(a, a + 1), "norm_a")
+        steps = [self.value("model", self.name(i, i + 1), "delta_norm") for i in range(a, b)]
+        if not base or any(d is None for d in steps):
+            return None
+        return sum(steps) / base
+
+    def stage_transition(self, stage: Stage) -> str | None:
+        if stage.start is None:
+            return None
+        return self.span(stage.start, stage.end)
+
+    def row(self, scope: str, transition: str | None, key: list | None = None) -> dict | None:
+        if transition is None:
+            return None
+        key = key or []
+        return next((r for r in self.agg.get(scope) or [] if r.get("transition") == transition
+                     and list(r.get("key") or []) == key), None)
+
+    def rows(self, scope: str, transition: str | None) -> list[dict]:
+        return [r for r in self.agg.get(scope) or [] if r.get("transition") == transition]
+
+    def value(self, scope: str, transition: str | None, metric: str, key: list | None = None) -> float | None:
+        r = self.row(scope, transition, key)
+        v = None if r is None else r.get(metric)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    def delta_cosine(self, t1: str, t2: str, scope: str = "delta_cosine_model") -> float | None:
+        for p in self.agg.get(scope) or []:
+            if not p.get("key") and {p.get("t1"), p.get("t2")} == {t1, t2}:
+                v = p.get("delta_cosine")
+                return float(v) if isinstance(v, (int, float)) else None
+        return None
