@@ -49,6 +49,8 @@ def test_grading_is_the_same_off_the_main_thread():
 
 def test_answer_keys_cluster_equal_values():
     assert answer_key(r"\frac{1}{2}") == answer_key("0.5") == answer_key("1/2") == "1/2"
+    assert answer_key(r"\sqrt{8}") == answer_key(r"2\sqrt{2}")
+    assert answer_key("2^{3}") == answer_key("8")
     assert answer_key("1,000") == answer_key("$1000$") == answer_key("1000.0") == "1000"
     assert answer_key("**73**") == "73"
     assert answer_key(None) == "" and answer_key("  ") == ""

@@ -255,3 +255,20 @@ def test_numba_and_torch_backends_agree(tmp_path):
         np.testing.assert_allclose(x.sums, y.sums, rtol=1e-10, atol=1e-15)
     assert {(p.t1, p.t2) for p in a.pairs} == {("base→sft", "sft→dpo"), ("sft→dpo", "dpo→rlvr"), ("base→sft", "dpo→rlvr")}
     assert [t.name for t in a.transitions] == ["base→sft", "sft→dpo", "dpo→rlvr", "base→dpo", "base→rlvr"]
+
+
+@pytest.mark.parametrize("spectral", ["topk", "full"])
+def test_spectral_of_resized_vocab_between_resized_checkpoints(tmp_path, spectral):
+    base = base_weights()
+    g = torch.Generator().manual_seed(11)
+    sft = {k: v.clone() for k, v in base.items()}
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        sft[name] = torch.cat([base[name], 0.02 * torch.randn((8, SHAPE.hidden), generator=g)])
+    dpo = {k: v.clone() for k, v in sft.items()}
+    dpo["lm_head.weight"] = sft["lm_head.weight"] + 0.01 * torch.randn(sft["lm_head.weight"].shape, generator=g)
+    r = record(scan(write_lineage(tmp_path, {"base": base, "sft": sft, "dpo": dpo}), spectral=spectral),
+               "lm_head.weight", "sft→dpo")
+    shared = (dpo["lm_head.weight"][:256] - sft["lm_head.weight"][:256]).double()
+    s = torch.linalg.svdvals(shared)
+    assert r.spectral["stable_rank"] == pytest.approx(float((s ** 2).sum() / s[0] ** 2), rel=1e-4)
+    assert r.spectral["top16_energy"] == pytest.approx(float((s[:16] ** 2).sum() / (s ** 2).sum()), rel=1e-4)

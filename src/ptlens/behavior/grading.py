@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import math
 import re
 import select
@@ -138,11 +139,12 @@ def _parse_key(s: str, timeout_s: float) -> str | None:
         return None
     expr = parsed[0]
     try:
-        if getattr(expr, "is_number", False) and expr.is_rational:
-            import sympy
+        import sympy
 
+        expr = sympy.simplify(sympy.sympify(str(expr)))
+        if getattr(expr, "is_number", False) and expr.is_rational:
             return _fraction_key(Fraction(str(sympy.Rational(expr))))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError, SyntaxError, sympy.SympifyError):
         pass
     return str(expr)
 
@@ -203,7 +205,7 @@ def _run_limited(fn, *args):
     """Run ``fn(*args)`` under a time limit: in this thread when it is the main one, else in the helper."""
     if threading.current_thread() is threading.main_thread():
         return fn(*args)
-    return _WORKER.call(fn.__name__, args, timeout_s=float(args[-1]) * 3 + 1)
+    return _WORKER.call(fn.__name__, args, timeout_s=float(args[-1]) * 4 + 2)
 
 
 class _Worker:
@@ -247,7 +249,11 @@ class _Worker:
             if line is None:
                 self.stop()
                 raise TimeoutError(f"grading took longer than {timeout_s:.0f}s")
-            ok, value = json.loads(line)
+            try:
+                ok, value = json.loads(line)
+            except ValueError:
+                self.stop()
+                raise TimeoutError("grading helper sent a malformed reply") from None
             if not ok:
                 raise TimeoutError(value)
             return tuple(value) if isinstance(value, list) else value
@@ -266,7 +272,9 @@ def _serve() -> None:
     importlib.import_module("math_verify")  # before 'ready', so no call is charged for the import
 
     funcs = {"_grade_impl": _grade_impl, "_parse_key": _parse_key}
-    out = sys.stdout
+    out = os.fdopen(os.dup(1), "w")  # replies only: anything a parser prints goes to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     out.write("ready\n")
     out.flush()
     for line in sys.stdin:

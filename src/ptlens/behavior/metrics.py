@@ -121,8 +121,9 @@ def distinct_ngrams(texts: Sequence[str] | Sequence[list[str]], ns: Sequence[int
     flat = [w for seq in seqs for w in seq]
     if not flat:
         return {n: float("nan") for n in ns}
-    uniq, inverse = np.unique(np.array(flat, dtype=object).astype(str), return_inverse=True)
-    base = len(uniq)
+    vocab: dict[str, int] = {}
+    inverse = np.array([vocab.setdefault(w, len(vocab)) for w in flat], dtype=np.int64)
+    base = len(vocab)
     bounds = np.cumsum([0] + [len(seq) for seq in seqs])
     ids = [inverse[bounds[i]:bounds[i + 1]].astype(np.int64) for i in range(len(seqs))]
     out = {}

@@ -15,6 +15,7 @@ resumed and uninterrupted runs write the same samples.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -227,6 +228,9 @@ def _settings_fingerprint(lineage, config: BehaviorConfig, problems: Sequence[Pr
         "instruction": config.instruction,
         "instructions": [c.instruction for c in ctxs],
         "problem_ids": [p.id for p in problems],
+        "problems_sha256": hashlib.sha256(json.dumps([[p.id, p.question, p.answer] for p in problems]).encode()).hexdigest(),
+        "engine": config.engine,
+        "dtype": config.dtype,
         "models": [{"name": c.name, "spec": c.spec, "resolved_revision": c.resolved_revision} for c in lineage.checkpoints],
     }
 
@@ -234,7 +238,7 @@ def _settings_fingerprint(lineage, config: BehaviorConfig, problems: Sequence[Pr
 def _check_settings(bdir: Path, want: dict, overwrite: bool) -> None:
     f = bdir / "settings.json"
     if overwrite:
-        for name in ("samples.jsonl", "scores.jsonl", "settings.json"):
+        for name in ("settings.json", "scores.jsonl", "samples.jsonl"):
             (bdir / name).unlink(missing_ok=True)
         return
     if not f.is_file():
@@ -499,8 +503,8 @@ def _merge(sample_rows: list[dict], score_rows: list[dict], names: list[str],
         if own is None:
             raise RuntimeError(f"sample {rec.key} was never scored")
         rec.logprob_sum, rec.entropy_sum = own["logprob_sum"], own["entropy_sum"]
-        rec.mean_logprob = own["logprob_sum"] / own["tokens"]
-        rec.mean_entropy = own["entropy_sum"] / own["tokens"]
+        rec.mean_logprob = own["logprob_sum"] / own["tokens"] if own["tokens"] else None
+        rec.mean_entropy = own["entropy_sum"] / own["tokens"] if own["tokens"] else None
         rec.cross_logprobs = {}
         for other in names:
             s = by_key.get((other, rec.model, rec.problem_id, rec.sample))
@@ -525,7 +529,7 @@ def load_samples(output_dir: str | Path) -> list[SampleRecord]:
     path = Path(output_dir) / "behavior" / "samples.jsonl"
     if not path.is_file():
         raise PtlensError(f"{path}: no behaviour samples (run ptlens behavior first)")
-    return [SampleRecord.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [SampleRecord.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def problem_samples(records: Sequence[SampleRecord], names: Sequence[str],

@@ -71,7 +71,7 @@ def load_inputs(out_dir: str | Path) -> ReportInputs:
         data = _read(f)
         inp.hashes[SAMPLES] = hashlib.sha256(data).hexdigest()
         rows = []
-        for i, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
+        for i, line in enumerate(data.decode("utf-8", errors="replace").split("\n")):
             if not line.strip():
                 continue
             try:

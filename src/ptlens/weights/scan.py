@@ -434,9 +434,12 @@ class _Scanner:
         if any(f is None for f in frob2):
             acc = [0.0] * len(trans)
             for bl in blocks():
-                for j, i in enumerate(spectral_deltas):
-                    acc[i] += float((bl[len(present) + j].double() ** 2).sum())
+                for i, tr in enumerate(trans):
+                    if frob2[i] is None:
+                        d = bl[present.index(tr.b)] - bl[present.index(tr.a)]
+                        acc[i] += float((d.double() ** 2).sum())
             frob2 = [acc[i] if f is None else f for i, f in enumerate(frob2)]
+            spectral_deltas = [i for i in range(len(trans)) if frob2[i] != 0.0] if cfg.spectral == "topk" else []
         lows = M.randomized_svd_many(blocks, (shared, cols), len(present) + len(spectral_deltas), cfg.k,
                                      oversample=cfg.oversample, power_iters=cfg.power_iters, seed=seed,
                                      device=self.device)
