@@ -3,7 +3,8 @@
 Every approach runs as its own subprocess on the same lineage, one after another in one run,
 with the files warmed into the page cache first; we report wall time, lineage bytes per second
 (all four checkpoints' safetensors bytes ÷ wall time: the same work for every approach, all five
-transitions) and peak resident memory (ru_maxrss from wait4). Ratios are to the raw read and to
+transitions; for ptlens also ÷ its own scan timer, without interpreter start-up and output
+writing) and peak resident memory (ru_maxrss from wait4). Ratios are to the raw read and to
 ptlens's element-wise scan.
 
     python benchmarks/bench_weights.py /tmp/lin8b-2 [--skip naive,modeldelta] [--device cuda] [--json out.json]
@@ -88,19 +89,22 @@ def main() -> None:
     print(f"lineage {root}: {total / 1e9:.2f} GB in {len(files)} files; warming the page cache …", flush=True)
     run_measured([py, "-c", RAW_READ, *files])
 
-    rows: list[tuple[str, float, int, int, str]] = []
+    rows: list[tuple[str, float, int, int, str, float | None]] = []
 
-    def add(name: str, argvs: list[list[str]], what: str) -> None:
+    def add(name: str, argvs: list[list[str]], what: str, summary: Path | None = None) -> None:
+        """``summary``: ptlens's summary.json, whose own timer gives the scan alone (no start-up, no writing)."""
         print(f"- {name} …", flush=True)
         wall, rss, code = run_many(argvs)
-        rows.append((name, wall, rss, code, what))
+        scan = json.loads(summary.read_text())["seconds"] if summary and summary.is_file() else None
+        rows.append((name, wall, rss, code, what, scan))
 
     add("raw read (every byte once)", [[py, "-c", RAW_READ, *files]], "read limit")
     ptl = [py, "-m", "ptlens", "weights", "--models", *models, "--no-figures", "--device", a.device]
-    add("ptlens --spectral off", [ptl + ["--spectral", "off", "--output-dir", str(out / "off")]], "all element-wise metrics, 5 transitions")
+    add("ptlens --spectral off", [ptl + ["--spectral", "off", "--output-dir", str(out / "off")]],
+        "all element-wise metrics, 5 transitions", out / "off" / "weights" / "summary.json")
     if "topk" not in skip:
         add("ptlens --spectral topk", [ptl + ["--spectral", "topk", "--output-dir", str(out / "topk")]],
-            "+ randomized SVD of every W and ΔW (k=16)")
+            "+ randomized SVD of every W and ΔW (k=16)", out / "topk" / "weights" / "summary.json")
     if "naive" not in skip:
         add("naive: transformers load + eager diff", [[py, str(HERE / "naive_diff.py"), *[str(root / l) for l in LABELS]]],
             "‖Δ‖, rel. change, changed share; whole models")
@@ -117,18 +121,19 @@ def main() -> None:
 
     base_raw = rows[0][1]
     base_ptl = rows[1][1]
-    lines = ["| approach | wall (s) | GB/s | peak RSS (GB) | × raw-read time | × ptlens-off time | computes |",
-             "|---|---:|---:|---:|---:|---:|---|"]
-    for name, wall, rss, code, what in rows:
+    lines = ["| approach | wall (s) | GB/s | scan alone GB/s | peak RSS (GB) | × raw-read time | × ptlens-off time | computes |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name, wall, rss, code, what, scan in rows:
         flag = "" if code == 0 else " (failed)"
-        lines.append(f"| {name}{flag} | {wall:.1f} | {total / wall / 1e9:.2f} | {rss / 1e9:.2f} | "
+        alone = f"{total / scan / 1e9:.2f}" if scan else "–"
+        lines.append(f"| {name}{flag} | {wall:.1f} | {total / wall / 1e9:.2f} | {alone} | {rss / 1e9:.2f} | "
                      f"{wall / base_raw:.2f} | {wall / base_ptl:.2f} | {what} |")
     table = "\n".join(lines)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"\n{root} — {total / 1e9:.2f} GB lineage, {machine}\n\n{table}")
     if a.json:
         a.json.write_text(json.dumps({"lineage": str(root), "bytes": total, "machine": machine,
-                                      "rows": [dict(zip(("name", "wall", "rss", "code", "what"), r)) for r in rows]}, indent=2))
+                                      "rows": [dict(zip(("name", "wall", "rss", "code", "what", "scan_seconds"), r)) for r in rows]}, indent=2))
 
 
 if __name__ == "__main__":

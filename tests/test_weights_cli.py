@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -70,18 +71,23 @@ def _header_bytes(path) -> int:
 
 
 def test_run_default_lineage(tmp_path, monkeypatch):
-    monkeypatch.setenv("PTLENS_CACHE", str(tmp_path / "cache"))
+    """The README's main job: the shipped, TRL-trained tiny lineage, weights + behaviour + report."""
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["run"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "analysis_results" / "weight_analysis_report.md").is_file()
     assert (tmp_path / "analysis_results" / "sft_vs_rlvr_comparison.png").is_file()
     html = (tmp_path / "analysis_results" / "report.html").read_text()
-    assert "behaviour skipped" in res.output or (tmp_path / "analysis_results" / "model_comparison_results.json").is_file()
+    assert "behaviour skipped" not in res.output
+    results = json.loads((tmp_path / "analysis_results" / "model_comparison_results.json").read_text())
+    assert list(results["models"]) == ["base", "sft", "dpo", "rlvr"]
     assert "data:image/png;base64," in html and (tmp_path / "analysis_results" / "report.md").is_file()
+    samples = (tmp_path / "analysis_results" / "behavior" / "samples.jsonl").read_bytes()
     again = runner.invoke(app, ["run"])
-    assert again.exit_code == 0 and "reusing" in again.output
-    assert (tmp_path / "analysis_results" / "report.html").read_text() == html
+    assert again.exit_code == 0 and "reusing" in again.output, again.output
+    assert (tmp_path / "analysis_results" / "behavior" / "samples.jsonl").read_bytes() == samples
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}")
+    assert stamp.sub("", (tmp_path / "analysis_results" / "report.html").read_text()) == stamp.sub("", html)
 
 
 def test_presets_lists_every_preset():

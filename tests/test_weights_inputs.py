@@ -174,3 +174,24 @@ def test_resolution_keeps_order_and_names_trajectories(tmp_path, good):
     assert [c.revision for c in cps.checkpoints] == ["step_200", "step_400", None]
     with pytest.raises(PtlensError, match="not a hub id"):
         resolve_lineage(models=[good[0], "sft=./relative/missing"])
+
+
+def test_preset_may_be_a_lab_manifest(tmp_path):
+    from ptlens.resolve.presets import get_preset
+    from ptlens.resolve.tiny import shipped_manifest
+
+    tiny = get_preset("tiny")
+    other = get_preset(str(shipped_manifest()))
+    assert [(s.label, s.spec) for s in other.stages] == [(s.label, s.spec) for s in tiny.stages]
+    assert [s.label for s in tiny.stages] == ["base", "sft", "dpo", "rlvr"]
+
+
+@pytest.mark.parametrize("content,needle", [(None, "no such lineage manifest"),
+                                            ("{not json", "not a ptlens lab lineage.json"),
+                                            ('{"stages": [{"label": "base"}]}', "not a ptlens lab lineage.json")])
+def test_bad_lab_manifest_is_a_user_error(tmp_path, content, needle):
+    f = tmp_path / "lineage.json"
+    if content is not None:
+        f.write_text(content)
+    out = tmp_path / "out"
+    _assert_user_error(_cli(["--preset", str(f)], out), out, str(f), needle)

@@ -134,8 +134,10 @@ def print_weight_summary(summary: dict, output_dir: Path) -> None:
                   _f(r.get("stable_rank_wmean")), _f(r.get(f"top{k}_energy_wmean")), _f(r.get("principal_overlap_wmean")))
     out.print(t)
     gbps = summary.get("throughput_gb_per_s")
-    out.print(f"{summary['bytes_read'] / 1e9:.3g} GB in {summary['seconds']:.1f} s"
-              + (f" ({gbps:.2f} GB/s)" if gbps else "")
+    from rich.filesize import decimal
+
+    rate = f" ({decimal(int(gbps * 1e9))}/s)" if gbps else ""
+    out.print(f"{decimal(summary['bytes_read'])} in {summary['seconds']:.1f} s{rate}"
               + f" → [bold]{output_dir}/weight_analysis_report.md[/], {output_dir}/weights/")
 
 
@@ -213,10 +215,12 @@ def stored_weights(lineage, cfg, output_dir: Path) -> Optional[dict]:
 
 from ptlens.behavior.commands import behavior, quick  # noqa: E402
 from ptlens.report.commands import report, write_report  # noqa: E402
+from ptlens.lab.commands import lab  # noqa: E402
 
 app.command("behavior")(behavior)
 app.command("quick")(quick)
 app.command("report")(report)
+app.command("lab")(lab)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ptlens.errors import PtlensError
 
@@ -21,7 +22,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except PtlensError as e:
-            console.print(f"[bold red]ptlens: error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            console.print(f"[bold red]ptlens: error:[/] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: finished results are saved; rerun the same command to resume[/]")

@@ -234,7 +234,11 @@ class HFModel:
         for i, r in enumerate(rows):
             input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
             mask[i, width - len(r):] = 1
-        kwargs: dict[str, Any] = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=self.pad_id,
+        max_new = settings.max_new_tokens
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context and width + max_new > context:
+            max_new = max(1, context - width)  # past its context the model is out of distribution: a truncation
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new, pad_token_id=self.pad_id,
                                       eos_token_id=sorted(self.eos_ids))
         if settings.temperature > 0:
             kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
@@ -249,7 +253,7 @@ class HFModel:
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         new = out[:, width:].tolist()
         pad = self.pad_id if self.pad_id not in self.eos_ids else None
-        return [finish_generation(self.tokenizer, row, stop, settings.max_new_tokens, self.eos_ids, pad) for row in new]
+        return [finish_generation(self.tokenizer, row, stop, max_new, self.eos_ids, pad) for row in new]
 
     def score(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[TokenScores]:
         """Teacher-forced log-probs and full-vocabulary entropies (temperature 1) of each response after its prompt."""

@@ -229,7 +229,6 @@ def _settings_fingerprint(lineage, config: BehaviorConfig, problems: Sequence[Pr
         "instructions": [c.instruction for c in ctxs],
         "problem_ids": [p.id for p in problems],
         "problems_sha256": hashlib.sha256(json.dumps([[p.id, p.question, p.answer] for p in problems]).encode()).hexdigest(),
-        "engine": config.engine,
         "dtype": config.dtype,
         "models": [{"name": c.name, "spec": c.spec, "resolved_revision": c.resolved_revision} for c in lineage.checkpoints],
     }
@@ -328,10 +327,10 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
         prompts = [build_prompt(tok, p.question, instruction) for p in problems]
         ctxs.append(_ModelCtx(cp.name, cp.label, Path(cp.path), tok, instruction, prompts,
                               [prompt_ids(tok, pr) for pr in prompts]))
-    want = _settings_fingerprint(lineage, config, problems, ctxs)
+    want = {**_settings_fingerprint(lineage, config, problems, ctxs), "engine": engine}  # resolved: auto → hf
     _check_settings(bdir, want, config.overwrite)
     bdir.mkdir(parents=True, exist_ok=True)
-    write_json(bdir / "settings.json", {**want, "batch_size": config.batch_size, "engine": engine})
+    write_json(bdir / "settings.json", {**want, "batch_size": config.batch_size})
 
     samples = Journal(bdir / "samples.jsonl")
     scores = Journal(bdir / "scores.jsonl")
@@ -343,7 +342,7 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
         scores.close()
     records = _merge(samples.rows, scores.rows, [c.name for c in ctxs], [p.id for p in problems])
     _write_samples(bdir / "samples.jsonl", records)
-    results = _results(lineage, config, engine, problems, records, ctxs)
+    results = _results(lineage, config, engine, problems, records, ctxs, (bdir / "scores.jsonl").stat().st_mtime)
     results_path = output_dir / RESULTS_FILE
     figures: list[Path] = []
     if config.figures:
@@ -557,7 +556,9 @@ def problem_samples(records: Sequence[SampleRecord], names: Sequence[str],
 
 
 def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Problem],
-             records: Sequence[SampleRecord], ctxs: Sequence[_ModelCtx]) -> dict:
+             records: Sequence[SampleRecord], ctxs: Sequence[_ModelCtx], written: float) -> dict:
+    """``written``: when the last score was stored (scores.jsonl is append-only), so that rebuilding results
+    from the same samples gives the same file."""
     from ptlens.io import versions
 
     names = [c.name for c in ctxs]
@@ -568,7 +569,7 @@ def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Pr
     return {
         "schema": SCHEMA_VERSION,
         "kind": "ptlens.behavior",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(written)),
         "command": sys.argv,
         "settings": settings,
         "versions": versions(),

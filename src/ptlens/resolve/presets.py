@@ -7,6 +7,7 @@ guessed, and the sample-efficiency figures leave that stage out.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 TULU3_PAPER = "Tülu 3 paper, Lambert et al. 2024 (arXiv:2411.15124)"
 
@@ -154,12 +155,15 @@ PRESETS: dict[str, Preset] = {
 def get_preset(name: str) -> Preset:
     from ptlens.errors import PtlensError
 
-    from ptlens.resolve.tiny import tiny_preset
+    from ptlens.resolve.tiny import preset_from_manifest, tiny_preset
 
     if name == "tiny":
         return tiny_preset()
+    if name.endswith(".json"):
+        return preset_from_manifest(Path(name))
     try:
         return PRESETS[name]
     except KeyError:
         known = ", ".join(["tiny", *PRESETS])
-        raise PtlensError(f"unknown preset {name!r}; known presets: {known}") from None
+        raise PtlensError(f"unknown preset {name!r}; known presets: {known}, or the lineage.json of a `ptlens lab` "
+                          "run") from None

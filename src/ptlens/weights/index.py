@@ -8,6 +8,7 @@ row ranges of one tensor at a time into buffers the scan reuses.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -174,11 +175,12 @@ def _pickle_index(root: Path, config: dict) -> CheckpointIndex:
 
 
 class Reader:
-    """Row ranges of a checkpoint's tensors, read with ``pread`` straight into caller buffers.
+    """Row ranges of a checkpoint's tensors: mapped for the streaming pass, or read with ``pread``.
 
-    One copy from the page cache into a reused buffer is the cheapest way to get bytes into
-    the kernel: memory-mapped views cost a page fault per 4 KiB and count every touched page
-    as resident memory, and safetensors' own API allocates a new tensor per slice.
+    The element-wise pass maps one chunk at a time (``map_rows``): no copy out of the page
+    cache, and the pages count as resident only while their chunk is alive, so memory stays one
+    chunk per checkpoint. Whole-file mappings would count every page ever touched;
+    safetensors' own API allocates a new tensor per slice.
     """
 
     def __init__(self, index: CheckpointIndex):
@@ -231,6 +233,17 @@ class Reader:
                     raise PtlensError(f"{info.file}: truncated while reading {name}")
                 done += k
         return torch.from_numpy(buf).view(dt)
+
+    def map_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as uint8 bytes mapped copy-on-write from the file; unmapped when the array is dropped."""
+        info = self.index.tensors[name]
+        offset, length, stop = self._span(info, start, stop)
+        if info.start < 0 or length == 0 or offset % DTYPES[info.dtype].itemsize:  # pickled, empty or unaligned
+            return self.read_into(name, start, stop, np.empty(length, dtype=np.uint8)).view(torch.uint8).numpy()
+        skip = offset % mmap.ALLOCATIONGRANULARITY
+        m = mmap.mmap(self._fd(info.file), length + skip, flags=mmap.MAP_PRIVATE,
+                      prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset - skip)
+        return np.frombuffer(m, dtype=np.uint8, count=length, offset=skip)
 
     def rows(self, name: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Rows ``start:stop`` of tensor ``name`` (elements for 1-D, the value for 0-D), stored dtype, a new tensor."""

@@ -32,68 +32,66 @@ _FAST = {"reassoc", "contract"}
 @njit(cache=True, fastmath=_FAST)
 def _decode(R, shift, lo, hi, out):
     """Raw bit patterns → float32 tile: bf16 is the top half of a float32 (shift 16)."""
-    for c in range(R.shape[0]):
+    for c in range(len(R)):
+        row = R[c]
         for j in range(lo, hi):
-            out[c, j - lo] = np.uint32(R[c, j]) << shift
+            out[c, j - lo] = np.uint32(row[j]) << shift
 
 
 @njit(cache=True, fastmath=_FAST)
-def _ckpt_sums(F, c, n, out):
+def _ckpt_sums(x, out):
     s2 = 0.0
     s1 = 0.0
-    for j in range(n):
-        x = np.float64(F[c, j])
-        s2 += x * x
-        s1 += abs(x)
+    for j in range(x.shape[0]):
+        v = np.float64(x[j])
+        s2 += v * v
+        s1 += abs(v)
     out[0] = s2
     out[1] = s1
 
 
 @njit(cache=True, fastmath=_FAST)
-def _trans_fast(F, XB, a, b, qa, qb, tol, n, lo, acc):
+def _trans_fast(xa, xb, ba, bb, tol, acc):
+    """One transition over one tile, on 1-D rows: contiguous operands and float counters let LLVM vectorise."""
     s_ab = 0.0
     s_d2 = 0.0
-    n_ex = 0
-    n_tol = 0
+    n_ex = 0.0
+    n_tol = 0.0
     s_ach = 0.0
-    for j in range(n):
-        xa = F[a, j]
-        xb = F[b, j]
-        d = np.float64(xb - xa)
-        fa = np.float64(xa)
-        s_ab += fa * np.float64(xb)
+    for j in range(xa.shape[0]):
+        fa = np.float64(xa[j])
+        d = np.float64(xb[j] - xa[j])
+        s_ab += fa * np.float64(xb[j])
         s_d2 += d * d
-        ch = XB[qa, lo + j] != XB[qb, lo + j]
+        ch = 1.0 if ba[j] != bb[j] else 0.0
         n_ex += ch
-        n_tol += abs(d) > tol
+        n_tol += 1.0 if abs(d) > tol else 0.0
         s_ach += abs(fa) * ch
     acc[DOT_AB] = s_ab
     acc[SUM_D2] = s_d2
     acc[N_EXACT] = n_ex
     acc[N_TOL] = n_tol
     acc[SUM_ABSA_CHANGED] = s_ach
-    acc[N] = n
+    acc[N] = xa.shape[0]
     acc[NONFINITE] = 0.0
 
 
 @njit(cache=True)
-def _trans_careful(F, XB, a, b, qa, qb, tol, n, lo, acc):
+def _trans_careful(xa, xb, ba, bb, tol, acc):
     for f in range(T_FIELDS):
         acc[f] = 0.0
-    for j in range(n):
-        xa = F[a, j]
-        xb = F[b, j]
-        if not (np.isfinite(xa) and np.isfinite(xb)):
+    for j in range(xa.shape[0]):
+        if not (np.isfinite(xa[j]) and np.isfinite(xb[j])):
             acc[NONFINITE] += 1
             continue
-        d = np.float64(xb - xa)
-        fa = np.float64(xa)
-        fb = np.float64(xb)
+        d = np.float64(xb[j] - xa[j])
+        fa = np.float64(xa[j])
+        fb = np.float64(xb[j])
         acc[SUM_A2] += fa * fa
         acc[SUM_B2] += fb * fb
         acc[DOT_AB] += fa * fb
         acc[SUM_D2] += d * d
-        ch = XB[qa, lo + j] != XB[qb, lo + j]
+        ch = ba[j] != bb[j]
         acc[N_EXACT] += ch
         acc[N_TOL] += abs(d) > tol
         acc[SUM_ABSA_CHANGED] += abs(fa) * ch
@@ -102,13 +100,13 @@ def _trans_careful(F, XB, a, b, qa, qb, tol, n, lo, acc):
 
 
 @njit(cache=True, fastmath=_FAST)
-def _pair_fast(F, a1, b1, a2, b2, n, acc):
+def _pair_fast(a1, b1, a2, b2, acc):
     s12 = 0.0
     s11 = 0.0
     s22 = 0.0
-    for j in range(n):
-        d1 = np.float64(F[b1, j] - F[a1, j])
-        d2 = np.float64(F[b2, j] - F[a2, j])
+    for j in range(a1.shape[0]):
+        d1 = np.float64(b1[j] - a1[j])
+        d2 = np.float64(b2[j] - a2[j])
         s12 += d1 * d2
         s11 += d1 * d1
         s22 += d2 * d2
@@ -118,14 +116,14 @@ def _pair_fast(F, a1, b1, a2, b2, n, acc):
 
 
 @njit(cache=True)
-def _pair_careful(F, a1, b1, a2, b2, n, acc):
+def _pair_careful(a1, b1, a2, b2, acc):
     for f in range(P_FIELDS):
         acc[f] = 0.0
-    for j in range(n):
-        if not (np.isfinite(F[a1, j]) and np.isfinite(F[b1, j]) and np.isfinite(F[a2, j]) and np.isfinite(F[b2, j])):
+    for j in range(a1.shape[0]):
+        if not (np.isfinite(a1[j]) and np.isfinite(b1[j]) and np.isfinite(a2[j]) and np.isfinite(b2[j])):
             continue
-        d1 = np.float64(F[b1, j] - F[a1, j])
-        d2 = np.float64(F[b2, j] - F[a2, j])
+        d1 = np.float64(b1[j] - a1[j])
+        d2 = np.float64(b2[j] - a2[j])
         acc[P_DOT] += d1 * d2
         acc[P_D1] += d1 * d1
         acc[P_D2] += d2 * d2
@@ -133,7 +131,7 @@ def _pair_careful(F, a1, b1, a2, b2, n, acc):
 
 @njit(parallel=True, cache=True)
 def _fused(R, shift, XB, ta, tb, ca, cb, pa1, pb1, pa2, pb2, tol, nworkers):
-    nck, m = R.shape
+    nck, m = len(R), R[0].shape[0]
     T = ta.shape[0]
     P = pa1.shape[0]
     ntiles = (m + _TILE - 1) // _TILE
@@ -152,22 +150,22 @@ def _fused(R, shift, XB, ta, tb, ca, cb, pa1, pb1, pa2, pb2, tol, nworkers):
             n = hi - lo
             _decode(R, shift, lo, hi, bits)
             for c in range(nck):
-                _ckpt_sums(F, c, n, cs[c])
+                _ckpt_sums(F[c, :n], cs[c])
             for t in range(T):
                 a = ta[t]
                 b = tb[t]
-                _trans_fast(F, XB, a, b, ca[t], cb[t], tol, n, lo, acc)
+                _trans_fast(F[a, :n], F[b, :n], XB[ca[t]][lo:hi], XB[cb[t]][lo:hi], tol, acc)
                 acc[SUM_A2] = cs[a, 0]
                 acc[SUM_B2] = cs[b, 0]
                 acc[SUM_ABSA] = cs[a, 1]
                 if not np.isfinite(acc[SUM_A2] + acc[SUM_B2] + acc[DOT_AB] + acc[SUM_D2] + acc[SUM_ABSA]):
-                    _trans_careful(F, XB, a, b, ca[t], cb[t], tol, n, lo, acc)
+                    _trans_careful(F[a, :n], F[b, :n], XB[ca[t]][lo:hi], XB[cb[t]][lo:hi], tol, acc)
                 for f in range(T_FIELDS):
                     part_t[w, t, f] += acc[f]
             for p in range(P):
-                _pair_fast(F, pa1[p], pb1[p], pa2[p], pb2[p], n, pacc)
+                _pair_fast(F[pa1[p], :n], F[pb1[p], :n], F[pa2[p], :n], F[pb2[p], :n], pacc)
                 if not np.isfinite(pacc[P_DOT] + pacc[P_D1] + pacc[P_D2]):
-                    _pair_careful(F, pa1[p], pb1[p], pa2[p], pb2[p], n, pacc)
+                    _pair_careful(F[pa1[p], :n], F[pb1[p], :n], F[pa2[p], :n], F[pb2[p], :n], pacc)
                 for f in range(P_FIELDS):
                     part_p[w, p, f] += pacc[f]
     return part_t.sum(axis=0), part_p.sum(axis=0)
@@ -187,26 +185,64 @@ def bf16_to_float32(x: torch.Tensor) -> torch.Tensor:
     return out.reshape(x.shape)
 
 
+_BF16_TABLE = (np.arange(1 << 16, dtype=np.uint32) << 16).view(np.float32)
+
+
+@njit(parallel=True, cache=True)
+def _widen_with_deltas(raw, table, a, b, out):
+    m, n = len(raw), raw[0].shape[0]
+    width = 16384  # contiguous runs per row: strided element-wise writes to 9 rows would thrash the cache
+    for blk in prange((n + width - 1) // width):
+        s, e = blk * width, min(n, (blk + 1) * width)
+        for c in range(m):
+            row = raw[c]
+            for i in range(s, e):
+                out[c, i] = table[row[i]]
+        for d in range(a.shape[0]):
+            for i in range(s, e):
+                out[m + d, i] = out[b[d], i] - out[a[d], i]
+
+
+def widen_with_deltas(raw, deltas: list[tuple[int, int]], out: np.ndarray) -> None:
+    """Rows of ``out``: each bfloat16 row of ``raw`` (uint16 bits) as float32, then row b − row a per delta.
+
+    One parallel pass into a caller-owned buffer: the spectral passes re-read every matrix
+    several times, and a cast plus one subtraction per delta would allocate and sweep memory
+    once per product.
+    """
+    a = np.array([d[0] for d in deltas], dtype=np.int64)
+    b = np.array([d[1] for d in deltas], dtype=np.int64)
+    _widen_with_deltas(_rows(raw, np.uint16), _BF16_TABLE, a, b, out)
+
+
+def _rows(x, dtype) -> tuple[np.ndarray, ...]:
+    """Rows as a tuple of contiguous 1-D arrays of one dtype: each checkpoint's chunk may live in its own mapping."""
+    return tuple(np.ascontiguousarray(r).view(dtype) for r in x)
+
+
 def _i64(values) -> np.ndarray:
     return np.asarray(values, dtype=np.int64).reshape(-1)
 
 
-def stats_numba(R: np.ndarray, XB: np.ndarray, trans, cmp, pairs, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Fused CPU pass over raw bit patterns ``R``: uint16 rows hold bfloat16, uint32 rows float32.
+def stats_numba(R, XB, trans, cmp, pairs, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fused CPU pass over raw bit patterns ``R`` (one row per checkpoint: a 2-D array or a sequence of 1-D ones).
 
-    ``trans``: (a, b) rows of R; ``cmp``: (qa, qb) rows of XB; ``pairs``: (t1, t2) indices of trans.
+    uint16 rows hold bfloat16, 32-bit rows float32. ``trans``: (a, b) rows of R; ``cmp``: (qa, qb)
+    rows of ``XB``, the bit patterns compared for ``changed_exact``; ``pairs``: (t1, t2) indices of trans.
     """
-    if R.dtype == np.uint16:
-        shift = 16
-    elif R.dtype in (np.uint32, np.int32, np.float32):
-        R, shift = R.view(np.uint32), 0
+    dtype = np.dtype(R[0].dtype)
+    if dtype in (np.uint16, np.int16):
+        R, shift = _rows(R, np.uint16), 16
+    elif dtype in (np.uint32, np.int32, np.float32):
+        R, shift = _rows(R, np.uint32), 0
     else:
-        raise TypeError(f"raw rows must be bfloat16 (uint16) or float32 bits, got {R.dtype}")
+        raise TypeError(f"raw rows must be bfloat16 (uint16) or float32 bits, got {dtype}")
+    XB = _rows(XB, np.dtype(XB[0].dtype))
     trans = np.asarray(trans, dtype=np.int64).reshape(-1, 2)
     cmp = np.asarray(cmp, dtype=np.int64).reshape(-1, 2)
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     p1, p2 = trans[pairs[:, 0]] if len(pairs) else trans[:0], trans[pairs[:, 1]] if len(pairs) else trans[:0]
-    nworkers = max(1, min(numba.get_num_threads(), -(-R.shape[1] // _TILE)))
+    nworkers = max(1, min(numba.get_num_threads(), -(-R[0].shape[0] // _TILE)))
     return _fused(R, shift, XB, trans[:, 0].copy(), trans[:, 1].copy(), cmp[:, 0].copy(), cmp[:, 1].copy(),
                   _i64(p1[:, 0]), _i64(p1[:, 1]), _i64(p2[:, 0]), _i64(p2[:, 1]), float(tol), nworkers)
 

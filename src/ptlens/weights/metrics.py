@@ -89,7 +89,11 @@ def randomized_svd_many(blocks: Blocks, shape: tuple[int, int], count: int, k: i
     k = min(k, m, n)
     ell = min(k + oversample, m, n)
     if m * n <= materialize_below or ell >= min(m, n) // 2:
-        mats = [torch.cat(parts, dim=0).to(device=device, dtype=torch.float32) for parts in zip(*blocks())]
+        parts: list[list[torch.Tensor]] = [[] for _ in range(count)]
+        for bl in blocks():  # a block may live in a reused buffer: copy it before asking for the next
+            for i, c in enumerate(bl):
+                parts[i].append(c.to(device=device, dtype=torch.float32, copy=True))
+        mats = [torch.cat(ps, dim=0) for ps in parts]
         out = []
         for A in mats:
             U, S, Vh = torch.linalg.svd(A, full_matrices=False)
@@ -216,8 +220,9 @@ def principal_overlap(recon_rows: RowChunks, changed_rows: RowChunks, total: int
         a = r.abs().float()
         b = _bins(a)
         c = c.reshape(c.shape[0], *b.shape)
-        n_c = c.flatten(1).sum(1).cpu()
-        n_i = (c & (b > edge)).flatten(1).sum(1).cpu()
+        above_edge = b > edge
+        n_c = torch.stack([torch.count_nonzero(m) for m in c]).cpu()
+        n_i = torch.stack([torch.count_nonzero(m & above_edge) for m in c]).cpu()
         changed_total = n_c if changed_total is None else changed_total + n_c
         inter = n_i if inter is None else inter + n_i
         sel = b == edge

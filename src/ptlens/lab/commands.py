@@ -1,0 +1,63 @@
+"""The ``ptlens lab`` command: builds a ``LabConfig`` from its options and calls ``run_lab``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ptlens.clikit import user_errors
+from ptlens.errors import PtlensError
+
+
+@user_errors
+def lab(
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where checkpoints and lineage.json go [default: ./ptlens-lab]."),
+    quick: bool = typer.Option(False, "--quick", help="A much shorter run (under 2 minutes) of the same pipeline, for tests."),
+    controlled: bool = typer.Option(False, "--controlled", help="Also train two arms from the SFT checkpoint: more SFT vs GRPO, same prompts and examples."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice: data, initialisation, sampling."),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
+    ship: bool = typer.Option(False, "--ship", help="Write into the package's data/tiny folder: the default lineage of `ptlens run`."),
+) -> None:
+    """Train a tiny lineage on CPU (base → SFT → DPO → RLVR with TRL) that ptlens can analyse."""
+    from ptlens.lab.config import LabConfig
+    from ptlens.lab.runner import require_lab_deps, run_lab
+    from ptlens.resolve.tiny import SHIPPED
+
+    require_lab_deps()
+    if ship and (output_dir is not None or quick or controlled):
+        raise PtlensError("--ship writes the default lab run into the package: "
+                          "it takes no --output-dir, --quick or --controlled")
+    config = LabConfig(output_dir=SHIPPED if ship else (output_dir or Path("ptlens-lab")), seed=seed, quick=quick,
+                       controlled=controlled, threads=threads)
+    err = Console(stderr=True)
+    start = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        err.print(f"[dim]{time.perf_counter() - start:6.1f}s[/] {escape(msg)}", highlight=False)
+
+    manifest = run_lab(config, progress=progress)
+    _summary(Console(), manifest)
+    err.print(f"analyse it: [bold]ptlens run --preset {escape(str(manifest))}[/]", highlight=False)
+    if controlled:
+        _summary(Console(), manifest.parent / "controlled" / "lineage.json")
+
+
+def _summary(out: Console, manifest: Path) -> None:
+    data = json.loads(manifest.read_text())
+    t = Table(title=f"[bold]{escape(str(manifest))}[/]", title_justify="left")
+    for col in ("stage", "steps", "data", "lr", "wall s", "accuracy: greedy", "sampled"):
+        t.add_column(col)
+    for s in data["stages"]:
+        f = s["facts"]
+        items = ", ".join(f"{f[k]:,} {k}" for k in ("examples", "pairs", "prompts", "episodes") if f.get(k))
+        acc = [", ".join(f"{k} {v:.0%}" for k, v in by_level.items()) for by_level in s.get("accuracy", {}).values()]
+        t.add_row(s["label"], str(s.get("steps", "")), items, f"{f.get('learning_rate', 0):g}",
+                  f"{s.get('wall_time_s', 0):.0f}", *acc)
+    out.print(t)

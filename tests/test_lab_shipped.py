@@ -1,0 +1,72 @@
+"""The lineage shipped in ``ptlens/data/tiny``: its files, its manifest, and that transformers runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ptlens.resolve import resolve_lineage
+from ptlens.resolve.presets import StageFacts
+from ptlens.resolve.tiny import SHIPPED, shipped_manifest
+
+MAX_SHIPPED_BYTES = 16 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    path = shipped_manifest()
+    assert path is not None, f"no shipped lineage: run `ptlens lab --ship` to create {SHIPPED / 'lineage.json'}"
+    return json.loads(path.read_text())
+
+
+def test_manifest_lists_the_four_stages_and_their_facts(manifest):
+    assert [s["label"] for s in manifest["stages"]] == ["base", "sft", "dpo", "rlvr"]
+    assert manifest["quick"] is False and isinstance(manifest["seed"], int)
+    for s in manifest["stages"]:
+        folder = SHIPPED / s["path"]
+        stage_file = json.loads((folder / "ptlens_stage.json").read_text())
+        assert stage_file["facts"] == s["facts"] and stage_file["instruction"] == ""
+        assert s["facts"]["learning_rate"] > 0 and "lab" in s["facts"]["source"]
+        assert s["steps"] > 0 and s["tokens"] > 0 and s["wall_time_s"] > 0
+    facts = {s["label"]: s["facts"] for s in manifest["stages"]}
+    assert facts["sft"]["examples"] > 0 and facts["dpo"]["pairs"] > 0 and facts["rlvr"]["prompts"] > 0
+
+
+def test_manifest_matches_the_files(manifest):
+    listed = {t["path"] for t in manifest["trajectory"]}
+    assert {s["path"] for s in manifest["stages"]} <= listed
+    on_disk = {p.name for p in SHIPPED.iterdir() if p.is_dir()}
+    assert on_disk == listed
+    total = 0
+    for t in manifest["trajectory"]:
+        folder = SHIPPED / t["path"]
+        size = sum(f.stat().st_size for f in folder.iterdir())
+        assert size == t["size_bytes"], folder
+        assert not list(folder.glob("*.bin")) and (folder / "model.safetensors").is_file()
+        total += size
+    assert total == manifest["size_bytes"] <= MAX_SHIPPED_BYTES
+
+
+def test_shipped_checkpoints_load_with_transformers_and_generate(manifest):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for s in manifest["stages"]:
+        folder = SHIPPED / s["path"]
+        tok = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        assert model.dtype == torch.float32 and model.config.model_type == "llama"
+        ids = tok.apply_chat_template([{"role": "user", "content": "What is 12 + 7?"}], add_generation_prompt=True,
+                                      tokenize=True, return_dict=True, return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
+        text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert isinstance(text, str) and text.strip(), s["label"]
+
+
+def test_default_preset_resolves_to_the_shipped_lineage(manifest):
+    lineage = resolve_lineage(preset="tiny", download=False)
+    assert lineage.names == ["base", "sft", "dpo", "rlvr"]
+    for cp, s in zip(lineage.checkpoints, manifest["stages"]):
+        assert cp.path == (SHIPPED / s["path"]).resolve()
+        assert cp.facts.to_dict() == {k: v for k, v in s["facts"].items() if k in StageFacts.__dataclass_fields__}
