@@ -44,7 +44,7 @@ class ScanConfig:
     device: str = "auto"
     workers: int | None = None
     chunk_mb: int = 32
-    spectral_resident_mb: int = 768
+    spectral_resident_mb: int = 256
     backend: Literal["auto", "numba", "torch"] = "auto"
     allow_pickle: bool = False
 
@@ -476,6 +476,7 @@ class _Scanner:
         lows = M.randomized_svd_many(blocks, (shared, cols), len(present) + len(spectral_deltas), cfg.k,
                                      oversample=cfg.oversample, power_iters=cfg.power_iters, seed=seed,
                                      device=self.device)
+        self._spool = np.empty(0, dtype=np.float32)  # give the blocks' memory back before the overlap passes
         svd = dict(zip(present, lows))
         delta_s = {i: lows[len(present) + j].S for j, i in enumerate(spectral_deltas)}
         for i, (rec, tr) in enumerate(zip(records, trans)):
