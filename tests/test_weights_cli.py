@@ -82,6 +82,7 @@ def test_run_default_lineage(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "analysis_results" / "model_comparison_results.json").read_text())
     assert list(results["models"]) == ["base", "sft", "dpo", "rlvr"]
     assert "data:image/png;base64," in html and (tmp_path / "analysis_results" / "report.md").is_file()
+    assert "This lineage was trained by ptlens lab" in html
     samples = (tmp_path / "analysis_results" / "behavior" / "samples.jsonl").read_bytes()
     again = runner.invoke(app, ["run"])
     assert again.exit_code == 0 and "reusing" in again.output, again.output

@@ -384,6 +384,10 @@ def _lineage_view(inp: ReportInputs) -> tuple[list[list[str]], list[str]]:
         if ("synthetic" in note or "not trained" in note) and not banners:
             banners.append(f"This lineage is a stand-in ({f.get('notes')}). Its numbers exercise the pipeline; they "
                            "say nothing about real post-training.")
+        if "ptlens" in (f.get("source") or "") and " lab" in (f.get("source") or "") and not banners:
+            banners.append("This lineage was trained by ptlens lab: a model of under a million parameters on "
+                           "arithmetic. Its post-training is real (TRL SFT, DPO, GRPO), but what it shows about "
+                           "the stages says nothing yet about 8B-scale models; run a preset such as tulu3-8b for that.")
     if inp.summary and inp.results:
         wn = [c.get("name") for c in (inp.summary.get("lineage") or {}).get("checkpoints") or []]
         bn = list(inp.results.get("models") or [])
