@@ -70,3 +70,19 @@ def test_default_preset_resolves_to_the_shipped_lineage(manifest):
     for cp, s in zip(lineage.checkpoints, manifest["stages"]):
         assert cp.path == (SHIPPED / s["path"]).resolve()
         assert cp.facts.to_dict() == {k: v for k, v in s["facts"].items() if k in StageFacts.__dataclass_fields__}
+
+
+def test_trajectory_preset_gives_convergence_curves(manifest, tmp_path):
+    """tiny-trajectory: every checkpoint from base on, and the report draws the stages' convergence."""
+    from ptlens.report.build import build_report
+    from ptlens.weights import ScanConfig, scan_lineage, write_outputs
+
+    lineage = resolve_lineage(preset="tiny-trajectory", download=False)
+    assert [c.label for c in lineage.checkpoints] == ["base", "sft", "sft", "dpo", "dpo", "rlvr", "rlvr", "rlvr"]
+    assert [c.path.name for c in lineage.checkpoints] == [
+        "base", "sft-step0150", "sft", "dpo-step0015", "dpo", "rlvr-step0020", "rlvr-step0040", "rlvr"]
+    assert [c.facts.prompts for c in lineage.checkpoints[-3:]] == [160, 320, 480]
+    write_outputs(scan_lineage(lineage, ScanConfig(spectral="off")), tmp_path, figures=False)
+    build_report(tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "No convergence curves" not in html and "Convergence" in (tmp_path / "report.md").read_text()

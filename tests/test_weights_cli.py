@@ -95,5 +95,5 @@ def test_presets_lists_every_preset():
     res = runner.invoke(app, ["presets"])
     assert res.exit_code == 0
     for name in ("tulu3-8b", "tulu3-70b", "tulu3-405b", "tulu3.1-8b", "olmo2-1b", "olmo2-7b", "olmo2-13b", "olmo2-32b",
-                 "simplerl-qwen2.5-0.5b", "deepscaler-1.5b", "tiny"):
+                 "simplerl-qwen2.5-0.5b", "deepscaler-1.5b", "tiny", "tiny-trajectory"):
         assert name in res.output

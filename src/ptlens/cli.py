@@ -55,7 +55,10 @@ def presets() -> None:
                 data += f" × {f.epochs:g} epochs"
             t.add_row(s.label, s.spec, f.algorithm or "", data, f"{f.learning_rate:g}" if f.learning_rate else "", f.source or "")
         out.print(t)
-    out.print("[bold]tiny[/] — the embedded default lineage (ptlens run with no arguments)")
+    out.print("[bold]tiny[/] — the embedded default lineage (ptlens run with no arguments): base → sft → dpo → rlvr "
+              "trained by ptlens lab")
+    out.print("[bold]tiny-trajectory[/] — the same run with its intermediate SFT, DPO and GRPO checkpoints "
+              "(convergence curves)")
 
 
 PresetOpt = typer.Option(None, "--preset", help="A named lineage (see `ptlens presets`); default: the embedded tiny lineage.")

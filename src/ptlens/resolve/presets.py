@@ -157,13 +157,13 @@ def get_preset(name: str) -> Preset:
 
     from ptlens.resolve.tiny import preset_from_manifest, tiny_preset
 
-    if name == "tiny":
-        return tiny_preset()
+    if name in ("tiny", "tiny-trajectory"):
+        return tiny_preset(trajectory=name == "tiny-trajectory")
     if name.endswith(".json"):
         return preset_from_manifest(Path(name))
     try:
         return PRESETS[name]
     except KeyError:
-        known = ", ".join(["tiny", *PRESETS])
+        known = ", ".join(["tiny", "tiny-trajectory", *PRESETS])
         raise PtlensError(f"unknown preset {name!r}; known presets: {known}, or the lineage.json of a `ptlens lab` "
                           "run") from None

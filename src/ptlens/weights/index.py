@@ -2,7 +2,7 @@
 
 The index (names, dtypes, shapes, byte offsets) is parsed from the safetensors headers
 alone, so a 405B checkpoint is described without touching its weights. The reader hands out
-row ranges of one tensor at a time into buffers the scan reuses.
+row ranges of one tensor at a time, mapped from the file or read into a caller's buffer.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Element-wise statistics of every transition of a tensor chunk, in one pass.
 
-``X`` holds the same chunk of one tensor from each checkpoint (float32 upcasts, one row per
-checkpoint); ``XB`` the int32 bit patterns used for bit-for-bit comparison (usually a view of
-``X``; a rounded copy where two checkpoints store different dtypes). For each transition
+``R`` holds the same chunk of one tensor from each checkpoint (raw bf16 or float32 bits, one
+row per checkpoint, each row possibly its own file mapping); ``XB`` the bit patterns used for
+bit-for-bit comparison (usually ``R`` itself; a rounded copy where two checkpoints store
+different dtypes). For each transition
 t = (a → b) the kernel accumulates, in float64, the raw sums below; ``metrics.finalize``
 turns sums into the DESIGN.md metrics, and ``aggregate`` adds sums across tensors so that
 every aggregate is parameter-weighted by construction.
