@@ -75,6 +75,7 @@ def test_default_preset_resolves_to_the_shipped_lineage(manifest):
 def test_trajectory_preset_gives_convergence_curves(manifest, tmp_path):
     """tiny-trajectory: every checkpoint from base on, and the report draws the stages' convergence."""
     from ptlens.report.build import build_report
+    from ptlens.report.trajectory import trajectories
     from ptlens.weights import ScanConfig, scan_lineage, write_outputs
 
     lineage = resolve_lineage(preset="tiny-trajectory", download=False)
@@ -82,7 +83,11 @@ def test_trajectory_preset_gives_convergence_curves(manifest, tmp_path):
     assert [c.path.name for c in lineage.checkpoints] == [
         "base", "sft-step0150", "sft", "dpo-step0015", "dpo", "rlvr-step0020", "rlvr-step0040", "rlvr"]
     assert [c.facts.prompts for c in lineage.checkpoints[-3:]] == [160, 320, 480]
-    write_outputs(scan_lineage(lineage, ScanConfig(spectral="off")), tmp_path, figures=False)
+    assert [c.step for c in lineage.checkpoints] == [900, 150, 300, 15, 30, 20, 40, 60]
+    summary = write_outputs(scan_lineage(lineage, ScanConfig(spectral="off")), tmp_path, figures=False)
+    curves = {t.stage: t for t in trajectories(summary)}
+    assert sorted(curves) == ["dpo", "rlvr", "sft"]
+    assert curves["rlvr"].x_label == "optimizer step" and [p.x for p in curves["rlvr"].points] == [0.0, 20.0, 40.0, 60.0]
     build_report(tmp_path)
     html = (tmp_path / "report.html").read_text()
     assert "No convergence curves" not in html and "Convergence" in (tmp_path / "report.md").read_text()

@@ -67,6 +67,8 @@ class Stage:
     """Facts of the stage's last checkpoint (what the whole stage was trained on)."""
     member_facts: tuple[dict, ...] = ()
     revisions: tuple[str | None, ...] = ()
+    steps: tuple[int | None, ...] = ()
+    """Optimizer steps recorded by the checkpoints themselves (lab checkpoints), else None."""
 
     @property
     def end(self) -> int:
@@ -96,7 +98,8 @@ def stages_of(lineage: dict) -> list[Stage]:
         out.append(Stage(label=label, role=role_of(label, facts), start=i - 1 if i > 0 else None, members=members,
                          names=tuple(cps[k].get("name") or cps[k].get("label") or str(k) for k in members),
                          facts=facts, member_facts=tuple(dict(cps[k].get("facts") or {}) for k in members),
-                         revisions=tuple(cps[k].get("revision") for k in members)))
+                         revisions=tuple(cps[k].get("revision") for k in members),
+                         steps=tuple(cps[k].get("step") for k in members)))
         i = j + 1
     return out
 

@@ -11,7 +11,8 @@ For a trajectory stage starting at checkpoint s with members m_1 … m_k (pure f
 - per step: relative change and share of entries changed (bit-exact) of each interval;
 - behaviour metrics of each checkpoint, when the behaviour run covered it.
 
-The x axis is the optimizer step parsed from the names (``@step_200``), else the count of
+The x axis is the optimizer step the checkpoints record (lab checkpoints) or that their names
+carry (``@step_200``), else the count of
 training items in the checkpoints' facts when it grows along the trajectory, else the
 checkpoint's position in the stage.
 """
@@ -46,6 +47,9 @@ class Trajectory:
 
 
 def _x_axis(stage: Stage) -> tuple[str, list[float]]:
+    recorded = list(stage.steps)
+    if recorded and all(isinstance(s, int) for s in recorded) and all(b > a for a, b in zip(recorded, recorded[1:])):
+        return "optimizer step", [float(s) for s in recorded]
     steps = [step_of(n, r) for n, r in zip(stage.names, stage.revisions)]
     if all(s is not None and s[0] == "step" for s in steps):
         return "optimizer step", [float(s[1]) for s in steps]

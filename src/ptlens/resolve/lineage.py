@@ -32,6 +32,8 @@ class Checkpoint:
     resolved_revision: str | None = None
     name: str = ""
     facts: StageFacts = field(default_factory=StageFacts)
+    step: int | None = None
+    """Optimizer step within its stage, when the checkpoint records it (``ptlens lab`` checkpoints do)."""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -147,10 +149,13 @@ def resolve_lineage(
 def _attach_lab_facts(cp: Checkpoint) -> None:
     """A lab checkpoint carries its stage facts in ``ptlens_stage.json``; use them if present."""
     f = cp.path / "ptlens_stage.json" if cp.path else None
-    if f is None or not f.is_file() or cp.facts.source:
+    if f is None or not f.is_file():
         return
     try:
         data = json.loads(f.read_text())
-        cp.facts = StageFacts(**{k: v for k, v in data.get("facts", {}).items() if k in StageFacts.__dataclass_fields__})
-    except (ValueError, TypeError) as e:
+        if isinstance(data.get("step"), int):
+            cp.step = data["step"]
+        if not cp.facts.source:
+            cp.facts = StageFacts(**{k: v for k, v in data.get("facts", {}).items() if k in StageFacts.__dataclass_fields__})
+    except (ValueError, TypeError, AttributeError) as e:
         raise PtlensError(f"{f}: unreadable stage facts ({e})") from None
