@@ -72,13 +72,20 @@ def test_quick_checkpoints_resolve_as_a_lineage_with_lab_facts(quick_run):
 
 
 def test_weights_scan_reads_the_quick_lineage(quick_run):
-    weights = pytest.importorskip("ptlens.weights")
+    from safetensors import safe_open
+
+    from ptlens.weights import ScanConfig, scan_lineage
+
     data = _manifest(quick_run / "lineage.json")
     lineage = resolve_lineage(models=[f"{s['label']}={quick_run / s['path']}" for s in data["stages"]], download=False)
-    result = weights.scan_lineage(lineage, weights.ScanConfig(spectral="off"))
-    assert not result.missing or not any(result.missing.values())
-    changed = [r for r in result.records if r.metrics.get("delta_norm")]
-    assert changed, "every post-training stage changes some weights"
+    result = scan_lineage(lineage, ScanConfig(spectral="off"))
+    assert not any(result.missing.values())
+    with safe_open(quick_run / "base" / "model.safetensors", "pt") as f:
+        stored = set(f.keys())
+    for transition in ("base→sft", "sft→dpo", "dpo→rlvr"):
+        records = [r for r in result.records if r.transition == transition]
+        assert {r.tensor for r in records} == stored, transition
+        assert sum(r.metrics["delta_norm"] ** 2 for r in records) > 0, f"{transition} changed no weight"
 
 
 def test_controlled_arms_share_start_prompts_and_examples(quick_run):

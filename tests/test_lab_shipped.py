@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from ptlens.behavior.grading import grade
 from ptlens.resolve import resolve_lineage
 from ptlens.resolve.presets import StageFacts
 from ptlens.resolve.tiny import SHIPPED, shipped_manifest
@@ -61,7 +62,9 @@ def test_shipped_checkpoints_load_with_transformers_and_generate(manifest):
                                       tokenize=True, return_dict=True, return_tensors="pt")
         out = model.generate(**ids, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
         text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-        assert isinstance(text, str) and text.strip(), s["label"]
+        assert text.startswith("12 + 7 = 19"), (s["label"], text)
+        if s["label"] != "base":  # post-training taught the \boxed{} answer format
+            assert grade(text, "19").correct, (s["label"], text)
 
 
 def test_default_preset_resolves_to_the_shipped_lineage(manifest):

@@ -171,9 +171,6 @@ def run(
     cfg = ScanConfig(spectral=spectral, device=device, allow_pickle=allow_pickle)
     cfg.validate()
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
-    note = next((c.facts.notes for c in lineage.checkpoints if c.facts.notes and "synthetic" in c.facts.notes), None)
-    if note:
-        console.print(f"[yellow]lineage: {note}[/]")
     summary = stored_weights(lineage, cfg, output_dir) if not overwrite else None
     if summary is None:
         summary = run_weights(lineage, cfg, output_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import shlex
 from dataclasses import asdict
 from pathlib import Path
@@ -380,11 +381,7 @@ def _lineage_view(inp: ReportInputs) -> tuple[list[list[str]], list[str]]:
         data = ", ".join(f"{f[k]:,} {k}" for k in ("examples", "pairs", "prompts", "episodes") if isinstance(f.get(k), int))
         rows.append([c.get("name") or "", c.get("repo_id") or c.get("spec") or "", f.get("algorithm") or "–",
                      data or "–", fmt(f.get("learning_rate")) if f.get("learning_rate") else "–", f.get("notes") or ""])
-        note = (f.get("notes") or "").lower()
-        if ("synthetic" in note or "not trained" in note) and not banners:
-            banners.append(f"This lineage is a stand-in ({f.get('notes')}). Its numbers exercise the pipeline; they "
-                           "say nothing about real post-training.")
-        if "ptlens" in (f.get("source") or "") and " lab" in (f.get("source") or "") and not banners:
+        if re.match(r"ptlens \S+ lab\b", f.get("source") or "") and not banners:
             banners.append("This lineage was trained by ptlens lab: a model of under a million parameters on "
                            "arithmetic. Its post-training is real (TRL SFT, DPO, GRPO), but what it shows about "
                            "the stages says nothing yet about 8B-scale models; run a preset such as tulu3-8b for that.")

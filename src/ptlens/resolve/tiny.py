@@ -13,6 +13,8 @@ from ptlens.errors import PtlensError
 from ptlens.resolve.presets import Preset, PresetStage, StageFacts
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "tiny"
+NAMES = ("tiny", "tiny-trajectory")
+"""The shipped lab run: its four final stages, or every checkpoint it saved from base on."""
 
 
 def shipped_manifest() -> Path | None:
@@ -45,9 +47,9 @@ def preset_from_manifest(manifest: Path, name: str | None = None, trajectory: bo
                   stages=tuple(stages))
 
 
-def tiny_preset(trajectory: bool = False) -> Preset:
+def tiny_preset(name: str = "tiny") -> Preset:
     manifest = shipped_manifest()
     if manifest is None:
         raise PtlensError(f"the embedded tiny lineage is missing from this installation ({SHIPPED}); "
                           "reinstall ptlens, or write it with `ptlens lab --ship`")
-    return preset_from_manifest(manifest, name="tiny-trajectory" if trajectory else "tiny", trajectory=trajectory)
+    return preset_from_manifest(manifest, name=name, trajectory=name == "tiny-trajectory")

@@ -212,9 +212,6 @@ class Reader:
         row_bytes = info.nbytes // rows if rows else 0
         return info.start + start * row_bytes, (stop - start) * row_bytes, stop
 
-    def nbytes(self, name: str, start: int = 0, stop: int | None = None) -> int:
-        return self._span(self.index.tensors[name], start, stop)[1]
-
     def read_into(self, name: str, start: int, stop: int, out: np.ndarray) -> torch.Tensor:
         """Fill the uint8 buffer ``out`` with rows ``start:stop``; return them as a flat tensor of the stored dtype."""
         info = self.index.tensors[name]
