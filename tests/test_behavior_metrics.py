@@ -110,7 +110,7 @@ def test_answers_confidence_histogram_and_solved_sets():
 
 def test_cross_ppl_and_kl():
     assert M.cross_ppl([-2.0, -4.0], [2, 2]) == pytest.approx(math.exp(1.5))
-    assert M.cross_kl([-2.0, -4.0], [-3.0, -6.0], [2, 2]) == pytest.approx(3 / 4)
+    assert M.cross_kl([0.5, 1.0], [2, 2]) == pytest.approx(3 / 8)  # Σ per-token KL sums ÷ tokens (tests/test_kl.py)
 
 
 def _problem(pid, correct, keys=None, length=4, lp=-1.0):

@@ -50,11 +50,32 @@ class Generation:
 
 @dataclass(frozen=True)
 class TokenScores:
-    """Teacher-forced totals over one response's tokens, at temperature 1."""
+    """Teacher-forced totals over one response's tokens: log-prob and entropy at temperature 1 (cross_ppl,
+    token_entropy); with a :class:`KLReference`, the sampling-distribution KL from the sampler to this model."""
 
     logprob_sum: float
     entropy_sum: float
     tokens: int
+    kl_sum: float | None = None
+    """Σ_t KL(p̃_sampler(·|prefix_t) ‖ q_this(·|prefix_t)) along the response (see :func:`token_kl`)."""
+    kl_inf_tokens: int | None = None
+    """Positions where the unsmoothed KL is infinite: the sampler's nucleus holds a token outside this model's."""
+
+
+KL_SMOOTHING = 1e-3
+"""ε of :func:`token_kl`: where the sampler's nucleus reaches outside the scorer's, the share of the scorer's
+untruncated tempered distribution mixed into its nucleus."""
+
+
+@dataclass(frozen=True)
+class KLReference:
+    """The model that sampled the responses being scored, its own prompt ids (one per pair) and the sampling
+    settings, so that scoring also measures cross_kl[sampler‖scorer] on the distributions sampling used."""
+
+    model: "HFModel"
+    prompts: Sequence[list[int]]
+    settings: SamplingSettings
+    smoothing: float = KL_SMOOTHING
 
 
 def build_prompt(tokenizer: Any, question: str, instruction: str | None = DEFAULT_INSTRUCTION) -> Prompt:
@@ -190,6 +211,73 @@ def finish_generation(tokenizer: Any, ids: Sequence[int], stop: Sequence[str], m
     return Generation(token_ids=out, text=text, finish=finish)
 
 
+def sampling_logprobs(logits: Any, temperature: float, top_p: float) -> Any:
+    """log p̃ of the distribution ``generate`` samples from: transformers' own TemperatureLogitsWarper then
+    TopPLogitsWarper (the processors HFModel.generate enables, top_k off), −inf outside the nucleus.
+
+    Temperature 0 (greedy) is a point mass on the argmax. ``logits``: (positions, vocab), float.
+    """
+    import torch
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    if temperature <= 0:
+        out = torch.full_like(logits, float("-inf"))
+        return out.scatter(-1, logits.argmax(-1, keepdim=True), 0.0)
+    scores = logits
+    if temperature != 1.0:
+        scores = TemperatureLogitsWarper(temperature)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    return torch.log_softmax(scores, dim=-1)
+
+
+def smoothed_logprobs(logits: Any, temperature: float, top_p: float, smoothing: float = KL_SMOOTHING) -> Any:
+    """log q = log((1 − ε)·p̃ + ε·p_T): the sampling distribution p̃ mixed with the same model's tempered but
+    untruncated distribution p_T (temperature 1 when greedy), so every token keeps some mass and a KL to q is
+    finite. With top-p 1 and temperature > 0, p̃ = p_T and q = p̃ exactly."""
+    import math
+
+    import torch
+
+    exact = sampling_logprobs(logits, temperature, top_p)
+    if smoothing <= 0:
+        return exact
+    full = torch.log_softmax(logits / (temperature if temperature > 0 else 1.0), dim=-1)
+    return torch.logaddexp(exact + math.log1p(-smoothing), full + math.log(smoothing))
+
+
+def token_kl(logits_p: Any, logits_q: Any, temperature: float, top_p: float,
+             smoothing: float = KL_SMOOTHING) -> tuple[Any, Any]:
+    """Per-position KL(p̃_P ‖ q_Q) over the full vocabulary, and where KL(p̃_P ‖ p̃_Q) itself is infinite.
+
+    P is the sampler (its exact sampling distribution p̃_P), Q the scorer: q_Q = p̃_Q wherever P's nucleus lies
+    inside Q's (the KL is then the exact one, and 0 for a model with itself); at the other positions, where the
+    exact KL is +∞, q_Q is the ε-smoothed :func:`smoothed_logprobs`, and the position is flagged.
+    Non-negative by construction: a KL between two proper distributions (clamped at 0 against rounding).
+    Summed along a response sampled from P it is an unbiased estimate of the sequence KL of P̃ to Q (chain rule).
+    Vocabularies of different sizes are aligned by giving the missing rows zero probability.
+    """
+    import torch
+
+    wide = torch.promote_types(torch.promote_types(logits_p.dtype, logits_q.dtype), torch.float32)
+    logits_p, logits_q = logits_p.to(wide), logits_q.to(wide)
+    v = max(logits_p.shape[-1], logits_q.shape[-1])
+    if logits_p.shape[-1] < v or logits_q.shape[-1] < v:
+        pad = lambda x: torch.nn.functional.pad(x, (0, v - x.shape[-1]), value=float("-inf"))  # noqa: E731
+        logits_p, logits_q = pad(logits_p), pad(logits_q)
+    lp = sampling_logprobs(logits_p, temperature, top_p)
+    lq_exact = sampling_logprobs(logits_q, temperature, top_p)
+    p = lp.exp()
+    inside = p > 0
+    infinite = (inside & torch.isneginf(lq_exact)).any(-1)
+    lq = lq_exact
+    if bool(infinite.any()):
+        lq = torch.where(infinite[:, None], smoothed_logprobs(logits_q, temperature, top_p, smoothing), lq_exact)
+    terms = torch.where(inside, p * (lp - lq), torch.zeros_like(p))
+    kl = terms.sum(-1).clamp_min(0.0)
+    return kl, infinite
+
+
 class HFModel:
     """One transformers causal LM in memory, for sampling and teacher-forced scoring; ``close`` frees it."""
 
@@ -255,45 +343,66 @@ class HFModel:
         pad = self.pad_id if self.pad_id not in self.eos_ids else None
         return [finish_generation(self.tokenizer, row, stop, max_new, self.eos_ids, pad) for row in new]
 
-    def score(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[TokenScores]:
-        """Teacher-forced log-probs and full-vocabulary entropies (temperature 1) of each response after its prompt."""
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]], kl: KLReference | None = None) -> list[TokenScores]:
+        """Teacher-forced log-probs and full-vocabulary entropies (temperature 1) of each response after its prompt.
+
+        With ``kl`` (the model that sampled the responses, with its own prompts) each score also holds
+        the per-token KL from the sampler's sampling distribution to this model's (:func:`token_kl`).
+        """
+        if kl is not None and len(kl.prompts) != len(pairs):
+            raise ValueError("KLReference needs one sampler prompt per pair")
         results: list[TokenScores | None] = [None] * len(pairs)
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
         batches: list[list[int]] = [[]]
+        per_token = self.vocab_size * (3 if kl is not None else 1)  # the sampler's logits and the KL's temporaries
         for i in order:
             width = len(pairs[i][0]) + len(pairs[i][1])
-            if batches[-1] and (len(batches[-1]) + 1) * width * self.vocab_size > self.score_token_budget:
+            if batches[-1] and (len(batches[-1]) + 1) * width * per_token > self.score_token_budget:
                 batches.append([])
             batches[-1].append(i)
         for batch in batches:
             if batch:
-                for j, s in zip(batch, self._score_batch([pairs[j] for j in batch])):
+                ref = None if kl is None else KLReference(kl.model, [kl.prompts[j] for j in batch], kl.settings,
+                                                          kl.smoothing)
+                for j, s in zip(batch, self._score_batch([pairs[j] for j in batch], ref)):
                     results[j] = s
         return results  # type: ignore[return-value]
 
-    def _score_batch(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[TokenScores]:
+    def _logits(self, seqs: Sequence[list[int]]) -> Any:
         import torch
 
-        seqs = [p + r for p, r in pairs]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
             mask[i, :len(s)] = 1
+        return self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+
+    def _score_batch(self, pairs: Sequence[tuple[list[int], list[int]]], kl: KLReference | None = None) -> list[TokenScores]:
+        import torch
+
         with torch.inference_mode():
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logits = self._logits([p + r for p, r in pairs])
+            ref_logits = kl.model._logits([q + r for q, (_, r) in zip(kl.prompts, pairs)]) if kl is not None else None
             out = []
             for i, (p, r) in enumerate(pairs):
                 if not r:
-                    out.append(TokenScores(0.0, 0.0, 0))
+                    out.append(TokenScores(0.0, 0.0, 0, 0.0 if kl is not None else None, 0 if kl is not None else None))
                     continue
                 lg = logits[i, len(p) - 1:len(p) + len(r) - 1].float()
                 logp = torch.log_softmax(lg, dim=-1)
                 target = torch.tensor(r, device=lg.device)
                 lp = logp.gather(1, target[:, None]).sum()
                 ent = -(logp.exp() * logp).sum(-1).sum()
-                out.append(TokenScores(float(lp), float(ent), len(r)))
+                kl_sum = kl_inf = None
+                if kl is not None:
+                    q = len(kl.prompts[i])
+                    ref = ref_logits[i, q - 1:q + len(r) - 1].to(lg.device)
+                    mine = logits[i, len(p) - 1:len(p) + len(r) - 1]
+                    per_token, infinite = token_kl(ref, mine, kl.settings.temperature, kl.settings.top_p, kl.smoothing)
+                    kl_sum, kl_inf = float(per_token.sum()), int(infinite.sum())
+                out.append(TokenScores(float(lp), float(ent), len(r), kl_sum, kl_inf))
         return out
 
     def close(self) -> None:

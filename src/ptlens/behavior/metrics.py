@@ -227,9 +227,11 @@ def cross_ppl(logprob_sums: Sequence[float], token_counts: Sequence[int]) -> flo
     return float(math.exp(-sum(logprob_sums) / sum(token_counts)))
 
 
-def cross_kl(own_logprob_sums: Sequence[float], other_logprob_sums: Sequence[float], token_counts: Sequence[int]) -> float:
-    """Monte-Carlo KL[A‖B] per token of A's responses: Σ(log p_A − log p_B) ÷ A's token count."""
-    return float((sum(own_logprob_sums) - sum(other_logprob_sums)) / sum(token_counts))
+def cross_kl(kl_sums: Sequence[float], token_counts: Sequence[int]) -> float:
+    """KL[A‖B] per token of A's responses: Σ over responses of the full-vocabulary per-token KLs between the
+    sampling distributions (``TokenScores.kl_sum``), ÷ A's token count. Non-negative, unlike the old
+    Σ(log p_A − log p_B) of the sampled tokens at temperature 1 (docs/validation/kl.md)."""
+    return float(sum(kl_sums) / sum(token_counts))
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -340,6 +342,9 @@ class ProblemSamples:
     entropy_sums: list[float]
     cross: dict[str, tuple[list[float], list[int]]] = field(default_factory=dict)
     """other model → (per-sample log-prob sums of this response under it, its token counts)."""
+    cross_kl: dict[str, tuple[list[float], list[int]]] = field(default_factory=dict)
+    """other model → (per-sample KL sums from this model's sampling distribution to the other's, per-sample
+    counts of tokens where the unsmoothed KL is infinite); counted over this model's own tokens (``lengths``)."""
 
     @property
     def n(self) -> int:
@@ -395,13 +400,19 @@ def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int]) -> d
 
 
 def cross_statistics(problems: Sequence[ProblemSamples], other: str) -> dict[str, Statistic]:
-    """cross_ppl[other](this) and cross_kl[this‖other] as statistics over this model's problems."""
-    own = np.array([sum(p.logprob_sums) for p in problems])
+    """cross_ppl[other](this), and where every sample carries its KL, cross_kl[this‖other] and the share of
+    this model's tokens whose unsmoothed KL is infinite (cross_kl_inf_share), as statistics over its problems."""
     tokens = np.array([sum(p.lengths) for p in problems], dtype=float)
-    lp = np.array([sum(p.cross[other][0]) for p in problems])
-    other_tokens = np.array([sum(p.cross[other][1]) for p in problems], dtype=float)
-    return {"cross_ppl": Statistic(lp, other_tokens, transform=lambda r: np.exp(-r)),
-            "cross_kl": Statistic(own - lp, tokens)}
+    out = {}
+    if all(other in p.cross for p in problems):
+        lp = np.array([sum(p.cross[other][0]) for p in problems])
+        other_tokens = np.array([sum(p.cross[other][1]) for p in problems], dtype=float)
+        out["cross_ppl"] = Statistic(lp, other_tokens, transform=lambda r: np.exp(-r))
+    if all(other in p.cross_kl for p in problems):
+        out["cross_kl"] = Statistic(np.array([sum(p.cross_kl[other][0]) for p in problems]), tokens)
+        out["cross_kl_inf_share"] = Statistic(np.array([sum(p.cross_kl[other][1]) for p in problems], dtype=float),
+                                              tokens)
+    return out
 
 
 def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[int] | None = None,
@@ -431,20 +442,21 @@ def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[
         }
     cross_ppl_m: dict[str, dict[str, dict]] = {}
     cross_kl_m: dict[str, dict[str, dict]] = {}
+    cross_inf_m: dict[str, dict[str, dict]] = {}
     for a in names:
-        cross_ppl_m[a], cross_kl_m[a] = {}, {}
+        cross_ppl_m[a], cross_kl_m[a], cross_inf_m[a] = {}, {}, {}
         for b in names:
             if b == a:
                 st = {"cross_ppl": Statistic(stats[a]["mean_logprob"].num, stats[a]["mean_logprob"].den,
                                              transform=lambda r: np.exp(-r))}
                 cross_ppl_m[a][b] = estimate(st["cross_ppl"], weights).to_dict()
                 cross_kl_m[a][b] = Estimate(0.0, 0.0, 0.0).to_dict()
-                continue
-            if any(b not in p.cross for p in models[a]):
+                cross_inf_m[a][b] = Estimate(0.0, 0.0, 0.0).to_dict()
                 continue
             st = cross_statistics(models[a], b)
-            cross_ppl_m[a][b] = estimate(st["cross_ppl"], weights).to_dict()
-            cross_kl_m[a][b] = estimate(st["cross_kl"], weights).to_dict()
+            for key, table in (("cross_ppl", cross_ppl_m), ("cross_kl", cross_kl_m), ("cross_kl_inf_share", cross_inf_m)):
+                if key in st:
+                    table[a][b] = estimate(st[key], weights).to_dict()
     diffs = []
     for a, b in zip(names, names[1:]):
         solved = solved_sets({p.problem_id: p.c > 0 for p in models[a]}, {p.problem_id: p.c > 0 for p in models[b]})
@@ -460,6 +472,7 @@ def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[
         "models": per_model,
         "cross_ppl": cross_ppl_m,
         "cross_kl": cross_kl_m,
+        "cross_kl_inf_share": cross_inf_m,
         "consecutive": diffs,
         "per_problem": {name: [{"id": p.problem_id, "n": p.n, "correct": p.c,
                                 "modal_answer": modal_answer(p.keys, p.correct)[0],

@@ -28,6 +28,7 @@ from ptlens.behavior.engines import (
     AUTO_INSTRUCTION,
     Generation,
     HFModel,
+    KLReference,
     SamplingSettings,
     build_prompt,
     check_weights,
@@ -111,7 +112,8 @@ class SampleRecord:
     entropy_sum: float | None = None
     mean_entropy: float | None = None
     cross_logprobs: dict[str, dict[str, float]] = field(default_factory=dict)
-    """scorer model → {"logprob_sum", "tokens", "mean_logprob"} of this response under it."""
+    """scorer model → {"logprob_sum", "tokens", "mean_logprob", "kl_sum", "kl_inf_tokens"} of this response under it
+    (the KL fields: from this model's sampling distribution to the scorer's; None when vocabularies differ)."""
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -134,6 +136,8 @@ class ScoreRecord:
     logprob_sum: float
     entropy_sum: float | None
     tokens: int
+    kl_sum: float | None = None
+    kl_inf_tokens: int | None = None
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -427,6 +431,18 @@ def _score_pending(model: HFModel, ctx: _ModelCtx, ctxs: list[_ModelCtx], target
     same = _same_vocab(ctx.tokenizer, tctx.tokenizer)
     task = bar.task(f"{ctx.name}: score {target}", len(todo), unit="responses")
     index = {p.id: i for i, p in enumerate(problems)}
+    own = ctx.name == target
+    # cross_kl needs the sampler's distributions at the same positions: it is loaded beside the scorer
+    sampler = None if own or not same else HFModel(tctx.path, tctx.tokenizer, config.device, config.dtype,
+                                                   allow_pickle=config.allow_pickle)
+    try:
+        _score_chunks(model, ctx, tctx, target, todo, index, same, own, sampler, scores, config, bar, task)
+    finally:
+        if sampler is not None:
+            sampler.close()
+
+
+def _score_chunks(model, ctx, tctx, target, todo, index, same, own, sampler, scores, config, bar, task) -> None:
     for start in range(0, len(todo), config.batch_size):
         chunk = todo[start:start + config.batch_size]
         pairs = []
@@ -439,10 +455,12 @@ def _score_pending(model: HFModel, ctx: _ModelCtx, ctxs: list[_ModelCtx], target
                 if r["finish"] == "eos":
                     resp.append(ctx.tokenizer.eos_token_id)
             pairs.append((ctx.prompt_ids[index[r["problem_id"]]], resp))
-        out = model.score(pairs)
-        own = ctx.name == target
+        kl = None if sampler is None else KLReference(sampler, [tctx.prompt_ids[index[r["problem_id"]]] for r in chunk],
+                                                      config.sampling())
+        out = model.score(pairs, kl)
         scores.append([asdict(ScoreRecord(ctx.name, target, r["problem_id"], r["sample"], s.logprob_sum,
-                                          s.entropy_sum if own else None, s.tokens)) for r, s in zip(chunk, out)])
+                                          s.entropy_sum if own else None, s.tokens, s.kl_sum, s.kl_inf_tokens))
+                       for r, s in zip(chunk, out)])
         bar.advance(task, len(chunk))
 
 
@@ -509,7 +527,8 @@ def _merge(sample_rows: list[dict], score_rows: list[dict], names: list[str],
             s = by_key.get((other, rec.model, rec.problem_id, rec.sample))
             if other != rec.model and s is not None:
                 rec.cross_logprobs[other] = {"logprob_sum": s["logprob_sum"], "tokens": s["tokens"],
-                                             "mean_logprob": s["logprob_sum"] / max(s["tokens"], 1)}
+                                             "mean_logprob": s["logprob_sum"] / max(s["tokens"], 1),
+                                             "kl_sum": s.get("kl_sum"), "kl_inf_tokens": s.get("kl_inf_tokens")}
         out.append(rec)
     out.sort(key=lambda r: (order[r.model], porder[r.problem_id], r.sample))
     return out
@@ -547,11 +566,14 @@ def problem_samples(records: Sequence[SampleRecord], names: Sequence[str],
             others = {o for r in rs for o in r.cross_logprobs}
             cross = {o: ([r.cross_logprobs[o]["logprob_sum"] for r in rs], [int(r.cross_logprobs[o]["tokens"]) for r in rs])
                      for o in others if all(o in r.cross_logprobs for r in rs)}
+            cross_kl = {o: ([float(r.cross_logprobs[o]["kl_sum"]) for r in rs],
+                            [int(r.cross_logprobs[o]["kl_inf_tokens"]) for r in rs])
+                        for o in cross if all(r.cross_logprobs[o].get("kl_sum") is not None for r in rs)}
             out[name].append(ProblemSamples(
                 problem_id=pid, correct=[r.correct for r in rs], keys=[r.answer_key for r in rs],
                 texts=[r.response for r in rs], lengths=[r.tokens for r in rs], truncated=[r.truncated for r in rs],
                 logprob_sums=[float(r.logprob_sum) for r in rs], entropy_sums=[float(r.entropy_sum) for r in rs],
-                cross=cross))
+                cross=cross, cross_kl=cross_kl))
     return out
 
 

@@ -72,3 +72,35 @@ def make_toy_model(path: str | Path, seed: int = 0, hidden: int = 32, layers: in
     if tokenizer:
         tok.save_pretrained(path)
     return path
+
+
+TINY_VOCAB = ("<s>", "</s>", "a", "b", "c")
+
+
+def make_tiny_vocab_model(path: str | Path, seed: int = 0, hidden: int = 16, sharpness: float = 0.5) -> Path:
+    """A random Llama over five tokens (``<s> </s> a b c``, ``</s>`` ends and pads) with a word-level tokenizer.
+
+    Small enough that every response of a few tokens can be enumerated, which is how the cross-model KL
+    is checked against the exact sequence KL (tests/test_kl.py). ``sharpness`` scales the head: larger
+    values make peaked next-token distributions whose tails top-p cuts.
+    """
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = Path(path)
+    backend = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(TINY_VOCAB)}, unk_token="</s>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="</s>")
+    config = LlamaConfig(vocab_size=len(TINY_VOCAB), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=1,
+                         tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpness / (float(model.lm_head.weight.std()) * hidden ** 0.5))
+    model.generation_config.pad_token_id = 1
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

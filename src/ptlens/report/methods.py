@@ -45,7 +45,10 @@ BEHAVIOUR_DEFINITIONS = [
     ("ece, brier", "Calibration of answer_confidence against the correctness of the modal answer (10 equal-width bins)."),
     ("cross_ppl", "cross_ppl[B](A) = exp(−mean token log-prob under model B of model A's responses): were A's answers "
                   "already likely under B?"),
-    ("cross_kl", "KL[A‖B] per token of A's responses: mean of log p_A(y_t) − log p_B(y_t) (Monte-Carlo)."),
+    ("cross_kl", "KL[A‖B] per token of A's responses between the sampling distributions (temperature and top-p as "
+                 "sampled): full-vocabulary KL at each position of A's responses, summed and divided by A's tokens; "
+                 "where top-p leaves B no mass on a token A can emit, B is ε-smoothed (ε = 1e-3) and the position "
+                 "counted in cross_kl_inf_share (docs/validation/kl.md)."),
     ("intervals", "Every headline number carries a 95% percentile bootstrap interval over problems; differences between "
                   "two models are paired (the same problem resamples for both)."),
 ]
