@@ -11,44 +11,125 @@ from ptlens.behavior.grading import Grade, answer_key, extract_answer, grade
 from ptlens.behavior.problems import Problem, builtin_problems, jsonl_problems, load_problems
 from ptlens.errors import PtlensError
 
+# Conventions (docs/GRADING.md). Where one comes from elsewhere it says so:
+#   MV-BOXED   math-verify LatexExtractionConfig(boxed_match_priority=0): a \boxed{} answer comes first; of several
+#              the last wins (math-verify's boxed="last" normalisation of a boxed match)
+#   BOX-UNITS  ptlens: \text{}, units, degrees, currency and percent inside the answer are dropped
+#   UNICODE    ptlens: NFKC + minus/dash map + every script's digits to ASCII, superscripts to ^{}
+#   GSM8K      lm-evaluation-harness gsm8k "strict-match": regex `#### (\-?[0-9\.\,]+)`, last match
+#   ANSWER-IS  math-verify's "answer" anchors / lm-eval minerva_math "The final answer is X. I hope it is correct."
+#   LAST-EQ    ptlens: an expression after "=" at the end of the last non-empty line
+#   NO-STATE   ptlens: no stated final answer → no answer; unlike lm-eval's "flexible-extract" (last number anywhere)
+#   ONLY-NUM   ptlens: a response that is one number states it
+#   MV-EQUIV   math-verify verify(): symbolic equivalence of the canonical answer and the gold
 TABLE = [
-    (r"So the result is \boxed{\frac{1}{2}}.", "0.5", True),
-    ("The answer is **73**", "73", True),
-    ("It costs $1,000", "1000", True),
-    ("It costs \\$1,000.", "1000", True),
-    ("The answer is 1,000.", "1,000", True),
-    ("12 apples", "12", True),
-    ("I do not know.", "5", False),
-    ("", "5", False),
-    (r"\boxed{8}", "7", False),
-    ("the answer is 7. Then again 8", "7", True),
-    (r"x = \boxed{\sqrt{2}}", r"\sqrt{2}", True),
-    (r"\boxed{\dfrac{3}{4}}", r"\frac34", True),
-    ("The answer is -3", "-3", True),
-    ("41 + 40 = 81", "81", True),
+    # response, gold, correct, extracted (None: nothing found; ... : not checked), convention
+    (r"\boxed{5}, no wait, \boxed{3}", "3", True, "3", "MV-BOXED"),
+    (r"\boxed{5}, no wait, \boxed{3}", "5", False, "3", "MV-BOXED"),
+    ("2 * 5 = 10\n10 + 3 = 13\n\\boxed{13}\n\\boxed{12}", "13", False, "12", "MV-BOXED"),
+    (r"So the result is \boxed{\frac{1}{2}}.", "0.5", True, r"\frac{1}{2}", "MV-BOXED"),
+    (r"\boxed{\dfrac{3}{4}}", r"\frac34", True, ..., "MV-BOXED"),
+    (r"x = \boxed{\sqrt{2}}", r"\sqrt{2}", True, r"\sqrt{2}", "MV-BOXED"),
+    (r"\boxed{8}", "7", False, "8", "MV-BOXED"),
+    (r"\boxed{ 12 }", "12", True, "12", "MV-BOXED"),
+    (r"\fbox{7}", "7", True, "7", "MV-BOXED"),
+    (r"\boxed{}  The answer is 4", "4", True, "4", "MV-BOXED"),
+    (r"The answer is \boxed{7", "7", False, "\\boxed{7", "MV-BOXED"),  # a box never closed: cut off
+    (r"\boxed{7", "7", False, None, "MV-BOXED"),
+    (r"$\boxed{0.5}$", r"\frac{1}{2}", True, "0.5", "MV-BOXED"),
+    (r"\boxed{-3}", "3", False, "-3", "MV-BOXED"),
+    (r"\boxed{\text{3 apples}}", "3", True, ..., "BOX-UNITS"),
+    (r"\boxed{5\text{ cm}}", "5", True, ..., "BOX-UNITS"),
+    (r"\boxed{12 \text{ dollars}}", "12", True, ..., "BOX-UNITS"),
+    (r"\boxed{45^\circ}", "45", True, ..., "BOX-UNITS"),
+    (r"\boxed{x = 3}", "3", True, "x = 3", "BOX-UNITS"),
+    (r"\boxed{\$1,000}", "1000", True, "1000", "BOX-UNITS"),
+    (r"\boxed{1,000}", "1000", True, "1000", "BOX-UNITS"),
+    (r"\boxed{50\%}", "50", True, ..., "BOX-UNITS"),
+    (r"\boxed{\text{Evelyn}}", r"\text{Evelyn}", True, ..., "BOX-UNITS"),
+    (r"\boxed{\text{3 apples}}", "4", False, ..., "BOX-UNITS"),
+    ("The answer is −3.", "3", False, "-3", "UNICODE"),
+    ("The answer is −3.", "-3", True, "-3", "UNICODE"),
+    ("The result is −3.", "3", False, None, "UNICODE"),
+    ("The answer is ３", "3", True, "3", "UNICODE"),
+    ("The answer is ٣", "3", True, "3", "UNICODE"),
+    ("The answer is ३७", "37", True, "37", "UNICODE"),
+    ("\\boxed{–5}", "-5", True, "-5", "UNICODE"),
+    ("The answer is ½", "1/2", True, "1/2", "UNICODE"),
+    ("The answer is 3²", "9", True, "3^{2}", "UNICODE"),
+    ("The answer is 2π", r"2\pi", True, ..., "UNICODE"),
+    ("The answer is −\\frac{1}{2}", "-0.5", True, ..., "UNICODE"),
+    ("#### −4", "-4", True, "-4", "UNICODE"),
+    ("3 + 4 = 7\n#### 7", "7", True, "7", "GSM8K"),
+    ("#### 1,234", "1234", True, "1234", "GSM8K"),
+    ("#### 5\nWait, 6", "5", True, "5", "GSM8K"),
+    ("#### 12\n#### 13", "13", True, "13", "GSM8K"),
+    ("The answer is **73**", "73", True, "73", "ANSWER-IS"),
+    ("The answer is 1,000.", "1,000", True, "1000", "ANSWER-IS"),
+    ("the answer is 7. Then again 8", "7", True, "7", "ANSWER-IS"),
+    ("The final answer is $\\frac{1}{2}$. I hope it is correct.", "0.5", True, r"\frac{1}{2}", "ANSWER-IS"),
+    ("Answer: 42", "42", True, "42", "ANSWER-IS"),
+    ("Answer: \\$12", "12", True, "12", "ANSWER-IS"),
+    ("The answer is 50%.", "50", True, ..., "ANSWER-IS"),
+    ("The answer is 12 apples.", "12", True, ..., "ANSWER-IS"),
+    ("The answer is -3", "-3", True, "-3", "ANSWER-IS"),
+    ("I think the answer is 4, but the answer is 5.", "5", True, "5", "ANSWER-IS"),
+    ("The answer is x = 3.", "3", True, "x = 3", "ANSWER-IS"),
+    ("41 + 40 = 81", "81", True, "81", "LAST-EQ"),
+    ("41 + 40 = 81.", "81", True, "81", "LAST-EQ"),
+    ("Step 1: 2 + 2 = 4\nSo x = 3", "3", True, "3", "LAST-EQ"),
+    ("3 * 4 = 12 apples", "12", True, ..., "LAST-EQ"),
+    ("2 + 2 = 4\nI am not sure", "4", False, None, "LAST-EQ"),
+    ("x = 5 is what we get", "5", False, None, "LAST-EQ"),
+    ("12 apples", "12", False, None, "NO-STATE"),
+    ("It costs $1,000", "1000", False, None, "NO-STATE"),
+    ("12 then 13 then 1,400.", "1400", False, None, "NO-STATE"),
+    ("I do not know.", "5", False, None, "NO-STATE"),
+    ("", "5", False, None, "NO-STATE"),
+    ("41", "41", True, "41", "ONLY-NUM"),
+    ("41", "14", False, "41", "ONLY-NUM"),
+    (r"\boxed{0.5}", r"\frac{1}{2}", True, "0.5", "MV-EQUIV"),
+    (r"\boxed{3.0}", "3", True, "3.0", "MV-EQUIV"),
+    (r"\boxed{\frac{\pi}{2}}", r"\pi/2", True, ..., "MV-EQUIV"),
+    (r"\boxed{[1, 3)}", "[1,3)", True, ..., "MV-EQUIV"),
+    (r"\boxed{y = 2x + 1}", "2x+1", True, ..., "MV-EQUIV"),
+    (r"\boxed{\infty}", r"\infty", True, ..., "MV-EQUIV"),
+    (r"\boxed{2\sqrt{2}}", r"\sqrt{8}", True, ..., "MV-EQUIV"),
+    (r"\boxed{2^{3}}", "8", True, ..., "MV-EQUIV"),
+    (r"\boxed{(1, 2)}", "(1,2)", True, ..., "MV-EQUIV"),
+    (r"\boxed{\{1, 2\}}", r"\{1,2\}", True, ..., "MV-EQUIV"),
+    (r"\boxed{x^2 + 1}", "x^2 - 1", False, ..., "MV-EQUIV"),
 ]
 
 
-@pytest.mark.parametrize("response,gold,correct", TABLE)
-def test_grading_table(response, gold, correct):
+@pytest.mark.parametrize("response,gold,correct,extracted,convention", TABLE,
+                         ids=[f"{i}-{row[-1]}" for i, row in enumerate(TABLE)])
+def test_grading_table(response, gold, correct, extracted, convention):
     g = grade(response, gold)
     assert g.correct is correct, g
-    if not response.strip() or response == "I do not know.":
-        assert g.extracted is None
+    if extracted is not ...:
+        assert g.extracted == extracted, g
+
+
+def test_table_covers_every_convention():
+    assert len(TABLE) >= 60
+    assert {row[-1] for row in TABLE} == {"MV-BOXED", "BOX-UNITS", "UNICODE", "GSM8K", "ANSWER-IS", "LAST-EQ",
+                                          "NO-STATE", "ONLY-NUM", "MV-EQUIV"}
 
 
 def test_grading_is_the_same_off_the_main_thread():
     """math-verify's SIGALRM limit only works in the main thread; other threads use the helper process."""
-    main = [grade(r, gold) for r, gold, _ in TABLE]
+    rows = TABLE[::3]
+    main = [grade(r, gold) for r, gold, *_ in rows]
     out: list[Grade] = []
-    th = threading.Thread(target=lambda: out.extend(grade(r, gold) for r, gold, _ in TABLE))
+    th = threading.Thread(target=lambda: out.extend(grade(r, gold) for r, gold, *_ in rows))
     th.start()
     th.join(120)
     assert out == main
 
 
 def test_answer_keys_cluster_equal_values():
-    assert answer_key(r"\frac{1}{2}") == answer_key("0.5") == answer_key("1/2") == "1/2"
+    assert answer_key(r"\frac{1}{2}") == answer_key("0.5") == answer_key("1/2") == answer_key("½") == "1/2"
     assert answer_key(r"\sqrt{8}") == answer_key(r"2\sqrt{2}")
     assert answer_key("2^{3}") == answer_key("8")
     assert answer_key("1,000") == answer_key("$1000$") == answer_key("1000.0") == "1000"
@@ -56,12 +137,33 @@ def test_answer_keys_cluster_equal_values():
     assert answer_key(None) == "" and answer_key("  ") == ""
     assert answer_key(r"\sqrt{2}") == answer_key(r"\sqrt 2")
     assert answer_key("7") != answer_key("8")
+    assert answer_key("−3") == answer_key("-3") == "-3" != answer_key("3")
+    same = ["x = 3", "3", "3.0", r"\text{3 apples}", r"3\text{ apples}", "3 apples", "x=3", "$3$", "３"]
+    assert {answer_key(a) for a in same} == {"3"}
+
+
+def test_clusters_follow_the_grader():
+    """maj@k, distinct answers and confidence count "x = 3", "3" and "3.0" as one answer, as the grader does."""
+    from ptlens.behavior.metrics import distinct_answers, maj_at_k, modal_answer
+
+    responses = [r"\boxed{x = 3}", r"\boxed{3}", r"\boxed{3.0}", r"\boxed{5}, no wait, \boxed{3}", r"\boxed{4}",
+                 r"\boxed{4}", r"\boxed{\text{4 apples}}", "I give up"]
+    grades = [grade(r, "3") for r in responses]
+    keys = [answer_key(g.extracted) for g in grades]
+    assert [g.correct for g in grades] == [True] * 4 + [False] * 4
+    assert distinct_answers(keys) == 2
+    assert modal_answer(keys, [g.correct for g in grades]) == ("3", 0.5, True)
+    assert maj_at_k(keys, [g.correct for g in grades], 8) == 1.0  # one cluster of 4 beats 3; apart, 4 would win
+    for a, b in [("x = 3", "3"), ("3.0", "3"), (r"\frac{1}{2}", "0.5"), ("3 apples", "3"), ("−2", "-2")]:
+        assert (answer_key(a) == answer_key(b)) and grade(rf"\boxed{{{a}}}", b).correct
 
 
 def test_fallback_extraction_order():
     assert extract_answer(r"first \boxed{3} then \boxed{\frac{1}{2}} ok") == r"\frac{1}{2}"
     assert extract_answer("so the answer is 42. I checked 3 times") == "42"
-    assert extract_answer("12 then 13 then 1,400.") == "1400"
+    assert extract_answer("#### 9\nThe answer is 8") == "9"  # a GSM8K mark outranks "answer is"
+    assert extract_answer("The answer is 8\n2 + 2 = 4") == "8"  # a stated answer outranks the last line
+    assert extract_answer("12 then 13 then 1,400.") is None
     assert extract_answer("nothing here") is None
 
 

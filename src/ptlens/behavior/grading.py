@@ -1,10 +1,17 @@
 """Grading a response against a gold answer, and the canonical key that clusters equal answers.
 
-math-verify does the parsing and the symbolic comparison. Its time limit is a SIGALRM, which
-only works in the main thread: there we use it as is; from any other thread the same work runs
-in a helper process that is killed when it overruns, so a pathological answer can neither hang
-a caller nor crash it. When math-verify finds nothing, a plain extraction (last ``\\boxed{}``,
-"the answer is …", last number) gives the answer.
+Conventions (docs/GRADING.md): the text is Unicode-normalised (NFKC, minus signs and dashes,
+every script's digits); the answer is the content of the *last* ``\boxed{}`` (math-verify's
+``boxed="last"``), else the last GSM8K ``#### X`` (lm-evaluation-harness's strict-match), else the
+last "answer is X" / "answer: X", else a number or expression after "=" at the end of the last
+line; a response that states no final answer has none: there is no bare last-number fallback
+(lm-eval's flexible-extract). The answer's canonical form drops markup, ``\text{}``, units,
+degrees, percent signs and a leading ``x =``; math-verify parses it and decides equivalence with
+the gold; the same canonical form keys the answer clusters (maj@k, distinct answers, confidence).
+
+math-verify's time limit is a SIGALRM, which only works in the main thread: there we use it as
+is; from any other thread the same work runs in a helper process that is killed when it
+overruns, so a pathological answer can neither hang a caller nor crash it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import select
 import subprocess
 import sys
 import threading
+import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -33,49 +41,135 @@ class Grade:
     correct: bool
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{…}`` / ``\\fbox{…}``, braces balanced."""
-    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
-    for start in reversed(starts):
-        depth, i = 1, start
+# ---------------------------------------------------------------- Unicode
+
+_SUPERSCRIPTS = dict(zip("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻", "0123456789+-"))
+_SUPERSCRIPT_RUN = re.compile(f"[{''.join(_SUPERSCRIPTS)}]+")
+_DASHES = {ord(c): "-" for c in "\u2212\u2010\u2011\u2012\u2013\ufe63\uff0d\u02d7\u2796"}  # minus, hyphens, figure/en dash
+_SYMBOLS = {"π": r"\pi ", "∞": r"\infty ", "√": r"\sqrt ", "×": r"\times ", "÷": r"\div ", "·": r"\cdot ",
+            "⁄": "/", "°": r"^\circ ", "٫": ".", "٬": ","}
+
+
+def normalize_text(text: str) -> str:
+    """NFKC, then minus signs and dashes → ``-``, any script's decimal digits → ASCII, a few math symbols → LaTeX.
+
+    Superscripts become ``^{…}`` first (NFKC alone would turn ``3²`` into ``32``); the em dash stays
+    punctuation. Without this a U+2212 minus was dropped and "−3" graded equal to 3.
+    """
+    text = _SUPERSCRIPT_RUN.sub(lambda m: "^{" + "".join(_SUPERSCRIPTS[c] for c in m.group()) + "}", text)
+    text = unicodedata.normalize("NFKC", text).translate(_DASHES)
+    if not text.isascii():
+        text = "".join(str(unicodedata.decimal(c)) if c.isdecimal() and not c.isascii() else _SYMBOLS.get(c, c)
+                       for c in text)
+    return text
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def _boxes(text: str) -> list[str]:
+    """Contents of every ``\\boxed{…}`` / ``\\fbox{…}`` with balanced braces, in order; empty ones left out."""
+    out = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth, i = 1, m.end()
         while i < len(text) and depth:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
-        if depth == 0:
-            inner = text[start:i - 1].strip()
-            if inner:
-                return inner
-    return None
+        if depth == 0 and text[m.end():i - 1].strip():
+            out.append(text[m.end():i - 1].strip())
+    return out
 
 
-_ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*(.+?)(?:\.\s|\.?$|\n)", re.IGNORECASE | re.MULTILINE)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
+def _last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{…}`` / ``\\fbox{…}``, braces balanced."""
+    boxes = _boxes(text)
+    return boxes[-1] if boxes else None
+
+
+_GSM8K = re.compile(r"#### (\-?[0-9\.\,]+)")  # lm-evaluation-harness gsm8k "strict-match", verbatim
+_ANSWER_IS = re.compile(r"answer\s*(?:is\s*:?|:)", re.IGNORECASE)
+_UNTIL_SENTENCE_END = re.compile(r"\s*(.+?)\s*(?:\.\s|\.?\s*$|\n|;|,\s+(?:so|which|because|but)\b)", re.MULTILINE)
+_LAST_LINE_EQ = re.compile(r"=\s*([^=]{1,60}?)\s*\.?\s*$")
+_ANSWER_START = re.compile(r"^\s*(?:\$|\\[(\[]|\\|[-+(\[{.\d])")
 
 
 def extract_answer(text: str) -> str | None:
-    """Fallback extraction: last ``\\boxed{}``, else the last "the answer is X", else the last number."""
+    """The stated final answer, or None; see the module docstring for the order of the rules."""
+    text = normalize_text(text)
     boxed = _last_boxed(text)
     if boxed is not None:
-        return _clean(boxed)
-    found = _ANSWER_IS.findall(text)
+        return _clean(boxed) or None
+    found = _GSM8K.findall(text)
     if found:
-        cleaned = _clean(found[-1])
-        if cleaned:
-            return cleaned
-    nums = _NUMBER.findall(text)
-    if nums:
-        return _clean(nums[-1])
+        return _clean(found[-1]) or None
+    anchors = list(_ANSWER_IS.finditer(text))
+    if anchors:
+        m = _UNTIL_SENTENCE_END.match(text, anchors[-1].end())
+        return (_clean(m.group(1)) or None) if m else None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines:
+        m = _LAST_LINE_EQ.search(lines[-1])
+        if m and _ANSWER_START.match(m.group(1)) and _math_then_unit(m.group(1)):
+            return _clean(m.group(1)) or None
+        if _as_fraction(_clean(text)) is not None:  # the whole response is one number: that is its answer
+            return _clean(text)
     return None
 
 
+def _math_then_unit(s: str) -> bool:
+    """An expression, optionally followed by one unit word: "81", "3y", "12 apples", not "5 is what we get"."""
+    words = re.findall(r"[A-Za-z]{2,}", re.sub(r"\\[A-Za-z]+", " ", s))
+    return not words or (len(words) == 1 and re.search(rf"{words[0]}\W*$", s) is not None)
+
+
 def _clean(s: str) -> str:
-    """Strip markup that never changes an answer's value: $, **, \\$, trailing dots, thousands commas."""
+    """Strip markup that never changes an answer's value: $, \\( \\), **, \\$, spacing commands, trailing dots,
+    thousands commas."""
     s = s.strip()
     s = re.sub(r"^\\\(|\\\)$|^\\\[|\\\]$", "", s).strip()
-    s = s.replace("\\$", "").replace("$", "").replace("**", "").strip()
-    s = re.sub(r"\\(?:text|mathrm|textbf)\{([^{}]*)\}", r"\1", s)
+    s = s.replace("\\$", "").replace("$", "").replace("**", "").replace("\\displaystyle", "")
+    s = re.sub(r"\\[,;!: ]|~", " ", s)
     s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)
     return s.strip().rstrip(".").strip()
+
+
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_NUMBER_RE = r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:\s*/\s*\d+)?"
+_NUMBER_UNIT_TEXT = re.compile(rf"^({_NUMBER_RE})\s*\\(?:text|mbox|mathrm)\s*\{{[^{{}}]*\}}$")
+_NUMBER_UNIT_WORDS = re.compile(rf"^({_NUMBER_RE})\s+[A-Za-z]{{2,}}(?:[\s.]+[A-Za-z]+)*\.?$")
+_ASSIGNMENT = re.compile(r"^\s*[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=\s*([^=]+)$")
+
+
+def canonical_answer(answer: str | None) -> str:
+    """The answer with what never changes its value removed; grading and clustering both compare this.
+
+    Unicode normalised and cleaned as :func:`_clean`; a number followed by ``\\text{…}`` or by words
+    (units: "3 apples", ``5\\text{ cm}``) keeps the number; ``\\text{}``-like wrappers keep their
+    content; degrees, percent signs and a leading currency sign go; ``x = 3`` (one variable, one
+    ``=``, no comma) becomes ``3``. The empty string means no answer.
+    """
+    if answer is None:
+        return ""
+    s = _clean(normalize_text(answer))
+    for _ in range(3):
+        before = s
+        m = _NUMBER_UNIT_TEXT.match(s)
+        if m:
+            s = m.group(1)
+        s = _TEXT_CMD.sub(r"\1", s).strip()
+        s = re.sub(r"\^\s*\{?\\circ\}?|\\%|%|\\(?:left|right)(?=[()\[\].|])", "", s).strip()
+        s = re.sub(r"^(?:\\euro|€|£|¥|USD|Rs\.?)\s*", "", s).strip()
+        if "," not in s:
+            m = _ASSIGNMENT.match(s)
+            if m:
+                s = m.group(1).strip()
+        m = _NUMBER_UNIT_WORDS.match(s)
+        if m:
+            s = m.group(1)
+        s = _clean(s)
+        if s == before:
+            break
+    return s
 
 
 _PLAIN_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)$")
@@ -106,14 +200,13 @@ def _fraction_key(f: Fraction) -> str:
 
 
 def answer_key(extracted: str | None) -> str:
-    """Canonical form of an answer so that equal values cluster: ``0.5``, ``1/2`` and ``\\frac{1}{2}`` → ``1/2``.
+    """Canonical form of an answer so that answers the grader calls equal cluster together:
+    ``0.5``, ``1/2``, ``\\frac{1}{2}`` → ``1/2``; ``x = 3``, ``3.0``, ``\\text{3 apples}``, ``3`` → ``3``.
 
-    Numbers compare exactly as fractions; other expressions by math-verify's sympy form;
-    the empty string means "no answer".
+    :func:`canonical_answer` first; then numbers compare exactly as fractions and other
+    expressions by math-verify's sympy form; the empty string means "no answer".
     """
-    if extracted is None:
-        return ""
-    s = _clean(extracted)
+    s = canonical_answer(extracted)
     if not s:
         return ""
     f = _as_fraction(s)
@@ -153,38 +246,29 @@ def _alarm_seconds(timeout_s: float) -> int:
     return max(1, math.ceil(timeout_s))
 
 
-def _gold_targets(gold: str, secs: int):
-    """Gold parsed as LaTeX; thousands commas dropped for plain numbers (GSM8K writes both)."""
-    from math_verify import parse
+def _parse_answer(s: str, secs: int):
+    """math-verify's parse of a canonical answer: LaTeX first, then a plain expression (its default targets)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    g = gold.strip()
-    plain = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", g)
-    if _as_fraction(plain) is not None:
-        g = plain
-    wrapped = g if ("$" in g or "\\boxed" in g) else f"${g}$"
-    return parse(wrapped, parsing_timeout=secs) or parse(g, parsing_timeout=secs)
+    return parse(f"${s}$", [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=secs)
 
 
 def _grade_impl(response: str, gold: str, timeout_s: float) -> tuple[str | None, bool]:
     """The grading itself; runs where SIGALRM is usable (main thread or the helper process)."""
-    from math_verify import parse, verify
+    from math_verify import verify
 
-    secs = _alarm_seconds(timeout_s)
-    gold_t = _gold_targets(gold, secs)
-    pred = parse(response, parsing_timeout=secs) if response.strip() else []
-    extracted = _clean(str(pred[1])) if len(pred) >= 2 else None
-    if not extracted:
-        extracted = extract_answer(response)
-        pred = parse(f"${extracted}$", parsing_timeout=secs) if extracted else []
-    if not extracted:
+    extracted = extract_answer(response)
+    pred_s, gold_s = canonical_answer(extracted), canonical_answer(gold)
+    if not pred_s:
         return None, False
-    if gold_t and pred:
-        correct = bool(verify(gold_t, pred, timeout_seconds=secs))
-    else:
-        correct = False
-    if not correct:
-        fe, fg = _as_fraction(extracted), _as_fraction(_clean(gold))
-        correct = fe is not None and fe == fg or _clean(gold).lower() == extracted.lower()
+    secs = _alarm_seconds(timeout_s)
+    fe, fg = _as_fraction(pred_s), _as_fraction(gold_s)
+    if fe is not None and fg is not None:
+        return extracted, fe == fg  # two plain numbers: exact, no sympy needed
+    if pred_s.replace(" ", "").lower() == gold_s.replace(" ", "").lower():
+        return extracted, True
+    gold_t, pred = _parse_answer(gold_s, secs), _parse_answer(pred_s, secs)
+    correct = bool(gold_t and pred and verify(gold_t, pred, timeout_seconds=secs))
     return extracted, correct
 
 
@@ -194,9 +278,9 @@ def grade(response: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Gra
         out = _run_limited(_grade_impl, response, gold, timeout_s)
     except Exception:
         out = None
-    if out is None:
+    if out is None:  # math-verify overran or failed: exact comparison of plain numbers only
         extracted = extract_answer(response)
-        fe, fg = (_as_fraction(extracted) if extracted else None), _as_fraction(_clean(gold))
+        fe, fg = _as_fraction(canonical_answer(extracted)), _as_fraction(canonical_answer(gold))
         return Grade(extracted, fe is not None and fe == fg)
     return Grade(*out)
 
