@@ -246,3 +246,20 @@ def test_behavior_run_stores_the_kl_of_each_response(tmp_path):
         want = sum(s.cross_logprobs[b]["kl_sum"] for s in samples if s.model == a) / tokens
         assert res["cross_kl"][a][b]["value"] == pytest.approx(want) and want > 0
         assert 0 <= res["cross_kl_inf_share"][a][b]["value"] <= 1
+
+
+if __name__ == "__main__":  # the table of docs/validation/kl.md: PYTHONPATH=src python3 tests/test_kl.py
+    import tempfile
+
+    root = tempfile.mkdtemp()
+    tok = load_tokenizer(make_tiny_vocab_model(f"{root}/m0", seed=0), "m0")
+    a, b = (HFModel(make_tiny_vocab_model(f"{root}/m{s}", seed=s), tok, "cpu", "float64") for s in (0, 1))
+    for temperature, top_p, eps in SETTINGS:
+        seqs, probs, exact, inf = _enumerate(a, b, temperature, top_p, eps)
+        st = SamplingSettings(temperature, top_p, MAX_LEN)
+        sc = b.score([(PROMPT_B, list(x)) for x in seqs], KLReference(a, [PROMPT_A] * len(seqs), st, eps))
+        est = float(probs @ np.array([s.kl_sum for s in sc]))
+        own = a.score([(PROMPT_A, list(x)) for x in seqs])
+        old = float(probs @ (np.array([s.logprob_sum for s in own]) - np.array([s.logprob_sum for s in sc])))
+        print(f"| {temperature} | {top_p} | {eps:g} | {(probs > 0).sum()} | {exact:.6f} | {est:.6f} | "
+              f"{abs(est - exact):.0e} | {inf:.3f} | {old:.3f} |")
