@@ -88,7 +88,7 @@ def _last_boxed(text: str) -> str | None:
 
 _GSM8K = re.compile(r"#### (\-?[0-9\.\,]+)")  # lm-evaluation-harness gsm8k "strict-match", verbatim
 _ANSWER_IS = re.compile(r"answer\s*(?:is\s*:?|:)", re.IGNORECASE)
-_UNTIL_SENTENCE_END = re.compile(r"\s*(.+?)\s*(?:\.\s|\.?\s*$|\n|;|,\s+(?:so|which|because|but)\b)", re.MULTILINE)
+_UNTIL_SENTENCE_END = re.compile(r"\s*(.+?)\s*(?:\.\s|\.?\s*$|\n|;|,?\s+(?:so|which|because|but|since)\b)", re.MULTILINE)
 _LAST_LINE_EQ = re.compile(r"=\s*([^=]{1,60}?)\s*\.?\s*$")
 _ANSWER_START = re.compile(r"^\s*(?:\$|\\[(\[]|\\|[-+(\[{.\d])")
 
