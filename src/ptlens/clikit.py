@@ -157,7 +157,7 @@ class LineProgress:
 
     def __init__(self, out: Optional[Console] = None, every_s: float = 30.0, step: float = 0.1,
                  clock: Callable[[], float] = time.monotonic):
-        self.out = out or console
+        self.out = self.console = out or console
         self.every_s, self.step, self.clock = every_s, step, clock
         self.tasks: dict[int, dict] = {}
 

@@ -122,7 +122,24 @@ def apply(threads: int) -> int:
     return threads
 
 
+_chosen: Optional[int] = None
+"""The count ``setup`` chose for this process (None: never called, e.g. library use)."""
+
+
 def setup(threads: Optional[int] = None) -> int:
     """What every CLI command does first: environment for unloaded runtimes, counts for loaded ones."""
+    global _chosen
     n = configure_environment(threads)
-    return apply(threads or n)
+    _chosen = apply(threads or n)
+    return _chosen
+
+
+def for_work(work_elems: int) -> int:
+    """Set and return the thread count for work whose largest unit has ``work_elems`` entries.
+
+    Small work runs on one thread; large work gets the count chosen at start-up (the load measured
+    later would include this process's own threads, so it is not measured again).
+    """
+    if work_elems < SMALL_WORK and not os.environ.get("PTLENS_THREADS", "").strip():
+        return apply(1)
+    return apply(_chosen or choose_threads())

@@ -139,4 +139,4 @@ def quick(
     probs = load_problems(problems, limit, seed)
     console = Console()
     rows = quick_compare(lineage, probs, config, console=console)
-    console.print(summary_table(rows))
+    console.print(summary_table(rows, console.width))
