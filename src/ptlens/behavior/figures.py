@@ -52,8 +52,20 @@ def pass_at_k_figure(results: dict, path: Path) -> Path:
     ax.set_ylabel("share of problems solved")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("pass@k (solid, 95% band) and maj@k (dashed)")
-    ax.legend(fontsize=7, ncol=2)
+    _style_legends(ax, list(results["models"]))
     return _save(fig, path)
+
+
+def _style_legends(ax, names: Sequence[str]) -> None:
+    """Two legends: colour = model, line style = metric (long black handles, so maj@k's dashes show)."""
+    from matplotlib.lines import Line2D
+
+    models = [Line2D([], [], color=colour(i), lw=2.5, label=n) for i, n in enumerate(names)]
+    styles = [Line2D([], [], color="black", ls="-", lw=1.5, label="pass@k (95% band)"),
+              Line2D([], [], color="black", ls="--", lw=1.5, label="maj@k")]
+    first = ax.legend(handles=models, fontsize=7, loc="lower right", title="model", title_fontsize=7)
+    ax.add_artist(first)
+    ax.legend(handles=styles, fontsize=7, loc="upper left", handlelength=3.5)
 
 
 def accuracy_histogram_figure(results: dict, path: Path) -> Path:
