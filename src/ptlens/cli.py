@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     # --output_dir, --layer_pattern …: underscores spell the same option, without a second name in --help
-    context_settings={"token_normalize_func": lambda opt: opt.replace("_", "-") if opt.startswith("--") else opt},
+    context_settings={"token_normalize_func": lambda name: name.replace("_", "-")},  # click strips the "--" first
 )
 def _version(value: bool) -> None:
     if value:

@@ -34,7 +34,7 @@ def behavior(
     top_p: float = typer.Option(0.95, "--top-p"),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
     engine: str = typer.Option("auto", "--engine", help="auto, hf or vllm (auto: vLLM when installed and a GPU is present)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(64, "--batch-size", help="Sequences per generate call."),
     output_dir: Path = typer.Option(Path("analysis_results"), "--output-dir", help="Where results go (--output_dir works too)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing samples made with other settings."),
