@@ -78,7 +78,7 @@ def test_weight_table_says_when_filtered_and_leaves_out_tiny_throughput(scanned)
     s = dict(scanned["plain"], settings={**scanned["plain"]["settings"], "layer_pattern": r"layers\.0\."})
     text = render(weight_summary_renderables(s, Path("out")))
     assert r"tensors matching layers\.0\." in text and "whole model" not in text
-    assert "/s)" not in text and "fixed costs" in text  # a few MB: no GB/s figure
+    assert "/s)" not in text and "one-off costs" in text  # a few MB: no GB/s figure
     big = dict(s, bytes_read=16_000_000_000, seconds=10.0, throughput_gb_per_s=1.6)
     assert "1.6 GB/s" in render(weight_summary_renderables(big, Path("out")))
 

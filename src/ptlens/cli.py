@@ -213,7 +213,7 @@ def scan_facts(summary: dict) -> str:
     gbps = summary.get("throughput_gb_per_s")
     if nbytes >= 1e9 and gbps:
         return f"{decimal(nbytes)} in {secs:.1f} s ({decimal(int(gbps * 1e9))}/s)"
-    return f"{decimal(nbytes)} in {secs:.1f} s (mostly fixed costs at this size: compilation, spectral set-up)"
+    return f"{decimal(nbytes)} in {secs:.1f} s (at this size mostly one-off costs such as numba compilation)"
 
 
 @app.command()

@@ -190,11 +190,12 @@ class LineProgress:
         t = self.tasks[tid]
         elapsed = self.clock() - t["start"]
         unit = f" {t['unit']}" if t["unit"] else ""
+        fmt = ",.0f" if float(t["total"] or t["done"]).is_integer() or (t["total"] or 0) >= 100 else ",.1f"
         if t["total"]:
             pct = 100.0 * t["done"] / t["total"]
-            body = f"{t['done']:,.0f}/{t['total']:,.0f}{unit} ({pct:.0f}%)"
+            body = f"{t['done']:{fmt}}/{t['total']:{fmt}}{unit} ({pct:.0f}%)"
         else:
-            body = f"{t['done']:,.0f}{unit}"
+            body = f"{t['done']:{fmt}}{unit}"
         rate = (t["done"] - t["start_done"]) / elapsed if elapsed > 0 else 0.0
         eta = ""
         if t["total"] and rate > 0 and t["done"] < t["total"]:
