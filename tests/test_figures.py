@@ -45,7 +45,7 @@ def summary(labels=("base", "sft", "dpo", "rlvr")) -> dict:
 def captured(monkeypatch):
     figs = []
     monkeypatch.setattr(WF, "_save", lambda fig, path: figs.append(fig) or path)
-    monkeypatch.setattr(BF, "_save", lambda fig, path: figs.append(fig) or path)
+    monkeypatch.setattr(BF, "_save", lambda fig, path, **kw: figs.append(fig) or path)
     yield figs
     for f in figs:
         WF.plt.close(f)
