@@ -64,3 +64,17 @@ def test_line_progress_reports_every_tenth_and_every_30_s():
     now[0] += 31
     p.advance(t, 1)
     assert "11/1,000" in buf.getvalue().splitlines()[-1] and "continuing" in buf.getvalue().splitlines()[0]
+
+
+def test_running_now_sees_a_competitor_at_once():
+    """A busy process started a moment ago counts, though the 1-minute load average has not caught up."""
+    import time
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        seen = max(threads.running_now(samples=5) for _ in range(3))
+    finally:
+        busy.kill()
+        busy.wait()
+    assert seen >= 1  # at least the competitor (others may be running too)
