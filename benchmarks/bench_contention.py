@@ -10,6 +10,18 @@ time (``resource.getrusage(RUSAGE_CHILDREN)`` before and after, the competitors 
 grading helper process included). The goal: with one competitor on 2 cores, wall ≤ 2× and CPU ≤
 1.3× the idle run. Other load on the machine is reported (1-minute load average before each
 case): numbers measured on a shared machine are noisy and say so.
+
+Last measured (2026-11-30, 2 cores SHARED with five other developers' jobs, load average 12–16
+throughout, so every number is inflated and noisy), ``--args "--limit 10 --n-samples 4"``:
+
+| code | competitors | wall s | CPU s (user + sys) | wall ÷ idle | CPU ÷ idle |
+|---|---|---|---|---|---|
+| before (51d5ebb: default threads, spin-waiting) | 0 | 271.8 | 85.2 (81.9 + 3.3) | 1.00 | 1.00 |
+| before | 1 | 536.7 | 93.8 (91.3 + 2.4) | 1.97 | 1.10 |
+| after (ptlens.threads) | 0 | 75.8 | 25.4 (22.9 + 2.4) | 1.00 | 1.00 |
+| after | 1 | 169.4 | 28.0 (24.1 + 3.9) | 2.24 | 1.10 |
+| after, ``--spin`` (OMP_WAIT_POLICY=ACTIVE, 2 threads) | 0 | 76.6 | 25.5 | 1.01 | 1.01 |
+| after, ``--spin`` | 1 | 136.2 | 25.5 | 1.80 | 1.01 |
 """
 
 from __future__ import annotations
