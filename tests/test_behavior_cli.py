@@ -8,10 +8,8 @@ import time
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-from ptlens.behavior.commands import behavior, quick
 from ptlens.clikit import model_items
 from ptlens.behavior.grading import grade
 from ptlens.behavior.toy import make_toy_model
@@ -25,9 +23,8 @@ def app_and_models(tmp_path_factory):
     bias = {c: 3.0 for c in "0123456789"}
     make_toy_model(root / "base", seed=0, logit_bias={**bias, "</s>": 2.0}, noise=0.3)
     make_toy_model(root / "sft", seed=1, logit_bias={**bias, "</s>": 3.0}, noise=0.3)
-    app = typer.Typer()
-    app.command("behavior")(behavior)
-    app.command("quick")(quick)
+    from ptlens.cli import app  # the real CLI: its option normaliser makes --output_dir work
+
     return app, root
 
 
@@ -81,3 +78,25 @@ def test_grading_time_limit_holds_off_the_main_thread():
     th.join(60)
     assert out and out[0].correct is False
     assert time.time() - t < 30
+
+
+def test_behavior_resume_says_what_was_reused_and_logs_progress(app_and_models, tmp_path):
+    """Off a terminal (CliRunner) progress comes as lines, and a rerun says it resumed and how much it reused."""
+    app, root = app_and_models
+    out = tmp_path / "res"
+    args = ["behavior", f"base={root / 'base'}", f"sft={root / 'sft'}", "--problems", "builtin:1", "--limit", "2",
+            "--n-samples", "2", "--max-new-tokens", "4", "--device", "cpu", "--engine", "hf", "--output-dir", str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "base: sample: 4/4 samples (100%)" in first.output and "resumed" not in first.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "base: resumed: 4 of 4 samples reused" in again.output
+    assert "sft: resumed: 4 of 4 samples reused" in again.output
+
+
+def test_behavior_bad_option_leaves_nothing(app_and_models, tmp_path):
+    app, root = app_and_models
+    out = tmp_path / "never"
+    r = CliRunner().invoke(app, ["behavior", f"base={root / 'base'}", "--top-p", "0", "--output-dir", str(out)])
+    assert r.exit_code == 2 and "--top-p" in r.output and not out.exists()

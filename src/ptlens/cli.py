@@ -10,7 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ptlens.clikit import console, lineage_from_options, user_errors
+from ptlens import threads
+from ptlens.clikit import (check_lineage_tensors, check_output_dir, console, keyed_tables, lineage_from_options,
+                           user_errors)
 from ptlens.errors import PtlensError
 
 app = typer.Typer(
@@ -19,6 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # --output_dir, --layer_pattern …: underscores spell the same option, without a second name in --help
+    context_settings={"token_normalize_func": lambda name: name.replace("_", "-")},  # click strips the "--" first
 )
 def _version(value: bool) -> None:
     if value:
@@ -33,50 +37,86 @@ def root(
     version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """ptlens: post-training lens."""
+    threads.setup()  # before torch/numba load: no spin-waiting, threads sized to the free cores
 
 
 @app.command()
 @user_errors
 def presets() -> None:
     """List the named lineages (--preset NAME) with each stage's model and training facts."""
+    out = Console()
+    for r in preset_renderables(out.width):
+        out.print(r)
+
+
+def preset_renderables(width: int = 80) -> list:
+    """One table per preset: stage and model never wrap; training facts fold; shared sources go below."""
+    from rich.markup import escape
+    from rich.text import Text
+
     from ptlens.resolve.presets import PRESETS
 
-    out = Console()
+    items: list = []
     for p in PRESETS.values():
-        t = Table(title=f"[bold]{p.name}[/] — {p.description}", title_justify="left", expand=False)
-        for col in ("stage", "model", "algorithm", "data", "lr", "source"):
-            t.add_column(col)
+        t = Table(title=f"[bold]{escape(p.name)}[/] — {escape(p.description)}", title_justify="left", expand=False)
+        t.add_column("stage", no_wrap=True)
+        t.add_column("model", no_wrap=True, min_width=max(len(s.spec) for s in p.stages))
+        t.add_column("training (algorithm, data, learning rate)", overflow="fold")
+        sources = list(dict.fromkeys(s.facts.source for s in p.stages if s.facts.source))
         for s in p.stages:
             f = s.facts
             data = ", ".join(
-                f"{v:,} {k}" for k, v in (("examples", f.examples), ("pairs", f.pairs), ("prompts", f.prompts)) if v
-            )
+                f"{v:,} {k}" for k, v in (("examples", f.examples), ("pairs", f.pairs), ("prompts", f.prompts)) if v)
             if f.epochs:
-                data += f" × {f.epochs:g} epochs"
-            t.add_row(s.label, s.spec, f.algorithm or "", data, f"{f.learning_rate:g}" if f.learning_rate else "", f.source or "")
-        out.print(t)
-    out.print("[bold]tiny[/] — the embedded default lineage (ptlens run with no arguments): base → sft → dpo → rlvr "
-              "trained by ptlens lab")
-    out.print("[bold]tiny-trajectory[/] — the same run with its intermediate SFT, DPO and GRPO checkpoints "
-              "(convergence curves)")
+                data += f" × {f.epochs:g} epoch{'s' if f.epochs != 1 else ''}"
+            facts = [f.algorithm or "", data, f"lr {f.learning_rate:g}" if f.learning_rate else ""]
+            if f.source and len(sources) > 1:
+                facts.append(f"[{sources.index(f.source) + 1}]")
+            t.add_row(escape(s.label), escape(s.spec), escape("; ".join(x for x in facts if x)))
+        items.append(t)
+        for i, src in enumerate(sources):
+            items.append(Text(f"  source{f' [{i + 1}]' if len(sources) > 1 else ''}: {src}", style="dim"))
+    items.append(Text.from_markup("[bold]tiny[/] — the embedded default lineage (ptlens run with no arguments): "
+                                  "base → sft → dpo → rlvr trained by ptlens lab"))
+    items.append(Text.from_markup("[bold]tiny-trajectory[/] — the same run with its intermediate SFT, DPO and GRPO "
+                                  "checkpoints (convergence curves)"))
+    return items
 
 
 PresetOpt = typer.Option(None, "--preset", help="A named lineage (see `ptlens presets`); default: the embedded tiny lineage.")
 ModelsOpt = typer.Option(None, "--models", help="label=SPEC items in order (SPEC: folder, hub id or id@revision); "
                          "space-separated after one --models, or repeated.")
-OutOpt = typer.Option(Path("analysis_results"), "--output-dir", "--output_dir", help="Where results go.")
+OutOpt = typer.Option(Path("analysis_results"), "--output-dir", help="Where results go (--output_dir works too).")
 DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda or auto.")
 PickleOpt = typer.Option(False, "--allow-pickle", help="Accept pickle *.bin checkpoints (loaded with weights_only=True).")
+MissingOpt = typer.Option(False, "--allow-missing", help="Compare only the tensors present when a checkpoint lacks some "
+                          "(default: an error, as it usually means different architectures).")
 
 
 def byte_progress(description: str):
-    """A rich progress bar in bytes with rate and ETA; returns (progress, callback)."""
+    """Progress in bytes: a rich bar with rate and ETA on a terminal, plain lines otherwise; returns (progress, callback).
+
+    The bar is transient: it never leaves an empty line above an error, and the summary that follows says the same.
+    """
+    if not console.is_terminal:
+        from ptlens.clikit import LineProgress
+
+        lines = LineProgress(console)
+        task = None
+
+        def update_lines(done: int, total: int, item: str) -> None:
+            nonlocal task
+            if task is None:
+                task = lines.add_task(description, total=total / 1e6, unit="MB")
+            lines.update(task, completed=done / 1e6, total=total / 1e6)
+
+        return lines, update_lines
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                TransferSpeedColumn)
 
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TimeRemainingColumn(), TextColumn("{task.fields[item]}", style="dim"), console=console,
-                    transient=False)
+                    transient=True)
     task = prog.add_task(description, total=None, item="")
 
     def update(done: int, total: int, item: str) -> None:
@@ -92,25 +132,31 @@ def weights(
     preset: Optional[str] = PresetOpt,
     models: Optional[list[str]] = ModelsOpt,
     output_dir: Path = OutOpt,
-    layer_pattern: Optional[str] = typer.Option(None, "--layer-pattern", "--layer_pattern",
+    layer_pattern: Optional[str] = typer.Option(None, "--layer-pattern",
                                                 help="Only tensors whose name matches this regex (e.g. 'layers\\.0\\.')."),
     spectral: str = typer.Option("topk", "--spectral", help="off, topk (randomized SVD) or full (every singular value)."),
     k: int = typer.Option(16, "--k", help="Rank k of the spectral metrics."),
     tolerance: float = typer.Option(1e-5, "--tolerance", help="|Δ| threshold of changed_tol."),
     device: str = DeviceOpt,
-    workers: Optional[int] = typer.Option(None, "--workers", help="CPU threads (default: all cores)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="CPU threads (default: the cores not busy with "
+                                          "other work; PTLENS_THREADS sets it for every command)."),
     allow_pickle: bool = PickleOpt,
+    allow_missing: bool = MissingOpt,
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures."),
 ) -> None:
     """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report."""
-    from ptlens.weights import ScanConfig, scan_lineage, write_outputs
+    from ptlens.weights import ScanConfig
 
+    if workers is not None and workers < 1:
+        raise PtlensError(f"--workers must be at least 1, got {workers}")
     cfg = ScanConfig(spectral=spectral, k=k, tolerance=tolerance, layer_pattern=layer_pattern, device=device,
                      workers=workers, allow_pickle=allow_pickle)
     cfg.validate()
+    check_output_dir(output_dir)
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
+    missing = check_lineage_tensors(lineage, layer_pattern, allow_missing, allow_pickle)
     summary = run_weights(lineage, cfg, output_dir, figures)
-    print_weight_summary(summary, output_dir)
+    print_weight_summary(summary, output_dir, missing)
 
 
 def run_weights(lineage, cfg, output_dir: Path, figures: bool = True) -> dict:
@@ -123,25 +169,51 @@ def run_weights(lineage, cfg, output_dir: Path, figures: bool = True) -> dict:
     return write_outputs(result, output_dir, figures=figures)
 
 
-def print_weight_summary(summary: dict, output_dir: Path) -> None:
+def print_weight_summary(summary: dict, output_dir: Path, missing: Optional[dict] = None) -> None:
     out = Console()
-    k = summary["settings"]["k"]
-    t = Table(title="Weight changes (parameter-weighted, whole model)", title_justify="left")
-    for col in ("transition", "rel. change", "changed (exact)", "changed (>tol)", "stable rank", f"top-{k} energy",
-                "principal overlap"):
-        t.add_column(col, justify="right" if col != "transition" else "left")
+    for r in weight_summary_renderables(summary, output_dir, out.width, missing):
+        out.print(r)
+
+
+def weight_summary_renderables(summary: dict, output_dir: Path, width: int = 80, missing: Optional[dict] = None) -> list:
+    """The console summary of a weight scan: a table per transition that fits ``width``, then one line of facts."""
+    from rich.markup import escape
+    from rich.text import Text
+
     from ptlens.weights.report_md import _f
 
-    for r in summary["aggregates"]["model"]:
-        t.add_row(r["transition"], _f(r["rel_change"]), _f(r["changed_exact"], pct=True), _f(r["changed_tol"], pct=True),
-                  _f(r.get("stable_rank_wmean")), _f(r.get(f"top{k}_energy_wmean")), _f(r.get("principal_overlap_wmean")))
-    out.print(t)
-    gbps = summary.get("throughput_gb_per_s")
+    k = summary["settings"]["k"]
+    pattern = summary["settings"].get("layer_pattern")
+    scope = f"tensors matching {pattern}" if pattern else "whole model"
+    cols = [("rel. change", "right"), ("changed (exact)", "right"), ("changed (>tol)", "right"),
+            ("stable rank", "right"), (f"top-{k} energy", "right"), ("principal overlap", "right")]
+    rows = summary["aggregates"]["model"]
+    cells = [[_f(r["rel_change"]), _f(r["changed_exact"], pct=True), _f(r["changed_tol"], pct=True),
+              _f(r.get("stable_rank_wmean")), _f(r.get(f"top{k}_energy_wmean")), _f(r.get("principal_overlap_wmean"))]
+             for r in rows]
+    items: list = keyed_tables(f"Weight changes (parameter-weighted, {escape(scope)})", "transition",
+                               [escape(r["transition"]) for r in rows], cols, cells, width)
+    skipped = missing if missing is not None else summary.get("missing_tensors") or {}
+    if skipped:
+        items.append(Text(f"skipped {len(skipped)} tensor(s) absent from some checkpoints (--allow-missing); "
+                          "listed in weight_analysis_report.md", style="yellow"))
+    items.append(Text(scan_facts(summary) + f" → {output_dir}/weight_analysis_report.md, {output_dir}/weights/"))
+    return items
+
+
+def scan_facts(summary: dict) -> str:
+    """Bytes and time of the scan; a rate only for inputs large enough (≥ 1 GB) for it to mean throughput.
+
+    On a tiny lineage the time is mostly one-off costs (numba compilation on first use, imports,
+    spectral set-up), and bytes ÷ time would read as a throughput it is not.
+    """
     from rich.filesize import decimal
 
-    rate = f" ({decimal(int(gbps * 1e9))}/s)" if gbps else ""
-    out.print(f"{decimal(summary['bytes_read'])} in {summary['seconds']:.1f} s{rate}"
-              + f" → [bold]{output_dir}/weight_analysis_report.md[/], {output_dir}/weights/")
+    nbytes, secs = summary["bytes_read"], summary["seconds"]
+    gbps = summary.get("throughput_gb_per_s")
+    if nbytes >= 1e9 and gbps:
+        return f"{decimal(nbytes)} in {secs:.1f} s ({decimal(int(gbps * 1e9))}/s)"
+    return f"{decimal(nbytes)} in {secs:.1f} s (at this size mostly one-off costs such as numba compilation)"
 
 
 @app.command()
@@ -160,32 +232,37 @@ def run(
     engine: str = typer.Option("auto", "--engine", help="auto, hf or vllm."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace stored results made with other settings."),
     allow_pickle: bool = PickleOpt,
+    allow_missing: bool = MissingOpt,
 ) -> None:
     """The main job: weights, behaviour and report for a lineage (default: the embedded tiny lineage).
 
-    Each step stores its results; rerunning the same command reuses finished steps and resumes
-    an interrupted behaviour run.
+    Each step stores its results; rerunning the same command reuses finished steps and resumes an interrupted behaviour run.
     """
+    from ptlens.behavior.commands import validate_behavior
+    from ptlens.behavior.run import BehaviorConfig
     from ptlens.weights import ScanConfig
 
     cfg = ScanConfig(spectral=spectral, device=device, allow_pickle=allow_pickle)
     cfg.validate()
+    bcfg = BehaviorConfig(problems=problems, limit=limit, n_samples=n_samples, max_new_tokens=max_new_tokens,
+                          engine=engine, device=device, overwrite=overwrite, allow_pickle=allow_pickle)
+    validate_behavior(bcfg)
+    check_output_dir(output_dir)
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
+    missing_tensors = check_lineage_tensors(lineage, None, allow_missing, allow_pickle)
     summary = stored_weights(lineage, cfg, output_dir) if not overwrite else None
     if summary is None:
         summary = run_weights(lineage, cfg, output_dir)
     else:
         console.print(f"[dim]weights: reusing {output_dir}/weights/summary.json (same lineage and settings)[/]")
-    print_weight_summary(summary, output_dir)
+    print_weight_summary(summary, output_dir, missing_tensors)
     missing = [c.name for c in lineage.checkpoints if not has_tokenizer(c.path)]
     if missing:
         console.print(f"[yellow]behaviour skipped: no tokenizer in {', '.join(missing)} (weights-only lineage)[/]")
     else:
         from ptlens.behavior.commands import _print_summary
-        from ptlens.behavior.run import BehaviorConfig, run_behavior
+        from ptlens.behavior.run import run_behavior
 
-        bcfg = BehaviorConfig(problems=problems, limit=limit, n_samples=n_samples, max_new_tokens=max_new_tokens,
-                              engine=engine, device=device, overwrite=overwrite, allow_pickle=allow_pickle)
         result = run_behavior(lineage, bcfg, output_dir, progress=True)
         _print_summary(Console(), result.results)
     write_report(output_dir)

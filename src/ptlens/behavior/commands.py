@@ -34,9 +34,9 @@ def behavior(
     top_p: float = typer.Option(0.95, "--top-p"),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
     engine: str = typer.Option("auto", "--engine", help="auto, hf or vllm (auto: vLLM when installed and a GPU is present)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(64, "--batch-size", help="Sequences per generate call."),
-    output_dir: Path = typer.Option(Path("analysis_results"), "--output-dir", "--output_dir", help="Where results go."),
+    output_dir: Path = typer.Option(Path("analysis_results"), "--output-dir", help="Where results go (--output_dir works too)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing samples made with other settings."),
     instruction: str = typer.Option(AUTO_INSTRUCTION, "--instruction", help=INSTRUCTION_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow *.bin checkpoints (loaded with weights_only=True)."),
@@ -45,34 +45,59 @@ def behavior(
     from rich.console import Console
 
     from ptlens.behavior.run import BehaviorConfig, run_behavior
-    lineage = lineage_from_options(preset, models, extra, allow_pickle)
+    from ptlens.clikit import check_output_dir
+
     config = BehaviorConfig(problems=problems, limit=limit, seed=seed, n_samples=n_samples, temperature=temperature,
                             top_p=top_p, max_new_tokens=max_new_tokens, engine=engine, device=device,
                             batch_size=batch_size, instruction=instruction or None, overwrite=overwrite,
                             allow_pickle=allow_pickle)
+    validate_behavior(config)
+    check_output_dir(output_dir)
+    lineage = lineage_from_options(preset, models, extra, allow_pickle)
     result = run_behavior(lineage, config, output_dir, progress=True)
     _print_summary(Console(), result.results)
     Console(stderr=True).print(f"results: {result.results_path}\nsamples: {result.samples_path}", markup=False, highlight=False)
 
 
-def _print_summary(console, results: dict) -> None:
-    from rich.markup import escape
-    from rich.table import Table
+def validate_behavior(bcfg) -> None:
+    """Every behaviour option checked before the first step: a bad one must not cost a weight scan."""
+    from ptlens.behavior.engines import pick_engine
+    from ptlens.behavior.problems import load_problems
 
-    ks = results["ks"]
-    t = Table(title="behaviour (95% bootstrap intervals over problems)", title_justify="left")
-    cols = ["accuracy", f"pass@{ks[-1]}", f"maj@{ks[-1]}", "distinct_answers", "token_entropy", "length_mean", "ece"]
-    t.add_column("model")
-    for c in cols:
-        t.add_column(c, justify="right")
-    for name, m in results["models"].items():
-        cells = []
-        for c in cols:
-            e = m["metrics"][c]
-            ci = f" [dim][{e['lo']:.3g}, {e['hi']:.3g}][/]" if e["lo"] is not None else ""
-            cells.append(f"{e['value']:.3g}{ci}")
-        t.add_row(escape(name), *cells)
-    console.print(t)
+    bcfg.validate()
+    pick_engine(bcfg.engine, bcfg.device)
+    load_problems(bcfg.problems, bcfg.limit, bcfg.seed)
+
+
+def _print_summary(console, results: dict) -> None:
+    for t in summary_tables(results, console.width):
+        console.print(t)
+
+
+SUMMARY_COLUMNS = (("accuracy", "accuracy"), ("pass@{k}", "pass@{k}"), ("maj@{k}", "maj@{k}"),
+                   ("distinct_answers", "distinct answers"), ("token_entropy", "entropy (nats)"),
+                   ("length_mean", "length (tokens)"), ("ece", "ECE"))
+
+
+def summary_tables(results: dict, width: int = 80) -> list:
+    """Behaviour per model: each value with its 95% interval on the line below, in tables that fit ``width``."""
+    from rich.markup import escape
+
+    from ptlens.clikit import keyed_tables
+
+    k = results["ks"][-1]
+    cols, cells = [], []
+    for key, header in SUMMARY_COLUMNS:
+        cols.append((header.format(k=k), "right"))
+    for m in results["models"].values():
+        row = []
+        for key, _ in SUMMARY_COLUMNS:
+            e = m["metrics"][key.format(k=k)]
+            ci = f"\n[dim][{e['lo']:.2g}, {e['hi']:.2g}][/]" if e.get("lo") is not None else ""
+            row.append(f"{e['value']:.3g}{ci}" if e.get("value") is not None else "–")
+        cells.append(row)
+    return keyed_tables("behaviour (95% bootstrap intervals over problems below each value)", "model",
+                        [escape(n) for n in results["models"]], cols, cells, width)
 
 
 def _quick_item(spec: str, fallback: str) -> str:
@@ -114,4 +139,4 @@ def quick(
     probs = load_problems(problems, limit, seed)
     console = Console()
     rows = quick_compare(lineage, probs, config, console=console)
-    console.print(summary_table(rows))
+    console.print(summary_table(rows, console.width))

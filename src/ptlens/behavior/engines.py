@@ -300,6 +300,10 @@ class HFModel:
         except OSError as e:
             raise PtlensError(f"{path}: cannot load the model: {str(e).splitlines()[0]}") from None
         self.model.to(self.device).eval()
+        if self.device == "cpu":  # small matrices: one thread beats several waking up for every op
+            from ptlens.threads import for_work
+
+            for_work(max(p.numel() for p in self.model.parameters()))
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         eos = self.model.generation_config.eos_token_id

@@ -12,6 +12,9 @@ from typing import Sequence
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def colour(i: int) -> str:
     return OKABE_ITO[i % len(OKABE_ITO)]
 
@@ -25,8 +28,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, rect=None) -> Path:
+    fig.tight_layout(rect=rect)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=130)
     tmp.replace(path)
@@ -38,12 +41,15 @@ def pass_at_k_figure(results: dict, path: Path) -> Path:
     """pass@k and maj@k against k (log₂ axis) with 95% bootstrap bands."""
     plt = _plt()
     ks = results["ks"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.4, 4.2))
+    n = len(results["models"])
     for i, (name, m) in enumerate(results["models"].items()):
         for metric, style in (("pass", "-"), ("maj", "--")):
             est = [m["metrics"][f"{metric}@{k}"] for k in ks]
             y = [e["value"] for e in est]
-            ax.plot(ks, y, style, marker="o", ms=3, color=colour(i), label=f"{name} {metric}@k")
+            # a marker shape per model, earlier models larger and hollow: equal curves stay visible
+            ax.plot(ks, y, style, marker=MARKERS[i % len(MARKERS)], ms=4 + 1.5 * (n - 1 - i), color=colour(i),
+                    markerfacecolor="none" if i < n - 1 else colour(i), label=f"{name} {metric}@k", zorder=3 + i)
             if metric == "pass" and all(e["lo"] is not None for e in est):
                 ax.fill_between(ks, [e["lo"] for e in est], [e["hi"] for e in est], color=colour(i), alpha=0.18, lw=0)
     ax.set_xscale("log", base=2)
@@ -52,8 +58,22 @@ def pass_at_k_figure(results: dict, path: Path) -> Path:
     ax.set_ylabel("share of problems solved")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("pass@k (solid, 95% band) and maj@k (dashed)")
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    _style_legends(ax, list(results["models"]))
+    return _save(fig, path, rect=(0, 0, 0.86, 1))  # room on the right for the model legend
+
+
+def _style_legends(ax, names: Sequence[str]) -> None:
+    """Two legends: colour = model, line style = metric (long black handles, so maj@k's dashes show)."""
+    from matplotlib.lines import Line2D
+
+    models = [Line2D([], [], color=colour(i), lw=2.5, marker=MARKERS[i % len(MARKERS)], label=n)
+              for i, n in enumerate(names)]
+    styles = [Line2D([], [], color="black", ls="-", lw=1.5, label="pass@k (95% band)"),
+              Line2D([], [], color="black", ls="--", lw=1.5, label="maj@k")]
+    first = ax.legend(handles=models, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="model",
+                      title_fontsize=7)
+    ax.add_artist(first)
+    ax.legend(handles=styles, fontsize=7, loc="upper left", handlelength=3.5)
 
 
 def accuracy_histogram_figure(results: dict, path: Path) -> Path:

@@ -1,9 +1,11 @@
 """``ptlens quick A B``: a first look at two models answering the same few problems, live.
 
-Both models are held at once (the one command that must) and generate in two threads, so their
-answers stream side by side; then each answer is graded and scored for a one-screen table.
-Model text is escaped before display. Sampling runs concurrently, so unlike ``behavior`` a
-rerun is not bit-for-bit identical.
+Both models are held at once (the one command that must). They generate one after the other in
+a background thread, streaming into side-by-side panels, each with its own seed: two models
+sampling at once would share torch's global random state and a rerun would differ. So a rerun
+with the same ``--seed`` gives the same answers. Each answer is graded as soon as it is complete
+(the panel title then says ✓ correct or ✗ wrong), then scored for a one-screen table.
+Model text is escaped before display.
 """
 
 from __future__ import annotations
@@ -63,9 +65,29 @@ class _Stream:
 
     def __init__(self) -> None:
         self.text = ""
+        self.started = False
         self.done = False
+        self.correct: bool | None = None
+        self.extracted: str | None = None
         self.error: BaseException | None = None
         self.generation: Generation | None = None
+
+
+def panel_title(name: str, st: _Stream) -> str:
+    """What the panel title says: waiting, generating, then ✓ correct / ✗ wrong once graded (markup)."""
+    from rich.markup import escape
+
+    if st.correct is True:
+        state = "[green]✓ correct[/]"
+    elif st.correct is False:
+        state = f"[red]✗ wrong[/] [dim](answer: {escape(st.extracted or 'none found')})[/]"
+    elif st.done:
+        state = "[dim]grading …[/]"
+    elif st.started:
+        state = "[dim]generating …[/]"
+    else:
+        state = "[dim]waiting[/]"
+    return f"{escape(name)}  {state}"
 
 
 def _panels(names: Sequence[str], streams: Sequence[_Stream], problem: Problem, index: int, total: int):
@@ -77,16 +99,16 @@ def _panels(names: Sequence[str], streams: Sequence[_Stream], problem: Problem, 
 
     header = Text.from_markup(f"[bold]problem {index + 1}/{total}[/] [dim]{escape(problem.id)}[/]  "
                               f"{escape(problem.question)}  [dim]gold:[/] {escape(problem.answer)}")
-    panels = [Panel(Text(s.text or "…"), title=escape(n) + (" ✓" if s.done else " …"), expand=True)
-              for n, s in zip(names, streams)]
+    panels = [Panel(Text(s.text or "…"), title=panel_title(n, s), expand=True) for n, s in zip(names, streams)]
     return Group(header, Columns(panels, equal=True, expand=True))
 
 
 def quick_compare(lineage, problems: Sequence[Problem], config: QuickConfig, console: Any = None) -> list[QuickRow]:
     """Stream both models' answers to each problem side by side, then grade and score them."""
+    from rich.console import Console
     from rich.live import Live
-    from transformers import TextIteratorStreamer
 
+    console = console or Console()
     cps = lineage.checkpoints[:2]
     names = [c.name for c in cps]
     for c in cps:
@@ -103,41 +125,60 @@ def quick_compare(lineage, problems: Sequence[Problem], config: QuickConfig, con
             prompts = [build_prompt(t, problem.question, ins) for t, ins in zip(toks, instructions)]
             ids = [prompt_ids(t, pr) for t, pr in zip(toks, prompts)]
             streams = [_Stream() for _ in cps]
-            threads = []
+            jobs = []
             for m, t, pr, pid, st, name in zip(models, toks, prompts, ids, streams, names):
-                streamer = TextIteratorStreamer(t, skip_prompt=True, skip_special_tokens=True, timeout=600)
-                th = threading.Thread(target=_generate, daemon=True,
-                                      args=(m, pid, pr.stop, settings, derived_seed(config.seed, name, "quick", pi), streamer, st))
-                reader = threading.Thread(target=_read, args=(streamer, st), daemon=True)
-                th.start()
-                reader.start()
-                threads += [th, reader]
+                jobs.append((m, pid, pr.stop, settings, derived_seed(config.seed, name, "quick", pi), t, st))
+            worker = threading.Thread(target=_generate_all, args=(jobs,), daemon=True)
+            worker.start()
+            if pi:
+                console.print()  # a blank line: in a log file the next header must not run into the panels
             with Live(_panels(names, streams, problem, pi, len(problems)), console=console, refresh_per_second=12,
                       transient=False) as live:
-                while any(th.is_alive() for th in threads):
-                    for th in threads:
-                        th.join(0.05)
+                graded = set()
+                while worker.is_alive() or len(graded) < len(streams):
+                    worker.join(0.05)
+                    for j, st in enumerate(streams):
+                        if j not in graded and (st.generation is not None or st.error is not None):
+                            graded.add(j)
+                            if st.generation is not None:
+                                st.done, st.text = True, st.generation.text
+                                gr = grade(st.generation.text, problem.answer)
+                                st.correct, st.extracted = gr.correct, gr.extracted
+                    if not worker.is_alive() and any(st.generation is None and st.error is None for st in streams):
+                        break
                     live.update(_panels(names, streams, problem, pi, len(problems)))
-                for st in streams:
-                    if st.generation is not None:
-                        st.done = True
-                        st.text = st.generation.text
                 live.update(_panels(names, streams, problem, pi, len(problems)))
+            if not console.is_terminal:
+                console.print()  # off a terminal Live prints its last frame without ending the line
             for st in streams:
                 if st.error is not None:
                     raise st.error
             for m, name, pid, st in zip(models, names, ids, streams):
                 g = st.generation
-                gr = grade(g.text, problem.answer)
                 sc = m.score([(pid, g.token_ids)])[0]
                 rows.append(QuickRow(model=name, problem_id=problem.id, gold=problem.answer, response=g.text,
-                                     extracted=gr.extracted, correct=gr.correct, tokens=len(g.token_ids),
+                                     extracted=st.extracted, correct=bool(st.correct), tokens=len(g.token_ids),
                                      mean_logprob=sc.logprob_sum / max(sc.tokens, 1),
                                      mean_entropy=sc.entropy_sum / max(sc.tokens, 1), truncated=g.finish == "length"))
     finally:
         for m in models:
             m.close()
     return rows
+
+
+def _generate_all(jobs) -> None:
+    """Generate each model's answer in turn (never two at once: they would share torch's random state)."""
+    from transformers import TextIteratorStreamer
+
+    for model, ids, stop, settings, seed, tok, st in jobs:
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        reader = threading.Thread(target=_read, args=(streamer, st), daemon=True)
+        reader.start()
+        st.started = True
+        _generate(model, ids, stop, settings, seed, streamer, st)
+        reader.join()
+        if st.error is not None:
+            return
 
 
 def _generate(model: HFModel, ids: list[int], stop, settings: SamplingSettings, seed: int, streamer, st: _Stream) -> None:
@@ -156,24 +197,36 @@ def _read(streamer, st: _Stream) -> None:
         st.error = st.error or e
 
 
-def summary_table(rows: Sequence[QuickRow]):
-    """The one-screen table: per problem and model, whether it was right, its length, log-prob and entropy."""
+def summary_table(rows: Sequence[QuickRow], width: int = 80):
+    """The one-screen table: per problem and model, the answer (green when right, else red with the gold
+    answer), its length, log-prob and entropy.
+
+    Problem and model (what identifies a row) and the numbers keep their full width; the answer
+    takes what is left of ``width`` and folds when longer.
+    """
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title="ptlens quick", title_justify="left")
-    for col, just in (("problem", "left"), ("model", "left"), ("answer", "left"), ("gold", "left"),
-                      ("correct", "center"), ("tokens", "right"), ("mean log-prob", "right"), ("entropy", "right")):
-        t.add_column(col, justify=just)
-    for r in rows:
-        t.add_row(escape(r.problem_id), escape(r.model), escape(r.extracted or "—"), escape(r.gold),
-                  "[green]yes[/]" if r.correct else "[red]no[/]",
-                  f"{r.tokens}{'+' if r.truncated else ''}", f"{r.mean_logprob:.3f}", f"{r.mean_entropy:.3f}")
     names = list(dict.fromkeys(r.model for r in rows))
+    body = [[r.problem_id, r.model, (r.extracted or "—") + ("" if r.correct else f" (gold {r.gold})"),
+             f"{r.tokens}{'+' if r.truncated else ''}", f"{r.mean_logprob:.3f}", f"{r.mean_entropy:.3f}"] for r in rows]
+    totals = []
     for name in names:
         mine = [r for r in rows if r.model == name]
-        t.add_row("[bold]all[/]", escape(name), "", "", f"{sum(r.correct for r in mine)}/{len(mine)}",
-                  f"{sum(r.tokens for r in mine) / len(mine):.1f}",
-                  f"{sum(r.mean_logprob for r in mine) / len(mine):.3f}",
-                  f"{sum(r.mean_entropy for r in mine) / len(mine):.3f}", end_section=name == names[0])
+        totals.append(["all", name, f"{sum(r.correct for r in mine)}/{len(mine)} correct",
+                       f"{sum(r.tokens for r in mine) / len(mine):.1f}",
+                       f"{sum(r.mean_logprob for r in mine) / len(mine):.3f}",
+                       f"{sum(r.mean_entropy for r in mine) / len(mine):.3f}"])
+    cols = (("problem", "left"), ("model", "left"), ("answer", "left"), ("tokens", "right"), ("log-prob", "right"),
+            ("entropy", "right"))
+    natural = [max(len(c) for c in [h] + [row[j] for row in body + totals]) for j, (h, _) in enumerate(cols)]
+    fixed = sum(w for j, w in enumerate(natural) if j != 2)
+    answer_w = min(natural[2], max(8, width - 1 - 3 * len(cols) - fixed))
+    t = Table(title="ptlens quick (log-prob, entropy: means per response token, nats)", title_justify="left")
+    for j, (col, just) in enumerate(cols):
+        t.add_column(col, justify=just, width=answer_w if j == 2 else natural[j], no_wrap=j != 2, overflow="fold")
+    for r, row in zip(rows, body):
+        t.add_row(escape(row[0]), escape(row[1]), f"[{'green' if r.correct else 'red'}]{escape(row[2])}[/]", *row[3:])
+    for k, row in enumerate(totals):
+        t.add_row("[bold]all[/]", *(escape(c) for c in row[1:]), end_section=k == 0)
     return t

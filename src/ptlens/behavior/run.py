@@ -276,8 +276,13 @@ class _Progress:
                 def render(self, task):
                     return Text(f"{task.speed:.1f} {task.fields.get('unit', 'samples')}/s" if task.speed else "")
 
+            console = Console(stderr=True)
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                                TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+                                TimeRemainingColumn(), console=console, transient=False)
+            if not console.is_terminal:  # a log file: a line per step and every 10% or 30 s, not one at the end
+                from ptlens.clikit import LineProgress
+
+                self.bar = LineProgress(console)
 
     def __enter__(self):
         if self.bar:
@@ -296,6 +301,10 @@ class _Progress:
     def advance(self, task, n: int) -> None:
         if self.bar and task is not None:
             self.bar.advance(task, n)
+
+    def note(self, message: str) -> None:
+        if self.bar:
+            self.bar.console.print(message, markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------- the run
@@ -367,6 +376,8 @@ def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], conf
         done = {(r["problem_id"], r["sample"]) for r in samples.rows if r["model"] == ctx.name}
         todo = [b for b in batches if any((problems[p].id, s) not in done for p, s in b.units)]
         needs_scores = _pending_scores(ctx.name, names[:i + 1], samples, scores)
+        if done:
+            bar.note(f"{ctx.name}: resumed: {len(done)} of {len(problems) * config.n_samples} samples reused")
         if not todo and not needs_scores:
             continue
         if engine == "vllm" and todo:

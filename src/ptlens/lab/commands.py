@@ -19,7 +19,7 @@ from ptlens.errors import PtlensError
 @user_errors
 def lab(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where checkpoints and lineage.json go [default: ./ptlens-lab]."),
-    quick: bool = typer.Option(False, "--quick", help="A much shorter run (under 2 minutes) of the same pipeline, for tests."),
+    quick: bool = typer.Option(False, "--quick", help="The same pipeline with a fraction of the steps, for tests: a few minutes instead of the full run's ~7 on 2 cores."),
     controlled: bool = typer.Option(False, "--controlled", help="Also train two arms from the SFT checkpoint: more SFT vs GRPO, same prompts and examples."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice: data, initialisation, sampling."),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),

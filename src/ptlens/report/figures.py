@@ -173,7 +173,9 @@ def transfer_figure(summary: dict, results: dict | None, path: Path, threshold: 
              if p.get("delta_cosine") is not None]
     if pairs:
         vals = [p["delta_cosine"] for p in pairs]
-        ax.bar(range(len(pairs)), vals, color=[OKABE_ITO[0] if v >= 0 else OKABE_ITO[3] for v in vals])
+        # pairs in greys, as in the weights' composite figure: no transition colour means two things
+        ax.bar(range(len(pairs)), vals, color=["#444444" if v >= 0 else "#AAAAAA" for v in vals],
+               hatch=None, edgecolor="#222222", linewidth=0.5)
         ax.set_xticks(range(len(pairs)), [f"{p['t1']}\nvs {p['t2']}" for p in pairs], fontsize=7)
         for y in (threshold, -threshold):
             ax.axhline(y, color="#666666", lw=0.8, ls=":")

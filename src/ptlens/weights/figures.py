@@ -1,4 +1,10 @@
-"""Weight figures, drawn from summary.json alone so ``ptlens report`` can redraw them."""
+"""Weight figures, drawn from summary.json alone so ``ptlens report`` can redraw them.
+
+Each transition has one style in every figure (``transition_styles``): a colour of its own,
+solid lines and filled markers for consecutive transitions, dashed or dotted lines with larger
+hollow markers for cumulative ones, so that curves lying on top of each other (base→sft,
+base→dpo and base→rlvr often do) all stay visible. Layer axes have integer ticks.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 GROUP_COLORS = {"attention": "#0072B2", "mlp": "#E69F00", "embedding": "#009E73", "head": "#D55E00",
@@ -23,12 +30,53 @@ METRIC_LABEL = {
     "stable_rank_wmean": "stable rank of ΔW (param-weighted mean)",
     "top16_energy_wmean": "top-16 energy of ΔW (param-weighted mean)",
     "principal_overlap_wmean": "principal-weight overlap (1 = chance)",
+    "subspace_angle_u_mean_wmean": "mean angle between top-k left singular subspaces of W_A, W_B",
 }
+
+
+CONSECUTIVE_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#56B4E9", "#F0E442", "#000000", "#999999"]
+CUMULATIVE_COLOURS = ["#D55E00", "#CC79A7", "#882255", "#44AA99", "#AA4499", "#117733"]
+CUMULATIVE_LINES = ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]
+CUMULATIVE_MARKERS = ["s", "^", "D", "v", "P"]
+PAIR_STYLES = [("#444444", ""), ("#999999", "//"), ("#CCCCCC", ".."), ("#666666", "xx"), ("#BBBBBB", "\\\\")]
+"""Δ-cosine pairs are not transitions: greys and hatches, so no transition colour means two things."""
 
 
 def _transitions(summary: dict) -> list[str]:
     ts = summary["transitions"]
     return [t["name"] for t in ts if t["kind"] == "consecutive"] + [t["name"] for t in ts if t["kind"] == "cumulative"]
+
+
+def transition_styles(summary: dict) -> dict[str, dict]:
+    """One matplotlib style per transition, the same in every figure of a run."""
+    out = {}
+    cons = [t["name"] for t in summary["transitions"] if t["kind"] == "consecutive"]
+    cums = [t["name"] for t in summary["transitions"] if t["kind"] == "cumulative"]
+    for i, t in enumerate(cons):
+        out[t] = dict(color=CONSECUTIVE_COLOURS[i % len(CONSECUTIVE_COLOURS)], ls="-", marker="o", ms=4, lw=1.6,
+                      hatch="", mfc=None, zorder=3)
+    for i, t in enumerate(cums):
+        out[t] = dict(color=CUMULATIVE_COLOURS[i % len(CUMULATIVE_COLOURS)],
+                      ls=CUMULATIVE_LINES[i % len(CUMULATIVE_LINES)], marker=CUMULATIVE_MARKERS[i % len(CUMULATIVE_MARKERS)],
+                      ms=7 + 2 * i, lw=1.6, hatch="//", mfc="none", zorder=2 - 0.01 * i)
+    return out
+
+
+def _line(ax, xs, ys, style: dict, label: str) -> None:
+    ax.plot(xs, ys, linestyle=style["ls"], marker=style["marker"], ms=style["ms"], lw=style["lw"], color=style["color"],
+            markerfacecolor=style["mfc"] or style["color"], markeredgewidth=1.2, label=label, zorder=style["zorder"])
+
+
+def _layer_axis(ax) -> None:
+    """Layers are integers: no 0.5 ticks."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer")
+
+
+def overview_filename(summary: dict) -> str:
+    """``sft_vs_rlvr_comparison.png`` when the lineage has an sft and an rlvr stage; else a name that claims no pair."""
+    labels = {c.get("label") for c in (summary.get("lineage") or {}).get("checkpoints") or []}
+    return "sft_vs_rlvr_comparison.png" if {"sft", "rlvr"} <= labels else "weight_changes_overview.png"
 
 
 def _rows(summary: dict, agg: str, transition: str) -> list[dict]:
@@ -99,7 +147,7 @@ def layer_curves(summary: dict, metric: str, path: Path) -> Path | None:
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=3, label=g, color=GROUP_COLORS.get(g, "#999999"))
         ax.set_title(t, fontsize=10)
-        ax.set_xlabel("layer")
+        _layer_axis(ax)
         ax.set_ylabel(METRIC_LABEL.get(metric, metric), fontsize=8)
         if metric == "rel_change":
             ax.set_yscale("log")
@@ -117,26 +165,40 @@ def spectral_curves(summary: dict, path: Path) -> Path | None:
     if not metrics:
         return None
     trans = _transitions(summary)
+    styles = transition_styles(summary)
     fig, axes = _grid(len(metrics))
     for ax, m in zip(axes, metrics):
-        for i, t in enumerate(trans):
+        for t in trans:
             pts = sorted((r["key"][0], r[m]) for r in _rows(summary, "layer", t) if r.get(m) is not None)
             if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=t, color=OKABE_ITO[i % len(OKABE_ITO)])
-        label = METRIC_LABEL.get(m, m.replace("_wmean", "").replace("_", " ")) + ("" if "angle" not in m else " (degrees)")
-        ax.set_ylabel(label.replace("top16", f"top{k}"), fontsize=8)
-        ax.set_xlabel("layer")
+                _line(ax, *zip(*pts), styles[t], t)
+        label = METRIC_LABEL.get(m, m.replace("_wmean", "").replace("_", " ")) + ("" if "angle" not in m else " (°)")
+        ax.set_ylabel(label.replace("top-16", f"top-{k}").replace("top-k", f"top-{k}"), fontsize=8)
+        _layer_axis(ax)
         if m == "principal_overlap_wmean":
-            ax.axhline(1.0, color="#666666", lw=0.8, ls="--")
+            _chance_axis(ax, [v for t in trans for r in _rows(summary, "layer", t) if (v := r.get(m)) is not None])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Spectral structure of the updates, per layer (2-D matrices)")
     return _save(fig, path)
 
 
+def _chance_axis(ax, values: list[float]) -> None:
+    """Principal overlap: 1 = chance. Limits always include 0.8–1.2 around it and no offset, so noise of ±1e-4
+    reads as what it is (no departure from chance) instead of filling the axis."""
+    lo = min([0.8] + [v - 0.05 for v in values])
+    hi = max([1.2] + [v + 0.05 for v in values])
+    ax.set_ylim(lo, hi)
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    ax.axhline(1.0, color="#666666", lw=0.8, ls="--", zorder=1)
+    ax.annotate("1 = chance", xy=(1.0, 1.0), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                textcoords="offset points", ha="right", va="bottom", fontsize=7, color="#666666")
+
+
 def overview(summary: dict, path: Path) -> Path | None:
     """The composite figure: where and how much each transition changed the weights."""
     trans = _transitions(summary)
+    styles = transition_styles(summary)
     groups = [g for g in GROUP_COLORS if any(r["key"] == [g] for r in summary["aggregates"]["group"])]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9), layout="constrained")
     width = 0.8 / max(1, len(trans))
@@ -144,41 +206,47 @@ def overview(summary: dict, path: Path) -> Path | None:
         for i, t in enumerate(trans):
             vals = {r["key"][0]: r[metric] for r in _rows(summary, "group", t)}
             ys = [vals.get(g) or 0.0 for g in groups]
-            ax.bar(np.arange(len(groups)) + i * width, ys, width, label=t, color=OKABE_ITO[i % len(OKABE_ITO)])
+            ax.bar(np.arange(len(groups)) + i * width, ys, width, label=t, color=styles[t]["color"],
+                   hatch=styles[t]["hatch"], edgecolor="white", linewidth=0.5)
         ax.set_xticks(np.arange(len(groups)) + width * (len(trans) - 1) / 2, groups)
         ax.set_ylabel(METRIC_LABEL[metric])
         if log:
             ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
     ax = axes[1, 0]
-    for i, t in enumerate(trans):
+    for t in trans:
         pts = sorted((r["key"][0], r["rel_change"]) for r in _rows(summary, "layer", t) if r.get("rel_change"))
         if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, label=t, color=OKABE_ITO[i % len(OKABE_ITO)])
+            _line(ax, *zip(*pts), styles[t], t)
     ax.set_yscale("log")
-    ax.set_xlabel("layer")
+    _layer_axis(ax)
     ax.set_ylabel(METRIC_LABEL["rel_change"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax = axes[1, 1]
     pairs = [p for p in summary["aggregates"]["delta_cosine_group"] if p["delta_cosine"] is not None]
-    labels = sorted({f"{p['t1']} vs {p['t2']}" for p in pairs})
+    labels = list(dict.fromkeys(f"{p['t1']} vs {p['t2']}" for p in pairs))
+    pw = 0.8 / max(1, len(labels))
     for i, lab in enumerate(labels):
         vals = {p["key"][0]: p["delta_cosine"] for p in pairs if f"{p['t1']} vs {p['t2']}" == lab}
-        ax.bar(np.arange(len(groups)) + i * (0.8 / max(1, len(labels))), [vals.get(g, 0.0) for g in groups],
-               0.8 / max(1, len(labels)), label=lab, color=OKABE_ITO[(i + 3) % len(OKABE_ITO)])
+        colour, hatch = PAIR_STYLES[i % len(PAIR_STYLES)]
+        ax.bar(np.arange(len(groups)) + i * pw, [vals.get(g, 0.0) for g in groups], pw, label=lab, color=colour,
+               hatch=hatch, edgecolor="#222222", linewidth=0.5)
     ax.axhline(0, color="#333333", lw=0.8)
-    ax.set_xticks(np.arange(len(groups)) + 0.4 - 0.4 / max(1, len(labels)), groups)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - pw / 2, groups)
     ax.set_ylabel("cos(ΔW₁, ΔW₂)")
-    ax.set_title("Do stages push the weights the same way?", fontsize=10)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_title("Do stages push the weights the same way? (1 = same direction, 0 = unrelated)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     if labels:
         ax.legend(fontsize=7)
     axes[0, 0].set_title("How much each module group moved", fontsize=10)
     axes[0, 1].set_title("How many entries changed at all", fontsize=10)
     axes[1, 0].set_title("Where in depth the change sits", fontsize=10)
-    fig.suptitle("Weight changes per post-training transition")
+    fig.suptitle("Weight changes per post-training transition (hatched / dashed: cumulative, from the first checkpoint)")
     return _save(fig, path)
 
 
@@ -190,6 +258,6 @@ def weight_figures(summary: dict, out_dir: Path) -> dict[str, Path]:
         "layers_rel_change": layer_curves(summary, "rel_change", wdir / "layers_rel_change.png"),
         "layers_changed_exact": layer_curves(summary, "changed_exact", wdir / "layers_changed_exact.png"),
         "spectral": spectral_curves(summary, wdir / "spectral.png"),
-        "overview": overview(summary, Path(out_dir) / "sft_vs_rlvr_comparison.png"),
+        "overview": overview(summary, Path(out_dir) / overview_filename(summary)),
     }
     return {k: v for k, v in made.items() if v is not None}

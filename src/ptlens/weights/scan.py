@@ -61,7 +61,7 @@ class ScanConfig:
             try:
                 re.compile(self.layer_pattern)
             except re.error as e:
-                raise PtlensError(f"--layer-pattern {self.layer_pattern!r} is not a valid regular expression ({e})") from None
+                raise PtlensError(f"--layer-pattern '{self.layer_pattern}' is not a valid regular expression ({e})") from None
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise PtlensError(f"--device must be cpu, cuda or auto, not {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -195,7 +195,7 @@ def plan_tensors(indexes: list[CheckpointIndex], names: list[str], layer_pattern
         shown = "; ".join(mismatches[:8]) + (f"; … {len(mismatches) - 8} more" if len(mismatches) > 8 else "")
         raise ArchitectureMismatch(f"architecture mismatch: {len(mismatches)} tensor(s) differ in shape: {shown}")
     if pattern and not plans:
-        raise PtlensError(f"--layer-pattern {layer_pattern!r} matches no tensor present in two or more checkpoints")
+        raise PtlensError(f"--layer-pattern '{layer_pattern}' matches no tensor present in two or more checkpoints")
     return plans, missing, skipped
 
 
@@ -287,10 +287,9 @@ class _Scanner:
         records: list[TensorRecord] = []
         pair_records: list[PairRecord] = []
         if self.cfg.workers:
-            torch.set_num_threads(self.cfg.workers)
-            import numba
+            from ptlens.threads import apply
 
-            numba.set_num_threads(min(self.cfg.workers, numba.config.NUMBA_NUM_THREADS))
+            apply(self.cfg.workers)
         for i, plan in enumerate(plans):
             if i + 1 < len(plans):
                 for r in self.readers:

@@ -1,0 +1,96 @@
+"""Bad input found before any work: one line, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ptlens.cli import app
+from ptlens.clikit import check_output_dir
+from ptlens.errors import PtlensError
+from ptlens.synth import LlamaShape
+from weights_helpers import SHAPE, base_weights, write_lineage
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def lineage(tmp_path_factory):
+    root = tmp_path_factory.mktemp("errors")
+    base = base_weights()
+    sft = {k: v + 1e-3 for k, v in base.items()}
+    args = write_lineage(root / "same", {"base": base, "sft": sft})
+    deep = LlamaShape(vocab=SHAPE.vocab, hidden=SHAPE.hidden, intermediate=SHAPE.intermediate, layers=4,
+                      heads=SHAPE.heads, kv_heads=SHAPE.kv_heads)
+    four = write_lineage(root / "four", {"base": base_weights(shape=deep)}, shape=deep)
+    two = write_lineage(root / "two", {"sft": sft})
+    return root, args, four + two
+
+
+def _one_error_line(res, *needles):
+    assert res.exit_code == 2, res.output
+    lines = [l for l in res.output.splitlines() if l.strip()]
+    assert lines and lines[0].startswith("ptlens: error:"), res.output  # no empty progress line above it
+    assert "Traceback" not in res.output
+    for n in needles:
+        assert n in res.output, (n, res.output)
+
+
+def test_output_dir_under_a_file(lineage, tmp_path):
+    _, args, _ = lineage
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = runner.invoke(app, ["weights", "--models", *args, "--output-dir", str(blocker / "out")])
+    _one_error_line(res, "is a file")
+    assert blocker.read_text() == "x" and list(tmp_path.iterdir()) == [blocker]
+
+
+def test_output_dir_in_proc(lineage):
+    _, args, _ = lineage
+    res = runner.invoke(app, ["weights", "--models", *args, "--output-dir", "/proc/ptlens-out"])
+    _one_error_line(res, "not writable")
+
+
+def test_check_output_dir_creates_nothing(tmp_path):
+    check_output_dir(tmp_path / "a" / "b")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("")
+    with pytest.raises(PtlensError, match="not a folder"):
+        check_output_dir(tmp_path / "f")
+
+
+@pytest.mark.parametrize("extra,needle", [(["--n-samples", "0"], "--n-samples must be at least 1"),
+                                          (["--limit", "0"], "--limit must be at least 1"),
+                                          (["--engine", "nope"], "--engine must be"),
+                                          (["--problems", "missing.jsonl"], "missing.jsonl")])
+def test_run_validates_every_option_before_the_scan(lineage, tmp_path, extra, needle):
+    _, args, _ = lineage
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", "--models", *args, "--output-dir", str(out), *extra])
+    _one_error_line(res, needle)
+    assert not out.exists()
+
+
+def test_missing_tensors_are_an_error_unless_allowed(lineage, tmp_path):
+    _, _, mixed = lineage
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["weights", "--models", *mixed, "--output-dir", str(out)])
+    _one_error_line(res, "checkpoint sft lacks 18 tensor(s)", "model.layers.2.", "--allow-missing")
+    assert not out.exists()
+    res = runner.invoke(app, ["weights", "--models", *mixed, "--output-dir", str(out), "--allow-missing",
+                              "--spectral", "off", "--no-figures"])
+    assert res.exit_code == 0, res.output
+    assert "skipped 18 tensor(s) absent from some checkpoints" in res.output
+
+
+def test_regex_error_shows_the_pattern_as_typed(lineage, tmp_path):
+    _, args, _ = lineage
+    res = runner.invoke(app, ["weights", "--models", *args, "--layer-pattern", r"layers\.0\.(",
+                              "--output-dir", str(tmp_path / "o")])
+    _one_error_line(res, r"'layers\.0\.(' is not a valid regular expression")
+    assert r"\\." not in res.output
+    res = runner.invoke(app, ["weights", "--models", *args, "--layer-pattern", r"nothing\.here",
+                              "--output-dir", str(tmp_path / "o")])
+    _one_error_line(res, r"'nothing\.here' matches no tensor")
+    assert not (tmp_path / "o").exists()

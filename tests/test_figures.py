@@ -1,0 +1,118 @@
+"""Figure properties checked on the matplotlib Figure objects: integer layer ticks, no offset on the
+principal-overlap axis, one style per transition, legends that show what the lines mean, file names."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from ptlens.behavior import figures as BF  # noqa: E402
+from ptlens.weights import figures as WF  # noqa: E402
+
+LAYERS = 4
+TRANS = [("base→sft", "consecutive"), ("sft→dpo", "consecutive"), ("dpo→rlvr", "consecutive"),
+         ("base→dpo", "cumulative"), ("base→rlvr", "cumulative")]
+GROUPS = ["attention", "mlp", "embedding", "head", "norm"]
+
+
+def summary(labels=("base", "sft", "dpo", "rlvr")) -> dict:
+    """A summary.json shaped dict whose cumulative curves coincide and whose principal overlap is 1 ± 1e-4."""
+    agg = {k: [] for k in ("model", "group", "layer", "layer_group", "layer_kind", "delta_cosine_group")}
+    for i, (t, _) in enumerate(TRANS):
+        rel = 0.1 if t.startswith("base") else 0.001 * (i + 1)
+        for g in GROUPS:
+            agg["group"].append({"transition": t, "key": [g], "rel_change": rel, "changed_exact": 0.9})
+        for layer in range(LAYERS):
+            agg["layer"].append({"transition": t, "key": [layer], "rel_change": rel * (1 + 0.1 * layer),
+                                 "stable_rank_wmean": 5.0, "top16_energy_wmean": 0.8,
+                                 "principal_overlap_wmean": 1.0 + (-1) ** (layer + i) * 1e-4,
+                                 "subspace_angle_u_mean_wmean": 8.0})
+            for g in ("attention", "mlp"):
+                agg["layer_group"].append({"transition": t, "key": [layer, g], "rel_change": rel,
+                                           "changed_exact": 0.9})
+                agg["layer_kind"].append({"transition": t, "key": [layer, "q_proj" if g == "attention" else "up_proj"],
+                                          "rel_change": rel, "changed_exact": 0.9})
+    for t1, t2 in (("base→sft", "sft→dpo"), ("sft→dpo", "dpo→rlvr"), ("base→sft", "dpo→rlvr")):
+        for g in GROUPS:
+            agg["delta_cosine_group"].append({"t1": t1, "t2": t2, "key": [g], "delta_cosine": 0.2})
+    return {"transitions": [{"name": t, "kind": k} for t, k in TRANS], "aggregates": agg, "settings": {"k": 16},
+            "lineage": {"checkpoints": [{"label": l, "name": l} for l in labels]}}
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    figs = []
+    monkeypatch.setattr(WF, "_save", lambda fig, path: figs.append(fig) or path)
+    monkeypatch.setattr(BF, "_save", lambda fig, path, **kw: figs.append(fig) or path)
+    yield figs
+    for f in figs:
+        WF.plt.close(f)
+
+
+def _layer_axes(fig):
+    return [ax for ax in fig.axes if ax.get_xlabel() == "layer"]
+
+
+def test_layer_axes_have_integer_ticks(captured, tmp_path):
+    s = summary()
+    WF.layer_curves(s, "rel_change", tmp_path / "a.png")
+    WF.spectral_curves(s, tmp_path / "b.png")
+    WF.overview(s, tmp_path / "c.png")
+    axes = [ax for f in captured for ax in _layer_axes(f)]
+    assert len(axes) >= 5 + 4 + 1
+    for ax in axes:
+        ax.figure.canvas.draw()
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_principal_overlap_axis_shows_chance_without_offset(captured, tmp_path):
+    WF.spectral_curves(summary(), tmp_path / "s.png")
+    (fig,) = captured
+    ax = next(a for a in fig.axes if "principal" in a.get_ylabel())
+    fig.canvas.draw()
+    assert ax.yaxis.get_offset_text().get_text() == ""
+    lo, hi = ax.get_ylim()
+    assert lo <= 0.8 and hi >= 1.2  # 1 = chance inside, and ±1e-4 noise stays flat at that scale
+    assert any(abs(l.get_ydata()[0] - 1.0) < 1e-12 for l in ax.get_lines() if len(l.get_ydata()) == 2)
+
+
+def test_cumulative_curves_stay_distinguishable_and_colours_mean_one_thing(captured, tmp_path):
+    s = summary()
+    WF.overview(s, tmp_path / "o.png")
+    (fig,) = captured
+    depth = next(a for a in fig.axes if a.get_xlabel() == "layer")
+    lines = {l.get_label(): l for l in depth.get_lines()}
+    looks = {(str(lines[t].get_linestyle()), lines[t].get_marker()) for t in ("base→sft", "base→dpo", "base→rlvr")}
+    assert len(looks) == 3  # the three overlapping cumulative curves differ in line style and marker
+    colours = {t: matplotlib.colors.to_hex(lines[t].get_color()) for t, _ in TRANS}
+    assert len(set(colours.values())) == len(TRANS)
+    bars = fig.axes[0]
+    for patch_label, container in zip([t for t, _ in TRANS], bars.containers):
+        assert matplotlib.colors.to_hex(container.patches[0].get_facecolor()) == colours[patch_label]
+    cos = next(a for a in fig.axes if "cos" in a.get_ylabel())
+    pair_colours = {matplotlib.colors.to_hex(c.patches[0].get_facecolor()) for c in cos.containers}
+    assert not pair_colours & set(colours.values())  # a cosine pair never wears a transition's colour
+
+
+def test_overview_file_is_named_for_what_it_compares():
+    assert WF.overview_filename(summary()) == "sft_vs_rlvr_comparison.png"
+    assert WF.overview_filename(summary(("base", "sft", "dpo"))) == "weight_changes_overview.png"
+
+
+def test_pass_at_k_legend_shows_the_maj_dashes(captured, tmp_path):
+    e = lambda v: {"value": v, "lo": v - 0.05, "hi": v + 0.05}
+    ks = [1, 2, 4]
+    models = {n: {"metrics": {**{f"pass@{k}": e(0.3 + 0.1 * k / 4) for k in ks},
+                              **{f"maj@{k}": e(0.3) for k in ks}}} for n in ("sft", "rlvr")}
+    BF.pass_at_k_figure({"ks": ks, "models": models}, tmp_path / "p.png")
+    (fig,) = captured
+    ax = fig.axes[0]
+    legends = [c for c in ax.get_children() if isinstance(c, matplotlib.legend.Legend)]
+    entries = {t.get_text(): h for lg in legends for t, h in zip(lg.get_texts(), lg.legend_handles)}
+    assert {"sft", "rlvr", "pass@k (95% band)", "maj@k"} <= set(entries)
+    assert entries["maj@k"].get_linestyle() == "--" and entries["pass@k (95% band)"].get_linestyle() == "-"
+    assert max(lg.handlelength or 0 for lg in legends) >= 3  # long enough for a dash pattern to show
