@@ -314,7 +314,8 @@ def adl_tokens(direction: torch.Tensor, head: Head, top: int = 10) -> tuple[list
     norm is applied to the difference itself (RMSNorm rescales it to unit RMS and applies B's
     per-dimension gain), so the ranking depends on the direction, not on its length.
     """
-    logits = head.read(direction.float())
+    with torch.no_grad():
+        logits = head.read(direction.float())
     k = min(top, logits.numel())
     hi = torch.topk(logits, k)
     lo = torch.topk(-logits, k)

@@ -30,6 +30,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,9 @@ class MechanismConfig:
     transitions: str = "consecutive"
     """consecutive (neighbours) or all (neighbours and first → each later checkpoint)."""
     max_new_tokens: int = 512
+    hybrid_length_factor: float = 2.0
+    """A and the hybrids answer in at most this × B's longest greedy answer (≥ 32, ≤ max_new_tokens) tokens:
+    a hybrid still talking at twice B's length counts as truncated. Keeps rambling hybrids cheap."""
     device: str = "auto"
     dtype: str = "auto"
     instruction: str | None = AUTO_INSTRUCTION
@@ -261,8 +265,9 @@ def _flat(stats: dict) -> dict:
 # ---------------------------------------------------------------- one transition
 
 
-def _greedy(model: HFModel, rows: Sequence[list[int]], stop, config: MechanismConfig, problems) -> tuple[list, np.ndarray]:
-    settings = SamplingSettings(temperature=0.0, top_p=1.0, max_new_tokens=config.max_new_tokens)
+def _greedy(model: HFModel, rows: Sequence[list[int]], stop, config: MechanismConfig, problems,
+            max_new_tokens: int | None = None) -> tuple[list, np.ndarray]:
+    settings = SamplingSettings(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens or config.max_new_tokens)
     gens = []
     for s in range(0, len(rows), config.batch_size):
         gens += model.generate(rows[s:s + config.batch_size], stop, settings, seed=config.seed)
@@ -346,7 +351,10 @@ def _transplants(ma: HFModel, cp_a, cp_b, index_b, name, probs, prows, stop, pai
 
     model = ma.model
     tokens = np.array([len(r) for _, r in pairs], dtype=float)
-    _, correct_a = _greedy(ma, prows, stop, config, probs)
+    cap = min(config.max_new_tokens, max(32, math.ceil(config.hybrid_length_factor * max(tokens, default=0))))
+    _, correct_a = _greedy(ma, prows, stop, config, probs, cap)
+    notes.append(f"{name}: {cp_a.name} and the hybrids answered in at most {cap} new tokens "
+                 f"({config.hybrid_length_factor:g} × {cp_b.name}'s longest greedy answer)")
     ref_a = response_logprobs(model, pairs, pad, vocab)
     zero = np.zeros(len(pairs))
     m_a = Measured(correct_a, zero, kl_sums(ref_b, ref_a))
@@ -375,7 +383,7 @@ def _transplants(ma: HFModel, cp_a, cp_b, index_b, name, probs, prows, stop, pai
             swap.apply(tensors)
             del tensors
             try:
-                _, correct = _greedy(ma, prows, stop, config, probs)
+                _, correct = _greedy(ma, prows, stop, config, probs, cap)
                 lp = response_logprobs(model, pairs, pad, vocab)
             finally:
                 swap.restore()

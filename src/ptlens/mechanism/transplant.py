@@ -193,7 +193,7 @@ def _est(e: Estimate) -> dict:
 
 
 def _num(x) -> float | None:
-    return float(x) if x is not None and math.isfinite(float(x)) else None
+    return float(x) + 0.0 if x is not None and math.isfinite(float(x)) else None  # + 0.0: no "-0"
 
 
 def _ratio(num: Callable[[np.ndarray | None], float], den: Callable[[np.ndarray | None], float]):
