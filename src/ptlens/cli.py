@@ -191,8 +191,8 @@ def run(
         from ptlens.mechanism.commands import run_step
         from ptlens.mechanism.run import MechanismConfig
 
-        run_step(lineage, MechanismConfig(problems=problems, device=device, allow_pickle=allow_pickle,
-                                          overwrite=overwrite), output_dir)
+        run_step(lineage, MechanismConfig(problems=problems, limit=min(limit or 32, 32), max_new_tokens=max_new_tokens,
+                                          device=device, allow_pickle=allow_pickle, overwrite=overwrite), output_dir)
     write_report(output_dir)
 
 

@@ -271,8 +271,21 @@ def _greedy(model: HFModel, rows: Sequence[list[int]], stop, config: MechanismCo
     gens = []
     for s in range(0, len(rows), config.batch_size):
         gens += model.generate(rows[s:s + config.batch_size], stop, settings, seed=config.seed)
-    correct = np.array([grade(g.text, p.answer).correct for g, p in zip(gens, problems)], dtype=bool)
+    correct = np.array([_grade(g.text, p.answer) for g, p in zip(gens, problems)], dtype=bool)
     return gens, correct
+
+
+_GRADES: dict[tuple[str, str], bool] = {}
+
+
+def _grade(text: str, gold: str) -> bool:
+    """Grades are pure functions of (response, gold); hybrids often repeat A's or B's answers word for word."""
+    key = (text, gold)
+    if key not in _GRADES:
+        if len(_GRADES) > 100_000:
+            _GRADES.clear()
+        _GRADES[key] = grade(text, gold).correct
+    return _GRADES[key]
 
 
 def transition(cp_a, cp_b, index_a, index_b, name: str, problems: Sequence[Problem],

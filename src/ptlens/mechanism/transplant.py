@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ptlens.behavior.metrics import Estimate, Statistic, estimate, paired_difference
+from ptlens.behavior.metrics import Estimate, Statistic, _Batched, estimate, paired_difference
 from ptlens.mechanism.activations import kl_rows
 from ptlens.weights.names import parse_name
 
@@ -196,15 +196,22 @@ def _num(x) -> float | None:
     return float(x) + 0.0 if x is not None and math.isfinite(float(x)) else None  # + 0.0: no "-0"
 
 
-def _ratio(num: Callable[[np.ndarray | None], float], den: Callable[[np.ndarray | None], float]):
+def _ratio(num: Callable, den: Callable) -> _Batched:
+    """num(w) / den(w) for one weight vector (None: the point value) or all resamples at once (rows of w)."""
     def f(w):
-        d = den(w)
-        return num(w) / d if d != 0 else float("nan")
-    return f
+        n, d = np.asarray(num(w), dtype=float), np.asarray(den(w), dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(d != 0, n / np.where(d != 0, d, 1.0), np.nan)
+    return _Batched(many=f, one=lambda: float(f(None)))
+
+
+def _batched(f: Callable) -> _Batched:
+    return _Batched(many=f, one=lambda: float(f(None)))
 
 
 def _wsum(v: np.ndarray):
-    return lambda w: float(v.sum()) if w is None else float(w @ v)
+    """Σ_p v_p for the point value, w @ v for resamples (w: one row or a matrix of them)."""
+    return lambda w: float(v.sum()) if w is None else w @ v
 
 
 def part_statistics(m: Measured, a: Measured, b: Measured, tokens: np.ndarray, weights: np.ndarray) -> dict:
@@ -238,21 +245,17 @@ def sum_of_parts(parts: Sequence[Measured], a: Measured, b: Measured, weights: n
     def acc_sum(w):
         return sum(_mean(p.correct, w) - _mean(a.correct, w) for p in parts)
 
-    def kl_sum(w):
-        d = _wsum(a.kl_to_b)(w)
-        return sum(d - _wsum(p.kl_to_b)(w) for p in parts) / d if d != 0 else float("nan")
-
-    def acc_share(w):
-        d = _mean(b.correct, w) - _mean(a.correct, w)
-        return acc_sum(w) / d if d != 0 else float("nan")
+    kl_sum = _ratio(lambda w: sum(_wsum(a.kl_to_b)(w) - _wsum(p.kl_to_b)(w) for p in parts), _wsum(a.kl_to_b))
+    acc_share = _ratio(acc_sum, lambda w: _mean(b.correct, w) - _mean(a.correct, w))
 
     whole = Statistic.mean(b.correct.astype(float)).value() - Statistic.mean(a.correct.astype(float)).value()
     nan = _est(Estimate(float("nan"), float("nan"), float("nan")))
-    return {"acc_change": _est(estimate(acc_sum, weights)),
+    return {"acc_change": _est(estimate(_batched(acc_sum), weights)),
             "acc_recovered": _est(estimate(acc_share, weights)) if whole != 0 else nan,
             "kl_recovered": _est(estimate(kl_sum, weights)) if a.kl_to_b.sum() > 0 else nan}
 
 
-def _mean(v: np.ndarray, w: np.ndarray | None) -> float:
+def _mean(v: np.ndarray, w: np.ndarray | None):
+    """Mean over problems: plain, or under bootstrap weights (one row, or a matrix of rows → one value per row)."""
     v = v.astype(float)
-    return float(v.mean()) if w is None else float(w @ v / w.sum())
+    return float(v.mean()) if w is None else (w @ v) / w.sum(-1)
