@@ -202,20 +202,36 @@ def test_parts_cover_every_tensor_once():
                                                                  "layers 6-7", "non-layer"]
 
 
-def test_cli_on_shipped_lineage(tmp_path):
+def test_cli_on_shipped_lineage_and_report(tmp_path):
+    """ptlens mechanism on two shipped checkpoints writes its files; the report says "not measured" before, and
+    shows the section after."""
     from typer.testing import CliRunner
 
     from ptlens.cli import app
+    from ptlens.report.build import build_report
 
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["mechanism", "--models", f"sft={TINY / 'sft'}", f"rlvr={TINY / 'rlvr'}",
-                                 "--limit", "4", "--output-dir", str(out), "--device", "cpu"])
+    models = ["--models", f"sft={TINY / 'sft'}", f"rlvr={TINY / 'rlvr'}"]
+    r = CliRunner().invoke(app, ["behavior", *models, "--limit", "2", "--n-samples", "1", "--max-new-tokens", "16",
+                                 "--output-dir", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    build_report(out)
+    assert "Not measured: no mechanism results" in (out / "report.html").read_text()
+    assert "_Not measured: no mechanism results" in (out / "report.md").read_text()
+    r = CliRunner().invoke(app, ["mechanism", *models, "--limit", "4", "--output-dir", str(out), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     for f in ("layers.csv", "adl.json", "transplant.csv", "summary.json", "depth_profile.png", "transplant.png"):
         assert (out / "mechanism" / f).is_file(), f
     rows = _rows(out / "mechanism" / "transplant.csv")
     assert {r["part"] for r in rows} >= {"sft", "rlvr", "mlp", "attention", "layer 3", "sum of layers"}
     assert all(r["transition"] == "sft→rlvr" for r in rows)
+    build_report(out)
+    html, md = (out / "report.html").read_text(), (out / "report.md").read_text()
+    for text in (html, md):
+        assert "Mechanism: which layers and modules carry the change" in text
+        assert "Not measured: no mechanism results" not in text
+    assert 'id="fig-mechanism-depth_figure"' in html and "data:image/png;base64," in html
+    assert "mechanism/transplant.png" in md
 
 
 def test_architecture_mismatch_is_one_line(tmp_path):

@@ -200,7 +200,7 @@ def run_mechanism(lineage, config: MechanismConfig, output_dir: str | Path,
     pairs = pairs_for(lineage, config.transitions)
     for i, j, _ in pairs:
         check_pair(lineage.checkpoints[i], lineage.checkpoints[j], indexes[i], indexes[j])
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     layers_rows, adl, trows, notes, timings = [], [], [], [], {}
     for i, j, name in pairs:
         ts = time.perf_counter()
@@ -221,7 +221,8 @@ def run_mechanism(lineage, config: MechanismConfig, output_dir: str | Path,
         "lineage": lineage.to_dict(), "transitions": [n for _, _, n in pairs],
         "n_problems": len(problems), "plain_texts": list(PLAIN_TEXTS[:config.plain_prompts]),
         "layers": layers_rows, "transplant": trows, "notes": notes,
-        "seconds": round(time.perf_counter() - t0, 3), "seconds_per_transition": timings, "versions": versions(),
+        "seconds": round(time.perf_counter() - t0, 3), "cpu_seconds": round(time.process_time() - cpu0, 3),
+        "seconds_per_transition": timings, "versions": versions(),
     }
     write_text(out / files["layers"], _csv(layers_rows, LAYER_COLUMNS))
     write_json(out / files["adl"], {"k": config.adl_k, "readout": ADL_READOUT, "transitions": adl})
