@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -295,9 +295,7 @@ def transition(cp_a, cp_b, index_a, index_b, name: str, problems: Sequence[Probl
     import torch
 
     from ptlens.mechanism.activations import adl_tokens, compare_pass, finite, make_batches, record_pass
-    from ptlens.mechanism.transplant import (Measured, Swap, kl_sums, part_shares, part_statistics, plan_parts,
-                                             response_logprobs, sum_of_parts)
-    from ptlens.weights.index import Reader
+    from ptlens.mechanism.transplant import response_logprobs
     from ptlens.weights.names import parse_name
 
     notes = []
@@ -359,8 +357,8 @@ def _tok(tok, i: int, v: float) -> dict:
 
 def _transplants(ma: HFModel, cp_a, cp_b, index_b, name, probs, prows, stop, pairs, ref_b, correct_b, vocab, pad,
                  config: MechanismConfig, notes: list) -> list[dict]:
-    from ptlens.mechanism.transplant import (Measured, Swap, kl_sums, part_shares, part_statistics, plan_parts,
-                                             response_logprobs, sum_of_parts)
+    from ptlens.mechanism.transplant import (Measured, Swap, kl_sum, kl_sums, part_shares, part_statistics,
+                                             plan_parts, response_logprobs, sum_of_parts)
     from ptlens.weights.index import Reader
 
     model = ma.model
@@ -398,10 +396,11 @@ def _transplants(ma: HFModel, cp_a, cp_b, index_b, name, probs, prows, stop, pai
             del tensors
             try:
                 _, correct = _greedy(ma, prows, stop, config, probs, cap)
-                lp = response_logprobs(model, pairs, pad, vocab)
+                kls = response_logprobs(model, pairs, pad, vocab,
+                                        reduce=lambda i, lp: (kl_sum(ref_a[i], lp), kl_sum(ref_b[i], lp)))
             finally:
                 swap.restore()
-            measured[part.name] = Measured(correct, kl_sums(ref_a, lp), kl_sums(ref_b, lp))
+            measured[part.name] = Measured(correct, np.array([k[0] for k in kls]), np.array([k[1] for k in kls]))
     shares = part_shares(parts, sq)
     base = {"transition": name, "a": cp_a.name, "b": cp_b.name, "n_problems": len(pairs), "tokens": int(tokens.sum())}
     rows = []

@@ -133,11 +133,14 @@ class Swap:
 
 
 def response_logprobs(model: Any, pairs: Sequence[tuple[list[int], list[int]]], pad_id: int,
-                      vocab: int | None = None, batch_tokens: int = 1 << 14) -> list[torch.Tensor]:
+                      vocab: int | None = None, batch_tokens: int = 1 << 14,
+                      reduce: Callable[[int, torch.Tensor], Any] | None = None) -> list:
     """Full-vocabulary next-token log-probs (float32, CPU) at each response token of each (prompt, response).
 
     Row t of pair i is the distribution that predicted response token t. ``vocab`` cuts the
-    distribution to the vocabulary two models share before normalising.
+    distribution to the vocabulary two models share before normalising. With ``reduce``, the
+    result for pair i is ``reduce(i, logp)`` computed where the logits are (e.g. KL sums against
+    stored references), so a hybrid's tokens × vocabulary log-probs are never kept.
     """
     dev = next(model.parameters()).device
     out: list[torch.Tensor | None] = [None] * len(pairs)
@@ -159,7 +162,8 @@ def response_logprobs(model: Any, pairs: Sequence[tuple[list[int], list[int]]], 
             for j, i in enumerate(batch):
                 p, r = pairs[i]
                 lg = logits[j, len(p) - 1:len(p) + len(r) - 1, :vocab].float()
-                out[i] = torch.log_softmax(lg, dim=-1).cpu()
+                lp = torch.log_softmax(lg, dim=-1)
+                out[i] = lp.cpu() if reduce is None else reduce(i, lp)
         batch.clear()
 
     for i in order:
@@ -173,7 +177,12 @@ def response_logprobs(model: Any, pairs: Sequence[tuple[list[int], list[int]]], 
 
 def kl_sums(ref: Sequence[torch.Tensor], other: Sequence[torch.Tensor]) -> np.ndarray:
     """Σ over each response's tokens of KL(p_ref ‖ p_other): one number per problem."""
-    return np.array([float(kl_rows(r, o).double().sum()) if r.shape[0] else 0.0 for r, o in zip(ref, other)])
+    return np.array([kl_sum(r, o) for r, o in zip(ref, other)])
+
+
+def kl_sum(ref: torch.Tensor, other: torch.Tensor) -> float:
+    """Σ over one response's tokens of KL(p_ref ‖ p_other), on ``other``'s device."""
+    return float(kl_rows(ref.to(other.device), other).double().sum()) if ref.shape[0] else 0.0
 
 
 # ---------------------------------------------------------------- per-part statistics
