@@ -53,9 +53,9 @@ def depth_figure(layer_rows: list[dict], path: Path) -> Path | None:
             ax.plot(x, y, "-o", ms=3, color=OKABE_ITO[i % len(OKABE_ITO)], label=t)
         ax.set_xlabel("layer (−1 = embedding output)")
         ax.set_ylabel(label)
-        ys = [_v(r[key]) for r in layer_rows]
-        if key != "cka" and any(v > 0 for v in ys if math.isfinite(v)):
-            ax.set_yscale("symlog", linthresh=1e-4)
+        ys = [1 - _v(r[key]) if key == "cka" else _v(r[key]) for r in layer_rows]
+        if any(v > 0 for v in ys if math.isfinite(v)):  # stages differ by orders of magnitude
+            ax.set_yscale("symlog", linthresh=1e-6 if key == "cka" else 1e-4)
         ax.grid(alpha=0.3)
     axes[0].set_title("representation change (0 = same up to rotation/scale)", fontsize=9)
     axes[1].set_title("activation change", fontsize=9)
@@ -64,8 +64,21 @@ def depth_figure(layer_rows: list[dict], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _accuracy_changed(rows: list[dict], transition: str) -> bool:
+    """Whether B's paired accuracy difference to A has a 95% interval excluding 0 (else there is nothing to share)."""
+    b = [r for r in rows if r["transition"] == transition and r.get("row") == "model"][-1:]
+    if not b:
+        return False
+    lo, hi = _v(b[0].get("acc_change_lo")), _v(b[0].get("acc_change_hi"))
+    return math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
+
+
 def transplant_figure(rows: list[dict], path: Path) -> Path | None:
-    """Per transition: each part's share of the KL distance recovered (bars, 95% interval) and its ΔW² share (dots)."""
+    """Per transition: each part's share of the KL distance recovered (bars, 95% interval) and its ΔW² share (dots).
+
+    The share of the accuracy change (circles) is drawn only where B's accuracy differs from A's
+    (paired 95% interval excluding 0).
+    """
     parts = [r for r in rows if r.get("row") == "part"]
     if not parts:
         return None
@@ -85,7 +98,7 @@ def transplant_figure(rows: list[dict], path: Path) -> Path | None:
         ax.errorbar(x, [0 if math.isnan(v) else v for v in y], yerr=err, fmt="none", ecolor="black", lw=1)
         ax.plot(x, [_v(r["delta_share"]) for r in rs], "D", color=OKABE_ITO[3], ms=5, label="share of ‖ΔW‖²")
         acc = [_v(r["acc_recovered"]) for r in rs]
-        if any(math.isfinite(v) for v in acc):
+        if _accuracy_changed(rows, t) and any(math.isfinite(v) for v in acc):
             ax.plot(x, acc, "o", mfc="none", color="black", ms=6, label="share of accuracy change")
         ax.axhline(1, color="grey", lw=0.8, ls="--")
         ax.axhline(0, color="grey", lw=0.8)
