@@ -247,3 +247,14 @@ def test_architecture_mismatch_is_one_line(tmp_path):
     assert r.exit_code == 2
     lines = [x for x in r.output.strip().splitlines() if x.strip()]
     assert len(lines) == 1 and "architecture mismatch" in lines[0], r.output
+
+
+def test_transitions_consecutive_or_all():
+    from ptlens.mechanism.run import pairs_for
+    from ptlens.resolve.lineage import Checkpoint, Lineage
+
+    lin = Lineage([Checkpoint(label=n, spec=n, name=n) for n in ("base", "sft", "dpo", "rlvr")])
+    assert pairs_for(lin, "consecutive") == [(0, 1, "base→sft"), (1, 2, "sft→dpo"), (2, 3, "dpo→rlvr")]
+    assert [p[2] for p in pairs_for(lin, "all")] == ["base→sft", "sft→dpo", "dpo→rlvr", "base→dpo", "base→rlvr"]
+    with pytest.raises(Exception, match="consecutive or all"):
+        MechanismConfig(transitions="some").validate()
