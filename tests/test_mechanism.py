@@ -116,6 +116,22 @@ def test_rerun_reuses_stored_results(planted_mlp):
     assert again.reused and again.summary["layers"] == res.summary["layers"]
 
 
+def test_interrupted_run_resumes_at_next_transition(planted_mlp, monkeypatch):
+    """Finished transitions are kept: with summary.json gone, a rerun rebuilds the files without recomputing."""
+    import ptlens.mechanism.run as run_mod
+
+    root, lineage, res = planted_mlp
+    (root / "out" / "mechanism" / "summary.json").unlink()
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a finished transition")
+
+    monkeypatch.setattr(run_mod, "transition", boom)
+    cfg = MechanismConfig(limit=6, max_new_tokens=12, n_boot=200, plain_prompts=6, figures=False, device="cpu")
+    again = run_mechanism(lineage, cfg, root / "out")
+    assert not again.reused and again.summary["transplant"] == res.summary["transplant"]
+
+
 def _gram_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA the textbook way (Kornblith et al. 2019): HSIC of centred token × token Gram matrices."""
     n = x.shape[0]

@@ -11,7 +11,8 @@ Per transition, each model is loaded once and never together with the other:
 
 Files under ``OUTPUT/mechanism/``: ``layers.csv``, ``adl.json``, ``transplant.csv``,
 ``summary.json`` (settings, rows of both tables, timings) and the figures. A rerun with the
-same lineage and settings reuses them (``ptlens run`` does).
+same lineage and settings reuses them (``ptlens run`` does); each finished transition is also
+kept in ``transitions/*.json``, so an interrupted run resumes at the next transition.
 
 Cost (forward passes only). On 2 CPU cores the embedded tiny lineage (3 transitions, 32
 problems) takes about 20 s. **Estimate** for an 8B model on one H100/H200-class GPU in
@@ -31,6 +32,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -202,10 +204,16 @@ def run_mechanism(lineage, config: MechanismConfig, output_dir: str | Path,
         check_pair(lineage.checkpoints[i], lineage.checkpoints[j], indexes[i], indexes[j])
     t0, cpu0 = time.perf_counter(), time.process_time()
     layers_rows, adl, trows, notes, timings = [], [], [], [], {}
+    fp = json.loads(json.dumps(_fingerprint(lineage, config, problems)))
     for i, j, name in pairs:
         ts = time.perf_counter()
         say(f"mechanism {name}")
-        res = transition(lineage.checkpoints[i], lineage.checkpoints[j], indexes[i], indexes[j], name, problems, config)
+        part_file = out / DIR / "transitions" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("→", "_to_")) + ".json")
+        res = _stored_transition(part_file, fp) if not config.overwrite else None
+        if res is None:  # finished transitions are kept, so an interrupted run resumes at the next one
+            res = transition(lineage.checkpoints[i], lineage.checkpoints[j], indexes[i], indexes[j], name, problems,
+                             config)
+            write_json(part_file, {"fingerprint": fp, **res})
         layers_rows += res["layers"]
         adl.append(res["adl"])
         trows += res["transplant"]
@@ -243,6 +251,14 @@ LAYER_COLUMNS = ("transition", "a", "b", "layer", "cka", "act_rel_diff", "logit_
 _EST = ("accuracy", "acc_change", "acc_recovered", "kl_to_a", "kl_to_b", "kl_recovered")
 TRANSPLANT_COLUMNS = ("transition", "a", "b", "row", "partition", "part", "tensors", "delta_share",
                       *[f"{k}{s}" for k in _EST for s in ("", "_lo", "_hi")], "n_problems", "tokens")
+
+
+def _stored_transition(path: Path, fingerprint: dict) -> dict | None:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: d[k] for k in ("layers", "adl", "transplant", "notes")} if d.get("fingerprint") == fingerprint else None
 
 
 def _csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -409,7 +425,7 @@ def _transplants(ma: HFModel, cp_a, cp_b, index_b, name, probs, prows, stop, pai
                      "delta_share": 0.0 if m is m_a else 1.0, **_flat(part_statistics(m, m_a, m_b, tokens, weights))})
     for part in parts:
         rows.append({**base, "row": "part", "partition": part.partition, "part": part.name, "tensors": len(part.tensors),
-                     "delta_share": shares[part.name],
+                     "delta_share": shares[part.name] if math.isfinite(shares[part.name]) else None,
                      **_flat(part_statistics(measured[part.name], m_a, m_b, tokens, weights))})
     for partition in ("groups", "layers"):
         ms = [measured[p.name] for p in parts if p.partition == partition]
