@@ -401,16 +401,16 @@ def _transplants(ma: HFModel, cp_a, cp_b, index_b, name, probs, prows, stop, pai
     measured: dict[str, Measured] = {}
     with Reader(index_b) as rb:
         for part in parts:
-            tensors = {n: rb.rows(n) for n in part.tensors}
-            for n, t in tensors.items():
-                if n not in sq:
-                    p = swap.params[swap.param_name(n)].detach()
-                    rows = min(p.shape[0], t.shape[0]) if t.ndim else None
-                    pa, tb = (p[:rows], t[:rows]) if rows is not None else (p, t)
-                    sq[n] = float(((tb.double().to(pa.device) - pa.double()) ** 2).sum())
-            swap.apply(tensors)
-            del tensors
             try:
+                for n in part.tensors:  # one of B's tensors in memory at a time
+                    t = rb.rows(n)
+                    if n not in sq:
+                        p = swap.params[swap.param_name(n)].detach()
+                        rows = min(p.shape[0], t.shape[0]) if t.ndim else None
+                        pa, tb = (p[:rows], t[:rows]) if rows is not None else (p, t)
+                        sq[n] = float(((tb.double().to(pa.device) - pa.double()) ** 2).sum())
+                    swap.apply({n: t})
+                    del t
                 _, correct = _greedy(ma, prows, stop, config, probs, cap)
                 kls = response_logprobs(model, pairs, pad, vocab,
                                         reduce=lambda i, lp: (kl_sum(ref_a[i], lp), kl_sum(ref_b[i], lp)))
