@@ -265,6 +265,11 @@ def run(
 
         result = run_behavior(lineage, bcfg, output_dir, progress=True)
         _print_summary(Console(), result.results)
+        from ptlens.mechanism.commands import run_step
+        from ptlens.mechanism.run import MechanismConfig
+
+        run_step(lineage, MechanismConfig(problems=problems, limit=min(limit or 32, 32), max_new_tokens=max_new_tokens,
+                                          device=device, allow_pickle=allow_pickle, overwrite=overwrite), output_dir)
     write_report(output_dir)
 
 
@@ -293,11 +298,13 @@ def stored_weights(lineage, cfg, output_dir: Path) -> Optional[dict]:
 from ptlens.behavior.commands import behavior, quick  # noqa: E402
 from ptlens.report.commands import report, write_report  # noqa: E402
 from ptlens.lab.commands import lab  # noqa: E402
+from ptlens.mechanism.commands import mechanism  # noqa: E402
 
 app.command("behavior")(behavior)
 app.command("quick")(quick)
 app.command("report")(report)
 app.command("lab")(lab)
+app.command("mechanism")(mechanism)
 
 
 def main() -> None:

@@ -436,7 +436,15 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
         "methods": _methods(inp, criteria),
         "repro": _reproducibility(inp),
         "files": {"summary": SUMMARY, "results": RESULTS, "samples": SAMPLES},
+        "mechanism": _mechanism(inp, embed),
     }
+
+
+def _mechanism(inp: ReportInputs, embed: bool) -> dict | None:
+    """The Mechanism section's record (ptlens.mechanism.report), None when the folder has no mechanism results."""
+    from ptlens.mechanism.report import mechanism_section
+
+    return mechanism_section(inp.out_dir, embed)
 
 
 def render_html(ctx: dict) -> str:
