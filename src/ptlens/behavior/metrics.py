@@ -121,6 +121,12 @@ def distinct_ngrams(texts: Sequence[str] | Sequence[list[str]], ns: Sequence[int
     flat = [w for seq in seqs for w in seq]
     if not flat:
         return {n: float("nan") for n in ns}
+    if len(flat) < 1024:  # few words: a set of tuples beats the array path's fixed cost (same counts)
+        out = {}
+        for n in ns:
+            grams = [tuple(seq[i:i + n]) for seq in seqs for i in range(len(seq) - n + 1)]
+            out[n] = len(set(grams)) / len(grams) if grams else float("nan")
+        return out
     vocab: dict[str, int] = {}
     inverse = np.array([vocab.setdefault(w, len(vocab)) for w in flat], dtype=np.int64)
     base = len(vocab)
@@ -450,8 +456,14 @@ def default_ks(n: int) -> list[int]:
     return ks + ([n] if ks[-1] != n else [])
 
 
-def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int]) -> dict[str, Statistic | _Batched | Callable]:
-    """Every headline metric of one model as a bootstrappable statistic over its problems."""
+def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int],
+                     only: Sequence[str] | None = None) -> dict[str, Statistic | _Batched | Callable]:
+    """Every headline metric of one model as a bootstrappable statistic over its problems.
+
+    ``only``: skip the costly maj@k and distinct-n not named there (the verdict's calibration
+    simulation needs a few metrics, thousands of times); everything else is cheap and always computed.
+    """
+    want = (lambda m: True) if only is None else (lambda m: m in only)
     n_s = np.array([p.n for p in problems], dtype=float)
     tokens = np.array([sum(p.lengths) for p in problems], dtype=float)
     out: dict[str, Statistic | Callable] = {
@@ -459,10 +471,12 @@ def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int]) -> d
     }
     for k in ks:
         out[f"pass@{k}"] = Statistic.mean([pass_at_k(p.n, p.c, k) if k <= p.n else math.nan for p in problems])
-        out[f"maj@{k}"] = Statistic.mean([maj_at_k(p.keys, p.correct, k) if k <= p.n else math.nan for p in problems])
+        if want(f"maj@{k}"):
+            out[f"maj@{k}"] = Statistic.mean([maj_at_k(p.keys, p.correct, k) if k <= p.n else math.nan for p in problems])
     out["distinct_answers"] = Statistic.mean([distinct_answers(p.keys) for p in problems])
-    dn = [distinct_ngrams(p.texts) for p in problems]
-    for n in (1, 2, 3, 4):
+    ns = tuple(n for n in (1, 2, 3, 4) if want(f"distinct_{n}"))
+    dn = [distinct_ngrams(p.texts, ns) for p in problems] if ns else []
+    for n in ns:
         out[f"distinct_{n}"] = Statistic.mean([d[n] for d in dn])
     out["length_mean"] = Statistic(tokens, n_s)
     out["truncated"] = Statistic(np.array([sum(p.truncated) for p in problems], dtype=float), n_s)
@@ -505,7 +519,7 @@ def paired_test_settings(flips: np.ndarray, seed: int) -> dict:
 
 
 def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[int] | None = None,
-                   n_boot: int = 1000, seed: int = 0, n_perm: int = 2000) -> dict:
+                   n_boot: int = 1000, seed: int = 0, n_perm: int = 2000, only: Sequence[str] | None = None) -> dict:
     """All behaviour metrics per model with intervals, and paired differences between consecutive models.
 
     ``models`` keeps lineage order; every model must hold the same problems in the same order.
@@ -521,7 +535,7 @@ def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[
     ks = sorted(set(ks or default_ks(n_min)))
     weights = resample_weights(len(ids), n_boot, seed)
     flips = flip_patterns(len(ids), n_perm, seed)
-    stats = {name: model_statistics(ps, ks) for name, ps in models.items()}
+    stats = {name: model_statistics(ps, ks, only) for name, ps in models.items()}
     per_model: dict[str, dict] = {}
     for name, ps in models.items():
         shares = [p.c / p.n for p in ps]
