@@ -340,7 +340,8 @@ def null_of(row: dict | None, metric: str) -> float | None:
     """The stored null of ``metric`` in an aggregate row: ``<metric>_null`` (or ``x_null_wmean`` for ``x_wmean``)."""
     if not row:
         return None
-    for name in (f"{metric}_null", metric.replace("_wmean", "_null_wmean")):
+    names = [f"{metric}_null"] + ([metric.replace("_wmean", "_null_wmean")] if metric.endswith("_wmean") else [])
+    for name in names:
         v = _num(row.get(name))
         if v is not None:
             return v
