@@ -135,7 +135,7 @@ def test_bootstrap_intervals_are_seeded_paired_and_contain_the_value():
     assert diff["lo"] > 0  # b is clearly better on these problems
     same = M.compare_models({"a": a, "a2": a}, n_boot=100)
     d = same["consecutive"][0]["difference"]["pass@8"]
-    assert d == {"value": 0.0, "lo": 0.0, "hi": 0.0}  # paired: identical models never differ
+    assert d == {"value": 0.0, "lo": 0.0, "hi": 0.0, "p": 1.0}  # paired: identical models never differ
     assert r1["ks"] == [1, 2, 4, 8]
 
 

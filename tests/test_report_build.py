@@ -28,7 +28,7 @@ def stored(tmp_path_factory):
     real_weights(out, root / "lineage", trajectory=True)
     special = {("sft", "p0", 0): f"Let me think. {XSS_SCRIPT} {XSS_IMG} so \\boxed{{0}}",
                ("rlvr#2", "p1", 0): MD_BREAKER}
-    results, rows = real_behaviour(MODELS, n_problems=6, special=special)
+    results, rows = real_behaviour(MODELS, n_problems=12, special=special)
     write_behaviour(out, results, rows)
     return out
 

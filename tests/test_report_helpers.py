@@ -26,19 +26,25 @@ def _row(transition: str, key: list, delta2: float, a2: float, **extra) -> dict:
 
 def weights_summary(labels: list[str], stages: list[dict], facts: list[dict] | None = None,
                     cosines: dict[tuple[int, int], float] | None = None, layers: int = 4,
-                    names: list[str] | None = None, revisions: list[str | None] | None = None) -> dict:
+                    names: list[str] | None = None, revisions: list[str | None] | None = None,
+                    spans: dict[tuple[int, int], dict] | None = None, steps: list[int | None] | None = None,
+                    span_cosines: dict[tuple[str, str], float] | None = None) -> dict:
     """A summary.json with consecutive transitions described by ``stages[i]`` (for checkpoint i → i+1):
 
     rel: relative change of every layer (× ``layer_scale[l]``) and the head (× ``head``); changed: changed share;
-    att / mlp: group rel_change multipliers; stable_rank; principal_overlap. Every tensor set has ‖W_A‖ = 1 per layer.
-    Cumulative transitions from the first checkpoint are added with the given ``cum_rel`` (else the sum of steps).
+    att / mlp: group rel_change multipliers; stable_rank; principal_overlap; ``<x>_null`` for changed,
+    stable_rank, principal_overlap: the null fields of the scan (``changed_exact_null`` …). Every tensor set has
+    ‖W_A‖ = 1 per layer. Cumulative transitions from the first checkpoint are added with the given ``cum_rel``
+    (else the sum of steps). ``spans`` adds stage-span transitions (kind "stage") a → b described like a step;
+    ``span_cosines`` adds Δ cosines between transitions by name; ``steps``: each checkpoint's recorded step.
     """
     names = names or labels
     facts = facts or [{} for _ in labels]
     revisions = revisions or [None] * len(labels)
+    steps = steps or [None] * len(labels)
     cps = [{"label": lab, "spec": f"/models/{n}", "path": f"/models/{n}", "repo_id": None, "revision": rev,
-            "resolved_revision": None, "name": n, "facts": f}
-           for lab, n, f, rev in zip(labels, names, facts, revisions)]
+            "resolved_revision": None, "name": n, "facts": f, **({"step": st} if st is not None else {})}
+           for lab, n, f, rev, st in zip(labels, names, facts, revisions, steps)]
     transitions, agg = [], {k: [] for k in ("model", "model_no_embed_head", "group", "kind", "layer", "layer_group",
                                             "layer_kind", "delta_cosine_model", "delta_cosine_model_no_embed_head",
                                             "delta_cosine_group", "delta_cosine_layer")}
@@ -53,6 +59,12 @@ def weights_summary(labels: list[str], stages: list[dict], facts: list[dict] | N
             extra["stable_rank_wmean"] = st["stable_rank"]
         if "principal_overlap" in st:
             extra["principal_overlap_wmean"] = st["principal_overlap"]
+        for key, field_ in (("changed_null", "changed_exact_null"), ("changed_null", "changed_tol_null"),
+                            ("stable_rank_null", "stable_rank_wmean_null"),
+                            ("principal_overlap_null", "principal_overlap_wmean_null")):
+            if key in st:
+                extra[field_] = st[key]
+        extra["entries"] = st.get("entries", 1_000_000)
         d_layers = [(rel * s) ** 2 for s in scales]
         d_head = (rel * head) ** 2
         for i, d2 in enumerate(d_layers):
@@ -71,9 +83,13 @@ def weights_summary(labels: list[str], stages: list[dict], facts: list[dict] | N
         steps = stages[:j]
         cum = {"rel": steps[-1].get("cum_rel", sum(s["rel"] for s in steps)), "changed": max(s.get("changed", .5) for s in steps)}
         add(f"{names[0]}→{names[j]}", 0, j, "cumulative", cum)
+    for (a, b), st in (spans or {}).items():
+        add(f"{names[a]}→{names[b]}", a, b, "stage", st)
     cons = [t["name"] for t in transitions if t["kind"] == "consecutive"]
     for (i, j), c in (cosines or {}).items():
         agg["delta_cosine_model"].append({"t1": cons[i], "t2": cons[j], "key": [], "tensors": 1, "delta_cosine": c})
+    for (t1, t2), c in (span_cosines or {}).items():
+        agg["delta_cosine_model"].append({"t1": t1, "t2": t2, "key": [], "tensors": 1, "delta_cosine": c})
     return {"ptlens": "weights", "versions": {"ptlens": "0.1.0"}, "command": ["ptlens", "weights"],
             "lineage": {"preset": None, "checkpoints": cps},
             "settings": {"spectral": "topk", "k": 16, "tolerance": 1e-5, "device_used": "cpu"},
@@ -89,12 +105,14 @@ def four_stage(sft: dict, rlvr: dict, dpo: dict | None = None, **kw) -> dict:
 # ---------------------------------------------------------------- behaviour
 
 
-def est(value, lo=None, hi=None) -> dict:
-    return {"value": value, "lo": value if lo is None else lo, "hi": value if hi is None else hi}
+def est(value, lo=None, hi=None, p=None) -> dict:
+    """An estimate; with ``p`` a paired difference carrying its sign-flip p-value."""
+    out = {"value": value, "lo": value if lo is None else lo, "hi": value if hi is None else hi}
+    return out if p is None else {**out, "p": p}
 
 
 def behaviour_results(models: dict[str, dict[str, dict]], diffs: dict[tuple[str, str], dict[str, dict]] | None = None,
-                      ks=(1, 4)) -> dict:
+                      ks=(1, 4), n_problems: int = 10) -> dict:
     """A model_comparison_results.json with the given per-model metric estimates and stored paired differences."""
     names = list(models)
     return {
@@ -105,7 +123,7 @@ def behaviour_results(models: dict[str, dict[str, dict]], diffs: dict[tuple[str,
         "models_info": [{"name": n, "label": n, "prompt_format": "plain", "instruction": None, "stop_strings": []}
                         for n in names],
         "problems": [], "ks": list(ks), "bootstrap": {"resamples": 200, "seed": 0, "level": 0.95, "unit": "problem"},
-        "models": {n: {"metrics": m, "n_problems": 10, "n_samples": 40} for n, m in models.items()},
+        "models": {n: {"metrics": m, "n_problems": n_problems, "n_samples": 4 * n_problems} for n, m in models.items()},
         "cross_ppl": {}, "cross_kl": {},
         "consecutive": [{"a": a, "b": b, "difference": d, "solved_sets": {"a_only": 1, "b_only": 2, "both": 3, "neither": 4}}
                         for (a, b), d in (diffs or {}).items()],
@@ -122,7 +140,7 @@ def neutral_metrics(**over) -> dict[str, dict]:
 
 
 def zero_diffs(**over) -> dict[str, dict]:
-    d = {k: est(0.0, -0.01, 0.01) for k in neutral_metrics()}
+    d = {k: est(0.0, -0.01, 0.01, p=1.0) for k in neutral_metrics()}
     d.update(over)
     return d
 

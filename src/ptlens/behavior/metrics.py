@@ -121,6 +121,12 @@ def distinct_ngrams(texts: Sequence[str] | Sequence[list[str]], ns: Sequence[int
     flat = [w for seq in seqs for w in seq]
     if not flat:
         return {n: float("nan") for n in ns}
+    if len(flat) < 1024:  # few words: a set of tuples beats the array path's fixed cost (same counts)
+        out = {}
+        for n in ns:
+            grams = [tuple(seq[i:i + n]) for seq in seqs for i in range(len(seq) - n + 1)]
+            out[n] = len(set(grams)) / len(grams) if grams else float("nan")
+        return out
     vocab: dict[str, int] = {}
     inverse = np.array([vocab.setdefault(w, len(vocab)) for w in flat], dtype=np.int64)
     base = len(vocab)
@@ -308,6 +314,100 @@ def paired_difference(stat_b: Statistic | Callable, stat_a: Statistic | Callable
 
 
 @dataclass(frozen=True)
+class Additive:
+    """A metric ``f(Σ_p cols[p])`` of per-problem column sums (ECE, or any ratio of sums).
+
+    Both a bootstrap resample (weights @ cols) and a swap of two models' samples on some problems
+    (one model's columns on some rows, the other's on the rest) are then one matrix product.
+    """
+
+    cols: np.ndarray
+    f: Callable[[np.ndarray], np.ndarray]
+
+    def value(self, weights: np.ndarray | None = None) -> np.ndarray | float:
+        s = self.cols.sum(axis=0) if weights is None else weights @ self.cols
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.f(s)
+
+
+def _additive(stat) -> Additive | None:
+    """``stat`` as per-problem column sums, or None when it is not of that form (a median)."""
+    if isinstance(stat, Additive):
+        return stat
+    if isinstance(stat, Statistic):
+        t = stat.transform or (lambda r: r)
+        return Additive(np.stack([np.nan_to_num(np.asarray(stat.num, dtype=float)),
+                                  np.nan_to_num(np.asarray(stat.den, dtype=float))], axis=1),
+                        lambda s: t(np.asarray(s[..., 0], dtype=float) / s[..., 1]))
+    return None
+
+
+def ece_statistic(conf: Sequence[float], correct: Sequence[bool], bins: int = 10) -> Additive:
+    """:func:`ece` of one value per problem as column sums (count, Σ confidence, Σ correct per bin)."""
+    c = np.asarray(conf, dtype=float)
+    y = np.asarray(correct, dtype=float)
+    onehot = np.zeros((len(c), bins))
+    onehot[np.arange(len(c)), np.minimum((c * bins).astype(int), bins - 1)] = 1.0
+    cols = np.concatenate([onehot, onehot * c[:, None], onehot * y[:, None]], axis=1)
+
+    def f(s: np.ndarray) -> np.ndarray:
+        n, sc, sy = s[..., :bins], s[..., bins:2 * bins], s[..., 2 * bins:]
+        total = n.sum(axis=-1)
+        return np.where(total > 0, np.abs(sy - sc).sum(axis=-1) / np.where(total > 0, total, 1), np.nan)
+
+    return Additive(cols, f)
+
+
+# ---------------------------------------------------------------- paired test
+
+
+def flip_patterns(n_problems: int, n_perm: int = 2000, seed: int = 0) -> np.ndarray:
+    """(N, n_problems) 0/1 rows, 1 = swap the two models' samples of that problem.
+
+    Every one of the 2^P patterns when that is ≤ ``n_perm`` (the complete, exact test), else
+    ``n_perm`` uniform random patterns (a Monte-Carlo test, still exact with the +1 p-value of
+    :func:`paired_test`). Shared by all metrics and pairs, like the bootstrap resamples.
+    """
+    if n_problems <= 0:
+        return np.zeros((0, 0))
+    if 2 ** n_problems <= n_perm:
+        codes = np.arange(2 ** n_problems)[:, None]
+        return ((codes >> np.arange(n_problems)[None, :]) & 1).astype(float)
+    return np.random.default_rng(seed).integers(0, 2, size=(n_perm, n_problems)).astype(float)
+
+
+def is_complete(flips: np.ndarray) -> bool:
+    return flips.shape[0] == 2 ** flips.shape[1]
+
+
+def paired_test(stat_b, stat_a, flips: np.ndarray) -> float | None:
+    """Two-sided p-value of B − A by swapping the two models' samples within problems (sign-flip test).
+
+    Why: under the null that both models have the same answer distribution on each problem,
+    which model produced a problem's samples is exchangeable, so the swap distribution is the
+    exact null distribution of the statistic with any number of problems — unlike percentile
+    bootstrap intervals, which under-cover with few problems. Works for any metric of column
+    sums (ratios of sums, ECE); None for others (medians) or an undefined difference.
+    Complete enumeration: p = share of patterns with |T| ≥ |T_obs|; random patterns:
+    p = (1 + count) / (1 + N) (Phipson & Smyth 2010), valid for any N.
+    """
+    a, b = _additive(stat_a), _additive(stat_b)
+    if a is None or b is None or a.cols.shape != b.cols.shape:
+        return None
+    t0 = float(b.value()) - float(a.value())
+    if not math.isfinite(t0):
+        return None
+    keep = 1.0 - flips
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = b.f(keep @ b.cols + flips @ a.cols) - a.f(keep @ a.cols + flips @ b.cols)
+    t = np.where(np.isfinite(t), t, 0.0)
+    hits = int(np.sum(np.abs(t) >= abs(t0) - 1e-12 * max(1.0, abs(t0))))
+    if is_complete(flips):
+        return min(1.0, hits / flips.shape[0])
+    return (1 + hits) / (1 + flips.shape[0])
+
+
+@dataclass(frozen=True)
 class _Batched:
     """A statistic evaluated for all resamples in one call: ``many(weights)`` → (n_boot,), ``one()`` → float."""
 
@@ -316,7 +416,7 @@ class _Batched:
 
 
 def _evaluate(stat, weights):
-    if isinstance(stat, Statistic):
+    if isinstance(stat, (Statistic, Additive)):
         return stat.value(weights)
     if isinstance(stat, _Batched):
         return stat.one() if weights is None else stat.many(weights)
@@ -361,8 +461,14 @@ def default_ks(n: int) -> list[int]:
     return ks + ([n] if ks[-1] != n else [])
 
 
-def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int]) -> dict[str, Statistic | _Batched | Callable]:
-    """Every headline metric of one model as a bootstrappable statistic over its problems."""
+def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int],
+                     only: Sequence[str] | None = None) -> dict[str, Statistic | _Batched | Callable]:
+    """Every headline metric of one model as a bootstrappable statistic over its problems.
+
+    ``only``: skip the costly maj@k and distinct-n not named there (the verdict's calibration
+    simulation needs a few metrics, thousands of times); everything else is cheap and always computed.
+    """
+    want = (lambda m: True) if only is None else (lambda m: m in only)
     n_s = np.array([p.n for p in problems], dtype=float)
     tokens = np.array([sum(p.lengths) for p in problems], dtype=float)
     out: dict[str, Statistic | Callable] = {
@@ -370,10 +476,12 @@ def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int]) -> d
     }
     for k in ks:
         out[f"pass@{k}"] = Statistic.mean([pass_at_k(p.n, p.c, k) if k <= p.n else math.nan for p in problems])
-        out[f"maj@{k}"] = Statistic.mean([maj_at_k(p.keys, p.correct, k) if k <= p.n else math.nan for p in problems])
+        if want(f"maj@{k}"):
+            out[f"maj@{k}"] = Statistic.mean([maj_at_k(p.keys, p.correct, k) if k <= p.n else math.nan for p in problems])
     out["distinct_answers"] = Statistic.mean([distinct_answers(p.keys) for p in problems])
-    dn = [distinct_ngrams(p.texts) for p in problems]
-    for n in (1, 2, 3, 4):
+    ns = tuple(n for n in (1, 2, 3, 4) if want(f"distinct_{n}"))
+    dn = [distinct_ngrams(p.texts, ns) for p in problems] if ns else []
+    for n in ns:
         out[f"distinct_{n}"] = Statistic.mean([d[n] for d in dn])
     out["length_mean"] = Statistic(tokens, n_s)
     out["truncated"] = Statistic(np.array([sum(p.truncated) for p in problems], dtype=float), n_s)
@@ -389,13 +497,7 @@ def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int]) -> d
     out["length_median"] = _Batched(lambda w: weighted_median(lengths, w[:, owner]),
                                     lambda: float(np.median(lengths)))
 
-    def ece_stat(w: np.ndarray | None) -> float:
-        if w is None:
-            return ece(conf, right)
-        rep = np.repeat(np.arange(len(problems)), w.astype(int))
-        return ece(conf[rep], right[rep])
-
-    out["ece"] = ece_stat
+    out["ece"] = ece_statistic(conf, right)
     return out
 
 
@@ -415,11 +517,25 @@ def cross_statistics(problems: Sequence[ProblemSamples], other: str) -> dict[str
     return out
 
 
+def paired_differences(stats_b: Mapping, stats_a: Mapping, weights: np.ndarray, flips: np.ndarray) -> dict[str, dict]:
+    """{metric: {"value", "lo", "hi", "p"}} of B − A: paired bootstrap interval and sign-flip p-value."""
+    return {m: {**paired_difference(stats_b[m], stats_a[m], weights).to_dict(), "p": paired_test(stats_b[m], stats_a[m], flips)}
+            for m in stats_a if m in stats_b}
+
+
+def paired_test_settings(flips: np.ndarray, seed: int) -> dict:
+    """What ``results["test"]`` records about the paired test."""
+    return {"name": "paired sign-flip permutation test over problems (two-sided)", "unit": "problem",
+            "permutations": int(flips.shape[0]), "complete": bool(is_complete(flips)), "seed": seed}
+
+
 def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[int] | None = None,
-                   n_boot: int = 1000, seed: int = 0) -> dict:
+                   n_boot: int = 1000, seed: int = 0, n_perm: int = 2000, only: Sequence[str] | None = None) -> dict:
     """All behaviour metrics per model with intervals, and paired differences between consecutive models.
 
     ``models`` keeps lineage order; every model must hold the same problems in the same order.
+    Each paired difference carries a bootstrap interval (descriptive) and a sign-flip p-value
+    (what the verdicts decide on, see :func:`paired_test`).
     """
     names = list(models)
     ids = [p.problem_id for p in models[names[0]]]
@@ -429,7 +545,8 @@ def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[
     n_min = min(p.n for ps in models.values() for p in ps)
     ks = sorted(set(ks or default_ks(n_min)))
     weights = resample_weights(len(ids), n_boot, seed)
-    stats = {name: model_statistics(ps, ks) for name, ps in models.items()}
+    flips = flip_patterns(len(ids), n_perm, seed)
+    stats = {name: model_statistics(ps, ks, only) for name, ps in models.items()}
     per_model: dict[str, dict] = {}
     for name, ps in models.items():
         shares = [p.c / p.n for p in ps]
@@ -462,13 +579,14 @@ def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[
         solved = solved_sets({p.problem_id: p.c > 0 for p in models[a]}, {p.problem_id: p.c > 0 for p in models[b]})
         diffs.append({
             "a": a, "b": b,
-            "difference": {m: paired_difference(stats[b][m], stats[a][m], weights).to_dict() for m in stats[a]},
+            "difference": paired_differences(stats[b], stats[a], weights, flips),
             "solved_sets": {k: len(v) for k, v in solved.items()},
             "solved_set_ids": solved,
         })
     return {
         "ks": ks,
         "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95, "unit": "problem"},
+        "test": paired_test_settings(flips, seed),
         "models": per_model,
         "cross_ppl": cross_ppl_m,
         "cross_kl": cross_kl_m,

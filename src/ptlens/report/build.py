@@ -23,7 +23,7 @@ from ptlens.report.inputs import RESULTS, SAMPLES, SUMMARY, ReportInputs, load_i
 from ptlens.report.stages import Transitions, stages_of
 from ptlens.report.trajectory import trajectories
 from ptlens.report.verdicts import (CLEAR, HYPOTHESES, MINIMAL, NOT_MEASURED, UNEXPECTED, Criteria, Verdict,
-                                    all_verdicts, behaviour_pair, efficiency_rows, pass_at_k_crossings)
+                                    all_verdicts, behaviour_pair, efficiency_rows, has_test, pass_at_k_crossings)
 
 HTML_FILE, MD_FILE, VERDICTS_FILE = "report.html", "report.md", "report/verdicts.json"
 
@@ -98,7 +98,8 @@ def est_cell(e: dict | None) -> str | tuple[str, str]:
     if not e or e.get("value") is None:
         return "–"
     lo, hi = e.get("lo"), e.get("hi")
-    return (fmt(e["value"]), f"[{fmt(lo)}, {fmt(hi)}]") if lo is not None and hi is not None else fmt(e["value"])
+    p = f" p = {fmt(e['p'])}" if isinstance(e.get("p"), (int, float)) else ""
+    return (fmt(e["value"]), f"[{fmt(lo)}, {fmt(hi)}]{p}") if lo is not None and hi is not None else fmt(e["value"])
 
 
 def slug(text: str) -> str:
@@ -177,7 +178,7 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
              "token_entropy", "length_mean", "ece"]
     for a, b, d, src in pairs:
         diffs.append([f"{b} − {a}", src, *[est_cell(d.get(c)) for c in dcols]])
-    diff = table("tbl-behaviour-diff", "Paired differences (later − earlier), 95% paired bootstrap intervals",
+    diff = table("tbl-behaviour-diff", "Paired differences (later − earlier), 95% paired bootstrap intervals, sign-flip p",
                  ["difference", "source", *dcols], diffs)
     solved = [[f"{c.get('a')} → {c.get('b')}", *[fmt((c.get("solved_sets") or {}).get(k)) for k in
                                                    ("both", "a_only", "b_only", "neither")]]
@@ -253,7 +254,7 @@ def _verdict_view(v: Verdict, figures: dict) -> dict:
     if v.figure:
         fig_key = next((k for k, f in figures.items() if f["path"] == v.figure or k == v.figure), None)
     return {
-        "question": v.question, "anchor": f"q-{slug(v.question)}", "label": v.label, "css": LABEL_CSS[v.label],
+        "question": v.question, "anchor": f"q-{slug(v.question)}", "label": v.label, "css": LABEL_CSS.get(v.label, "minimal"),
         "criterion": v.criterion, "summary": v.summary, "comparison": v.comparison,
         "figure": figures[fig_key]["anchor"] if fig_key else None,
         "figure_title": figures[fig_key]["title"] if fig_key else None,
@@ -370,7 +371,8 @@ def _methods(inp: ReportInputs, criteria: Criteria) -> dict:
         prompts.append([m.get("name", ""), m.get("prompt_format") or "–", m.get("instruction") or "none",
                         ", ".join(m.get("stop_strings") or []) or "–"])
     return {"weights": M.WEIGHT_DEFINITIONS, "behaviour": M.BEHAVIOUR_DEFINITIONS, "efficiency": M.EFFICIENCY_DEFINITIONS,
-            "settings": settings, "criteria": criteria.text(), "criteria_values": asdict(criteria),
+            "settings": settings, "criteria": M.decision_text(criteria, inp.results, inp.summary),
+            "criteria_values": asdict(criteria),
             "hypotheses": list(HYPOTHESES.values()), "prompts": prompts}
 
 
@@ -400,8 +402,7 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
     s, r = inp.summary, inp.results
     extra = {}
     pair = behaviour_pair(r)
-    if r and inp.samples and pair and not any(c.get("a") == pair[0] and c.get("b") == pair[1]
-                                              for c in r.get("consecutive") or []):
+    if r and inp.samples and pair and not has_test(r, pair[0], pair[1]):
         from ptlens.report.pairs import pair_differences
 
         extra = pair_differences(r, inp.samples, [pair[:2]])

@@ -62,8 +62,8 @@ def render_markdown(ctx: dict) -> str:
     out += [f"Weights: {'yes' if ctx['has_weights'] else 'not measured'}; behaviour: "
             f"{'yes' if ctx['has_behaviour'] else 'not measured'}." + (f" Preset: {esc(ctx['preset'])}." if ctx["preset"] else ""), ""]
     out += [f"> {esc(b)}" for b in ctx["banners"]] + ([""] if ctx["banners"] else [])
-    out += ["## Verdicts", "", "The plan's expected results are hypotheses under test, not findings; *unexpected* means a "
-            "hypothesised direction came out clearly reversed.", "",
+    out += ["## Verdicts", "", "The study's hypotheses (from the user's analysis plan) are under test, not findings; "
+            "*unexpected* means a hypothesised direction came out clearly reversed.", "",
             "| question | verdict | compared | checks |", "|---|---|---|---|"]
     out += [f"| {esc(x['question'])} | **{x['label']}** | {esc(x['comparison'] or '–')} | {esc(x['summary'])} |" for x in v]
     out += ["", "## Lineage", "", "| checkpoint | model | algorithm | training data | learning rate | notes |",
@@ -107,7 +107,7 @@ def render_markdown(ctx: dict) -> str:
                         f"{s.tokens if s.tokens is not None else '?'} tokens{' (hit the limit)' if s.truncated else ''}",
                         "", fence(s.text + (f"\n… ({s.clipped} more characters)" if s.clipped else "")), ""]
     m = ctx["methods"]
-    out += ["## Methods", "", "### Hypotheses (under test)", "", "| id | the plan's words | how ptlens tests it |",
+    out += ["## Methods", "", "### The study's hypotheses (under test)", "", "| id | the analysis plan's words | how ptlens tests it |",
             "|---|---|---|"]
     out += [f"| {h.id} | “{esc(h.text)}” | {esc(h.test)} |" for h in m["hypotheses"]]
     out += ["", "### Verdict criteria", ""] + [f"- {esc(c)}" for c in m["criteria"]] + [""]

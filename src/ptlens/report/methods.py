@@ -1,4 +1,4 @@
-"""The methods section: every definition the report's numbers rest on (the words of DESIGN.md)."""
+"""The methods section: every definition the report's numbers rest on (the words of DESIGN.md), and the decision rule."""
 
 from __future__ import annotations
 
@@ -50,14 +50,20 @@ BEHAVIOUR_DEFINITIONS = [
                  "where top-p leaves B no mass on a token A can emit, B is ε-smoothed (ε = 1e-3) and the position "
                  "counted in cross_kl_inf_share (docs/validation/kl.md)."),
     ("intervals", "Every headline number carries a 95% percentile bootstrap interval over problems; differences between "
-                  "two models are paired (the same problem resamples for both)."),
+                  "two models are paired (the same problem resamples for both). The intervals describe; verdicts decide "
+                  "on the paired test (p)."),
+    ("p (paired test)", "Two-sided p-value of a paired difference from the sign-flip permutation test over problems: "
+                        "each problem's two sets of samples are swapped between the models in every pattern (all 2^P "
+                        "when that is at most the stored count, else that many random patterns, p = (1 + hits)/(1 + N)); "
+                        "exact under the null that both models answer each problem alike."),
 ]
 
 EFFICIENCY_DEFINITIONS = [
     ("stage", "Neighbouring checkpoints sharing a label; it starts at the checkpoint before its first member and ends at "
               "its last. Several checkpoints make a trajectory."),
-    ("stage change", "rel_change of the stored transition from stage start to stage end (else the widest stored "
-                     "transition inside the stage, named in the tables)."),
+    ("stage change", "rel_change of the stored transition from stage start to stage end, the stage's span, used by every "
+                     "question; a part of a stage never stands in for the whole (not stored: derived exactly from two "
+                     "steps and their cosine, else not measured)."),
     ("per training item", "Stage change ÷ the number of distinct training items in the stage facts: examples (SFT), "
                           "preference pairs (DPO), prompts (RLVR); per item processed additionally divides by the "
                           "epochs when known."),
@@ -68,3 +74,39 @@ EFFICIENCY_DEFINITIONS = [
     ("straightness", "‖W_last − W_first‖_F ÷ Σ‖ΔW‖_F over consecutive checkpoints: 1 when all stages push the same "
                      "way, lower when they are unrelated or cancel."),
 ]
+
+
+STUDY_HYPOTHESES = ("The study's hypotheses are the directions the user's analysis plan (its \"Expected Results\") expects "
+                    "from SFT and RLVR; the report states them as hypotheses and tests them, it never prints them as "
+                    "findings.")
+
+
+def decision_text(criteria, results: dict | None = None, summary: dict | None = None) -> list[str]:
+    """The decision rule in one sentence each: rule, FWER, minimum problems, power at this run's size, weight nulls,
+    descriptive magnitudes (then the criteria's own wording)."""
+    from ptlens.report.calibration import design_of
+    from ptlens.report.verdicts import behaviour_pair, null_pairs
+
+    out = [STUDY_HYPOTHESES,
+           "Decision rule (behaviour): a check is clear when the paired sign-flip permutation test over problems rejects "
+           f"'no difference' and the difference reaches the stated size; a question is clear when any check is.",
+           f"Family-wise error: Holm's step-down correction over each behaviour question's checks keeps the chance of any "
+           f"wrong 'clear difference' or 'unexpected' at most {criteria.alpha:g} when the two models do not differ "
+           "(validated by null simulations: docs/validation/verdicts.md).",
+           f"Minimum problems: below {criteria.min_problems} problems no behaviour verdict is given ('not measured: too "
+           "few problems').",
+           ]
+    pair = behaviour_pair(results)
+    d = design_of(results, pair[0] if pair else None, 0.10, criteria) if results else None
+    if d is not None:
+        out.append(d.text())
+    else:
+        out.append("Power: no behaviour results in this folder.")
+    has_null = bool(summary) and any(null_pairs(r) for r in ((summary.get("aggregates") or {}).get("model") or []))
+    out.append("Weight nulls: " + (
+        "each weight metric is compared with its null, what an unstructured update of the same ‖ΔW‖_F stored in the "
+        "same dtype would give (from the weight scan); a transition at its null reads 'no change beyond rounding'."
+        if has_null else "this weight scan stored no null values (<metric>_null), so weight checks compare raw values."))
+    out.append("Magnitudes are descriptive: rel_change follows the learning rate and the number of steps, so it is "
+               "compared between stages only per unit of learning rate × steps, when the stage facts give both.")
+    return out + criteria.text()

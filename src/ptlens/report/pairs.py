@@ -1,8 +1,9 @@
 """Paired differences between two models that the behaviour run did not store (it stores neighbours only).
 
 Recomputed from ``behavior/samples.jsonl`` with the behaviour engine's own estimators and the
-same bootstrap (problem resamples drawn from the stored seed and count), so an SFT → RLVR
-difference across a DPO stage has a paired interval like the stored ones. Only the metrics the
+same bootstrap (problem resamples drawn from the stored seed and count) and the same paired
+sign-flip test (patterns from the stored seed and count), so an SFT → RLVR difference across a
+DPO stage has a paired interval and p-value like the stored ones. Only the metrics the
 verdicts use are computed; this is cheap (no model is loaded).
 """
 
@@ -41,7 +42,7 @@ def pair_differences(results: dict, rows: Sequence[dict], pairs: Iterable[tuple[
     """{(a, b): {metric: {"value", "lo", "hi"}}} of B − A with paired problem resamples; pairs that
     cannot be computed (missing samples, a behaviour module without these estimators) are left out."""
     try:
-        from ptlens.behavior.metrics import model_statistics, paired_difference, resample_weights
+        from ptlens.behavior.metrics import flip_patterns, model_statistics, paired_differences, resample_weights
     except ImportError:
         return {}
     ids = [p.get("id") for p in results.get("problems") or []]
@@ -49,6 +50,8 @@ def pair_differences(results: dict, rows: Sequence[dict], pairs: Iterable[tuple[
         ids = sorted({r.get("problem_id") for r in rows})
     boot = results.get("bootstrap") or {}
     weights = resample_weights(len(ids), int(boot.get("resamples") or 1000), int(boot.get("seed") or 0))
+    test = results.get("test") or {}
+    flips = flip_patterns(len(ids), int(test.get("permutations") or 2000), int(test.get("seed") or boot.get("seed") or 0))
     ks = list(ks or results.get("ks") or [1])
     out = {}
     for a, b in pairs:
@@ -58,7 +61,7 @@ def pair_differences(results: dict, rows: Sequence[dict], pairs: Iterable[tuple[
         try:
             sa, sb = model_statistics(pa, ks), model_statistics(pb, ks)
             metrics = [m for m in (*VERDICT_METRICS, f"pass@{max(ks)}") if m in sa and m in sb]
-            out[(a, b)] = {m: paired_difference(sb[m], sa[m], weights).to_dict() for m in metrics}
+            out[(a, b)] = paired_differences({m: sb[m] for m in metrics}, {m: sa[m] for m in metrics}, weights, flips)
         except (KeyError, ValueError, TypeError, ZeroDivisionError):
             continue
     return out

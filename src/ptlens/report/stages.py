@@ -6,7 +6,11 @@ Pure functions of the lineage and transition lists stored in ``weights/summary.j
 A *stage* is a run of neighbouring checkpoints that share a label; a stage with several
 checkpoints is a training *trajectory* (``rlvr@step_200``, ``rlvr@step_400`` … or ``rlvr#1``,
 ``rlvr#2`` …). The stage *starts* at the checkpoint before its first member and *ends* at its
-last member. Its *role* (base, sft, dpo, rlvr) comes from the label, else from the stage facts'
+last member; its *span* is the transition start → end, the whole stage. Every question (learning
+dynamics, sample efficiency, transfer, convergence) measures a stage by this one span: a part of
+a stage (its first step, say) never stands in for the whole, so stages of one and of several
+checkpoints compare like with like. A span the scan did not store is not measured (its
+distance may still be derived exactly from stored steps and cosines, see :meth:`Transitions.distance`). Its *role* (base, sft, dpo, rlvr) comes from the label, else from the stage facts'
 algorithm; the hypotheses of the plan name roles, so a lineage without an SFT or an RLVR stage
 gets no directional test.
 """
@@ -138,13 +142,8 @@ class Transitions:
         return self.by_ab.get((a, b))
 
     def span(self, a: int, b: int) -> str | None:
-        """The stored transition a → b, else the widest stored one inside [a, b] (the earliest on a tie, so a
-        trajectory stage is measured from its start)."""
-        exact = self.name(a, b)
-        if exact:
-            return exact
-        inside = [(bb - aa, -aa, n) for (aa, bb), n in self.by_ab.items() if a <= aa < bb <= b]
-        return max(inside)[2] if inside else None
+        """The stored transition a → b, else None: a part of the span never stands in for all of it."""
+        return self.name(a, b)
 
     def distance(self, a: int, b: int) -> tuple[float | None, str]:
         """‖W_b − W_a‖_F / ‖W_a‖_F and how it was obtained: "stored" (the transition a → b), "derived" (two steps
@@ -170,6 +169,7 @@ class Transitions:
         return sum(steps) / base
 
     def stage_transition(self, stage: Stage) -> str | None:
+        """The stored transition of the stage's span (start → last checkpoint), else None."""
         if stage.start is None:
             return None
         return self.span(stage.start, stage.end)

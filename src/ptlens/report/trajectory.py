@@ -1,6 +1,9 @@
 """Convergence curves of a stage with several checkpoints, from the stored transitions alone.
 
-For a trajectory stage starting at checkpoint s with members m_1 … m_k (pure functions):
+For a trajectory stage starting at checkpoint s with members m_1 … m_k (pure functions). The
+curve ends at the stage's span s → m_k, the same whole-stage change every verdict uses
+(report/stages.py); the scan stores that transition (kind "stage") for every stage of several
+checkpoints, so the last point's distance is exact:
 
 - **distance from the stage start** ‖W_m − W_s‖_F / ‖W_s‖_F: exact when the scan stored the
   transition s → m (always when s is the lineage's first checkpoint, as a cumulative

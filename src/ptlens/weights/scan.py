@@ -73,26 +73,50 @@ class Transition:
     name: str
     a: int
     b: int
-    kind: Literal["consecutive", "cumulative"]
+    kind: Literal["consecutive", "cumulative", "stage"]
 
     @property
     def slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name.replace("→", "_to_"))
 
 
-def transitions_for(names: list[str]) -> list[Transition]:
-    """Consecutive neighbours, then cumulative first → each later checkpoint (no duplicates)."""
+def transitions_for(names: list[str], labels: list[str] | None = None) -> list[Transition]:
+    """Consecutive neighbours, then cumulative first → each later checkpoint, then (with ``labels``) the span of
+    every stage of several checkpoints, from the checkpoint before it to its last (no duplicates)."""
     out = [Transition(f"{names[i]}→{names[i + 1]}", i, i + 1, "consecutive") for i in range(len(names) - 1)]
     out += [Transition(f"{names[0]}→{names[j]}", 0, j, "cumulative") for j in range(2, len(names))]
+    have = {(t.a, t.b) for t in out}
+    for a, b in stage_spans(labels or []):
+        if (a, b) not in have:
+            out.append(Transition(f"{names[a]}→{names[b]}", a, b, "stage"))
     return out
 
 
-def delta_pairs_for(transitions: list[Transition]) -> list[tuple[int, int]]:
-    """Which Δ cosines to compute: neighbouring consecutive transitions, and first vs last."""
+def stage_spans(labels: list[str]) -> list[tuple[int, int]]:
+    """(start, end) of each trained stage: neighbours sharing a label form a stage (report/stages.py)."""
+    out, i = [], 0
+    while i < len(labels):
+        j = i
+        while j + 1 < len(labels) and labels[j + 1] == labels[i]:
+            j += 1
+        if i > 0:
+            out.append((i - 1, j))
+        i = j + 1
+    return out
+
+
+def delta_pairs_for(transitions: list[Transition], labels: list[str] | None = None) -> list[tuple[int, int]]:
+    """Which Δ cosines to compute: neighbouring consecutive transitions, and first vs last; with ``labels`` also
+    neighbouring stage spans and the first vs the last stage span (what the report's transfer question compares)."""
     cons = [i for i, t in enumerate(transitions) if t.kind == "consecutive"]
     pairs = [(cons[i], cons[i + 1]) for i in range(len(cons) - 1)]
     if len(cons) >= 3:
         pairs.append((cons[0], cons[-1]))
+    index = {(t.a, t.b): i for i, t in enumerate(transitions)}
+    spans = [index[ab] for ab in stage_spans(labels or []) if ab in index]
+    for p in [(spans[i], spans[i + 1]) for i in range(len(spans) - 1)] + ([(spans[0], spans[-1])] if len(spans) >= 3 else []):
+        if p not in pairs:
+            pairs.append(p)
     return pairs
 
 
@@ -264,8 +288,9 @@ class _Scanner:
             raise PtlensError("lineage has unresolved checkpoints (no local folder)")
         self.indexes = [CheckpointIndex.from_dir(c.path, allow_pickle=config.allow_pickle) for c in lineage.checkpoints]
         self.readers = [Reader(ix) for ix in self.indexes]
-        self.transitions = transitions_for(self.names)
-        self.pairs = delta_pairs_for(self.transitions)
+        labels = [c.label for c in lineage.checkpoints]
+        self.transitions = transitions_for(self.names, labels)
+        self.pairs = delta_pairs_for(self.transitions, labels)
         dev = config.device
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
