@@ -37,7 +37,7 @@ class ModelShape:
 class PretrainPlan:
     """Next-token training on packed raw text (documents joined by EOS, cut into blocks)."""
 
-    steps: int = 900
+    steps: int = 600
     batch_size: int = 32
     seq_len: int = 128
     learning_rate: float = 5e-3
@@ -50,7 +50,7 @@ class PretrainPlan:
 class SFTPlan:
     """Question → worked solution → ``\\boxed{answer}`` with TRL's SFTTrainer, loss on the answer only."""
 
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 32
     learning_rate: float = 1e-3
     examples: int = 6_000
@@ -84,14 +84,14 @@ class GRPOPlan:
     """RL from verifiable rewards with TRL's GRPOTrainer; reward = ptlens's grader says correct."""
 
     steps: int = 60
-    prompts_per_step: int = 16
+    prompts_per_step: int = 8
     generations: int = 8
     learning_rate: float = 5e-5
     beta: float = 0.0
     temperature: float = 1.0
     top_p: float = 1.0
     max_completion_length: int = 48
-    prompts: int = 960
+    prompts: int = 480
     loss_type: str = "dapo"
     scale_rewards: str = "group"
     checkpoints: int = 3
