@@ -49,7 +49,7 @@ def test_accuracy_by_tag_equals_hand_counts_and_pairs_differences():
          _ps("p2", [False] * 4), _ps("p3", [True, False, False, False])]
     b = [_ps("p0", [True] * 4), _ps("p1", [True, True, True, False]), _ps("p2", [False] * 4), _ps("p3", [False] * 4)]
     out = accuracy_by_tag({"sft": a, "rlvr": b}, tags, ks=[2], n_boot=400, seed=1)
-    assert list(out) == ["level1", IN_DISTRIBUTION, "level2", "level3", HELD_OUT]
+    assert list(out) == [IN_DISTRIBUTION, HELD_OUT, "level1", "level2", "level3"]
     ind, held = out[IN_DISTRIBUTION], out[HELD_OUT]
     assert ind["n_problems"] == 2 and held["n_problems"] == 2
     assert ind["models"]["sft"]["accuracy"]["value"] == pytest.approx(3 / 8)

@@ -490,15 +490,16 @@ def accuracy_by_tag(models: Mapping[str, Sequence[ProblemSamples]], tags: Sequen
     bootstrap the tag's own problems; ``consecutive`` holds paired differences (later − earlier)
     between consecutive models over the same resamples. Returns ``{tag: {"n_problems", "models":
     {name: {metric: Estimate dict}}, "consecutive": [{"a", "b", "difference": {metric: …}}]}}``,
-    tags in order of first appearance.
+    ``in-distribution`` and ``held-out`` first, then the other tags in order of first appearance.
     """
     names = list(models)
     order: dict[str, list[int]] = {}
     for i, ts in enumerate(tags):
         for t in ts:
             order.setdefault(t, []).append(i)
+    first = [t for t in ("in-distribution", "held-out") if t in order]
     out: dict[str, dict] = {}
-    for tag, idx in order.items():
+    for tag, idx in sorted(order.items(), key=lambda kv: first.index(kv[0]) if kv[0] in first else len(first)):
         weights = resample_weights(len(idx), n_boot, seed)
         stats = {}
         for name in names:
