@@ -47,7 +47,7 @@ def test_manifest_matches_the_files(quick_run):
         assert stage_file["instruction"] == "" and stage_file["final"] is True
         assert s["steps"] > 0 and s["tokens"] > 0 and s["wall_time_s"] > 0 and s["seed"] == 3
         assert set(s["accuracy"]) == {"greedy", "t0.6"}
-        assert set(s["accuracy"]["greedy"]) == {"all", "level1", "level2"}
+        assert set(s["accuracy"]["greedy"]) == {"in-distribution", "held-out", "level1", "level2", "level3"}
     facts = {s["label"]: s["facts"] for s in data["stages"]}
     assert facts["sft"]["examples"] > 0 and facts["dpo"]["pairs"] > 0
     assert facts["rlvr"]["prompts"] > 0 and facts["rlvr"]["episodes"] >= facts["rlvr"]["prompts"]
@@ -110,3 +110,35 @@ def test_same_seed_gives_the_same_weights(quick_run, tmp_path):
         a, b = load_file(quick_run / stage / "model.safetensors"), load_file(again / stage / "model.safetensors")
         assert a.keys() == b.keys()
         assert all(a[k].equal(b[k]) for k in a), stage
+
+
+def test_checkpoints_are_stored_in_bf16_and_each_stage_starts_from_the_stored_one(quick_run):
+    from safetensors import safe_open
+
+    data = _manifest(quick_run / "lineage.json")
+    assert data["precision"]["stored"] == "bfloat16" and "stored" in data["precision"]["stage_start"]
+    assert data["model"]["head_dim"] in (32, 64)
+    for t in data["trajectory"]:
+        with safe_open(quick_run / t["path"] / "model.safetensors", "pt") as f:
+            assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}, t["path"]
+        assert json.loads((quick_run / t["path"] / "config.json").read_text()).get("dtype") == "bfloat16"
+
+
+def test_quick_rlvr_gets_a_reward_signal_and_updates_the_stored_weights(quick_run):
+    """--quick must still exercise GRPO: some reward, a nonzero stored update, and no degenerate-signal warning."""
+    from safetensors.torch import load_file
+
+    data = _manifest(quick_run / "lineage.json")
+    rlvr = next(s for s in data["stages"] if s["label"] == "rlvr")
+    assert max(h["reward"] for h in rlvr["history"] if "reward" in h) > 0
+    assert min(h["frac_reward_zero_std"] for h in rlvr["history"] if "frac_reward_zero_std" in h) < 1
+    assert rlvr["stored_entries_changed"] > 0
+    a, b = load_file(quick_run / "dpo" / "model.safetensors"), load_file(quick_run / "rlvr" / "model.safetensors")
+    changed = sum(int((a[k] != b[k]).sum()) for k in a) / sum(v.numel() for v in a.values())
+    assert changed == pytest.approx(rlvr["stored_entries_changed"], abs=1e-6)
+    assert not [w for w in data["warnings"] if w["stage"] == "rlvr"], data["warnings"]
+    curve = rlvr["accuracy_curve"]
+    assert [c["step"] for c in curve][0] == 0 and curve[-1]["step"] == rlvr["steps"] and len(curve) >= 3
+    pair = next(c for c in data["comparisons"] if c["pair"] == "rlvr - sft")
+    d = pair["in-distribution"]["t0.6"]
+    assert d["lo"] <= d["value"] <= d["hi"] and pair["in-distribution"]["problems"] == data["eval"]["problems"]

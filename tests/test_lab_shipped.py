@@ -94,3 +94,23 @@ def test_trajectory_preset_gives_convergence_curves(manifest, tmp_path):
     build_report(tmp_path)
     html = (tmp_path / "report.html").read_text()
     assert "No convergence curves" not in html and "Convergence" in (tmp_path / "report.md").read_text()
+
+
+def test_shipped_lineage_records_precision_tags_and_the_rlvr_comparison(manifest):
+    """A lineage shipped by the current lab (manifest 2): bf16, head_dim 32, per-tag accuracy, paired rlvr - sft."""
+    if manifest.get("manifest_version", 1) < 2:
+        pytest.skip("shipped lineage predates lab manifest 2 (float32, head_dim 24): rerun `ptlens lab --ship`")
+    from safetensors import safe_open
+
+    assert manifest["precision"]["stored"] == "bfloat16" and manifest["model"]["head_dim"] in (32, 64)
+    for t in manifest["trajectory"]:
+        with safe_open(SHIPPED / t["path"] / "model.safetensors", "pt") as f:
+            assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}, t["path"]
+    for s in manifest["stages"]:
+        assert {"in-distribution", "held-out"} <= set(s["accuracy"]["t0.6"])
+    rlvr = next(s for s in manifest["stages"] if s["label"] == "rlvr")
+    assert rlvr["stored_entries_changed"] > 0 and len(rlvr["accuracy_curve"]) >= 3
+    pair = next(c for c in manifest["comparisons"] if c["pair"] == "rlvr - sft")
+    d = pair["in-distribution"]["t0.6"]
+    assert d["lo"] <= d["value"] <= d["hi"]
+    assert not [w for w in manifest["warnings"] if w["stage"] in ("dpo", "rlvr")], manifest["warnings"]

@@ -118,3 +118,42 @@ def test_ship_refuses_other_output_options():
     result = CliRunner().invoke(_app(), ["--ship", "--quick"])
     assert result.exit_code == 2
     assert "--ship" in result.output
+
+
+def test_degenerate_signals_are_named_with_a_fix():
+    from ptlens.lab.checks import dpo_pairs_warning, grpo_reward_warning, stored_change_warning
+
+    zero = [{"step": i, "reward": 0.0, "reward_std": 0.0, "frac_reward_zero_std": 1.0} for i in (1, 2)]
+    msg = grpo_reward_warning(zero)
+    assert msg and "reward was 0 on every sample" in msg and "To fix" in msg
+    all_right = [{"step": 1, "reward": 1.0, "frac_reward_zero_std": 1.0}]
+    assert "same reward" in grpo_reward_warning(all_right)
+    assert grpo_reward_warning(zero + [{"step": 3, "reward": 0.25, "frac_reward_zero_std": 0.5}]) is None
+    assert grpo_reward_warning([]) is None
+    assert "DPO was skipped" in dpo_pairs_warning({"pairs": 0, "sample_accuracy": 0.0}, 8)
+    assert "only 3 prompts" in dpo_pairs_warning({"pairs": 3, "sample_accuracy": 0.9}, 8)
+    assert dpo_pairs_warning({"pairs": 8, "sample_accuracy": 0.5}, 8) is None
+    assert "bit-identical" in stored_change_warning("rlvr", 0.0) and stored_change_warning("rlvr", 1e-6) is None
+
+
+def test_lab_eval_set_tags_trained_and_held_out_levels(tmp_path):
+    from ptlens.lab.runner import eval_problems
+
+    cfg = LabConfig(output_dir=tmp_path, eval_problems=10, held_out_problems=4)
+    ps = eval_problems(cfg)
+    assert [p.tags[1] for p in ps] == ["in-distribution"] * 10 + ["held-out"] * 4
+    assert {p.level for p in ps[:10]} == {1, 2} and {p.level for p in ps[10:]} == {3}
+
+
+def test_stage_comparisons_equal_hand_computed_paired_differences(tmp_path):
+    from ptlens.lab.runner import eval_problems, stage_comparisons
+
+    ps = eval_problems(LabConfig(output_dir=tmp_path, eval_problems=4, held_out_problems=2))
+    per = {"sft": {"greedy": [1, 0, 1, 0, 0, 0], "sampled": [2, 1, 4, 0, 0, 1]},
+           "rlvr": {"greedy": [1, 1, 1, 1, 0, 0], "sampled": [4, 3, 4, 2, 1, 0]}}
+    (c,) = stage_comparisons(ps, per, 4, 0, [("sft", "rlvr")], n_boot=200)
+    assert c["pair"] == "rlvr - sft"
+    assert c["in-distribution"]["greedy"]["value"] == pytest.approx(0.5)
+    assert c["in-distribution"]["t0.6"]["value"] == pytest.approx((13 - 7) / 16)
+    assert c["held-out"]["t0.6"]["value"] == pytest.approx(0.0)
+    assert c["in-distribution"]["t0.6"]["lo"] > 0  # every problem improved or tied

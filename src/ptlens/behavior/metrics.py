@@ -598,3 +598,51 @@ def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[
                                 "distinct_answers": distinct_answers(p.keys)} for p in ps]
                         for name, ps in models.items()},
     }
+
+
+# ---------------------------------------------------------------- per-tag accuracy (in-distribution vs held-out)
+
+
+def headline_indices(tags: Sequence[Sequence[str]], held_out: str = "held-out") -> list[int]:
+    """Problems the headline metrics use: all but the ``held_out``-tagged ones, when the set has both kinds.
+
+    A transfer set scored together with the training distribution would move the headline
+    accuracy by its share of the mix, not by what the model learnt; it is reported per tag instead.
+    """
+    keep = [i for i, t in enumerate(tags) if held_out not in t]
+    return keep if keep and len(keep) < len(tags) else list(range(len(tags)))
+
+
+def accuracy_by_tag(models: Mapping[str, Sequence[ProblemSamples]], tags: Sequence[Sequence[str]],
+                    ks: Sequence[int] = (), n_boot: int = 1000, seed: int = 0) -> dict:
+    """Accuracy (and pass@k for ``ks``) of every model on the problems carrying each tag, with intervals.
+
+    ``tags[i]`` are problem ``i``'s tags (a problem counts under each of its tags). Intervals
+    bootstrap the tag's own problems; ``consecutive`` holds paired differences (later − earlier)
+    between consecutive models over the same resamples. Returns ``{tag: {"n_problems", "models":
+    {name: {metric: Estimate dict}}, "consecutive": [{"a", "b", "difference": {metric: …}}]}}``,
+    ``in-distribution`` and ``held-out`` first, then the other tags in order of first appearance.
+    """
+    names = list(models)
+    order: dict[str, list[int]] = {}
+    for i, ts in enumerate(tags):
+        for t in ts:
+            order.setdefault(t, []).append(i)
+    first = [t for t in ("in-distribution", "held-out") if t in order]
+    out: dict[str, dict] = {}
+    for tag, idx in sorted(order.items(), key=lambda kv: first.index(kv[0]) if kv[0] in first else len(first)):
+        weights = resample_weights(len(idx), n_boot, seed)
+        stats = {}
+        for name in names:
+            ps = [models[name][i] for i in idx]
+            st = {"accuracy": Statistic(np.array([p.c for p in ps], dtype=float), np.array([p.n for p in ps], dtype=float))}
+            for k in ks:
+                st[f"pass@{k}"] = Statistic.mean([pass_at_k(p.n, p.c, k) if k <= p.n else math.nan for p in ps])
+            stats[name] = st
+        out[tag] = {
+            "n_problems": len(idx),
+            "models": {n: {m: estimate(s, weights).to_dict() for m, s in stats[n].items()} for n in names},
+            "consecutive": [{"a": a, "b": b, "difference": {m: paired_difference(stats[b][m], stats[a][m], weights).to_dict()
+                                                            for m in stats[a]}} for a, b in zip(names, names[1:])],
+        }
+    return out

@@ -3,6 +3,12 @@
 The builtin generator is what the embedded tiny lineage is trained and evaluated on, so its
 text is short, plain ASCII, and problem ``i`` of a seed never depends on how many were asked
 for (``--limit`` takes a prefix of the same list).
+
+The lab trains on levels 1 and 2 (``IN_DISTRIBUTION_LEVELS``); level 3 (an exact division
+and a third step) is never trained on. Every builtin problem carries two tags, its level and
+``in-distribution`` or ``held-out``, and the default ``builtin`` set mixes them 4:1 (levels
+cycle 1, 2, 1, 2, 3) so a behaviour run measures the trained task and transfer to a harder
+one side by side; the behaviour results keep the two apart (``by_tag``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ class Problem:
     answer: str
     level: int = 0
     source: str = ""
+    tags: tuple[str, ...] = ()
+    """Labels for per-tag metrics, e.g. ``("level2", "in-distribution")``; JSONL files may give a ``tags`` list."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,6 +93,16 @@ def _level3(r: random.Random) -> tuple[str, int]:
 
 
 _LEVELS = {1: _level1, 2: _level2, 3: _level3}
+IN_DISTRIBUTION_LEVELS = (1, 2)
+"""The levels the lab (and so the embedded tiny lineage) trains on; the others are held out."""
+DEFAULT_LEVELS = (1, 2, 1, 2, 3)
+"""The default ``builtin`` cycle: 80% in-distribution (levels 1, 2), 20% held-out (level 3)."""
+IN_DISTRIBUTION, HELD_OUT = "in-distribution", "held-out"
+
+
+def level_tags(level: int) -> tuple[str, ...]:
+    """A builtin problem's tags: its level and whether the lab trained on that level."""
+    return (f"level{level}", IN_DISTRIBUTION if level in IN_DISTRIBUTION_LEVELS else HELD_OUT)
 
 
 def builtin_problems(n: int, seed: int = 0, levels: tuple[int, ...] = (1, 2, 3)) -> list[Problem]:
@@ -97,7 +115,8 @@ def builtin_problems(n: int, seed: int = 0, levels: tuple[int, ...] = (1, 2, 3))
         level = levels[i % len(levels)]
         r = random.Random(f"ptlens-builtin:{seed}:{level}:{i}")
         question, answer = _LEVELS[level](r)
-        out.append(Problem(id=f"builtin-s{seed}-{i}", question=question, answer=str(answer), level=level, source="builtin"))
+        out.append(Problem(id=f"builtin-s{seed}-{i}", question=question, answer=str(answer), level=level,
+                           source="builtin", tags=level_tags(level)))
     return out
 
 
@@ -162,8 +181,12 @@ def jsonl_problems(path: str | Path) -> list[Problem]:
                 continue
             seen.add(pid)
             level = row.get("level", 0)
+            tags = row.get("tags") or ()
+            if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+                errors.append(f"line {lineno}: tags must be a list of strings")
+                continue
             out.append(Problem(id=pid, question=str(row["question"]), answer=str(row["answer"]),
-                               level=int(level) if isinstance(level, int) else 0, source=path.name))
+                               level=int(level) if isinstance(level, int) else 0, source=path.name, tags=tuple(tags)))
     if errors:
         shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
         raise PtlensError(f"{path}: malformed problem lines: {shown}")
@@ -178,6 +201,8 @@ _BUILTIN = re.compile(r"^builtin(?::(\d+(?:,\d+)*))?$")
 def load_problems(spec: str, limit: int | None = None, seed: int = 0) -> list[Problem]:
     """``builtin`` (or ``builtin:1,2``), ``gsm8k``, ``math500`` or a JSONL path; ``limit`` keeps a prefix.
 
+    Plain ``builtin`` cycles ``DEFAULT_LEVELS`` (in-distribution levels 1-2 and held-out level 3, 4:1).
+
     Hub sets are shuffled with ``seed`` before the limit so a small run is a fair sample;
     builtin problems are generated from ``seed``; files keep their order.
     """
@@ -185,7 +210,7 @@ def load_problems(spec: str, limit: int | None = None, seed: int = 0) -> list[Pr
         raise PtlensError(f"--limit must be at least 1, got {limit}")
     m = _BUILTIN.match(spec)
     if m:
-        levels = tuple(int(x) for x in m.group(1).split(",")) if m.group(1) else (1, 2, 3)
+        levels = tuple(int(x) for x in m.group(1).split(",")) if m.group(1) else DEFAULT_LEVELS
         return builtin_problems(limit or 60, seed=seed, levels=levels)
     if spec in ("gsm8k", "math500"):
         probs = gsm8k_problems() if spec == "gsm8k" else math500_problems()

@@ -39,7 +39,7 @@ from ptlens.behavior.engines import (
     prompt_ids,
 )
 from ptlens.behavior.grading import answer_key, grade
-from ptlens.behavior.metrics import ProblemSamples, compare_models
+from ptlens.behavior.metrics import ProblemSamples, accuracy_by_tag, compare_models, headline_indices
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import PtlensError
 from ptlens.io import write_json
@@ -595,8 +595,13 @@ def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Pr
     from ptlens.io import versions
 
     names = [c.name for c in ctxs]
-    metrics = compare_models(problem_samples(records, names, [p.id for p in problems]), ks=config.ks,
+    grouped = problem_samples(records, names, [p.id for p in problems])
+    # headline metrics: the training distribution only when held-out problems are mixed in (they go to by_tag)
+    keep = headline_indices([p.tags for p in problems])
+    metrics = compare_models({n: [ps[i] for i in keep] for n, ps in grouped.items()}, ks=config.ks,
                              n_boot=config.n_boot, seed=config.seed)
+    by_tag = accuracy_by_tag(grouped, [p.tags for p in problems], ks=metrics["ks"][-1:], n_boot=config.n_boot,
+                             seed=config.seed)
     settings = {k: v for k, v in asdict(config).items() if k not in ("overwrite", "figures", "allow_pickle")}
     settings["engine"] = engine
     return {
@@ -614,4 +619,7 @@ def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Pr
                     "stop_strings": list(c.prompts[0].stop)} for c in ctxs],
         "problems": [p.to_dict() for p in problems],
         **metrics,
+        "headline_problems": {"n": len(keep), "of": len(problems),
+                              "excluded_tag": "held-out" if len(keep) < len(problems) else None},
+        "by_tag": by_tag,
     }

@@ -57,7 +57,14 @@ def _summary(out: Console, manifest: Path) -> None:
     for s in data["stages"]:
         f = s["facts"]
         items = ", ".join(f"{f[k]:,} {k}" for k in ("examples", "pairs", "prompts", "episodes") if f.get(k))
-        acc = [", ".join(f"{k} {v:.0%}" for k, v in by_level.items()) for by_level in s.get("accuracy", {}).values()]
+        acc = [", ".join(f"{k} {v:.0%}" for k, v in by_tag.items() if k in ("in-distribution", "held-out"))
+               for by_tag in s.get("accuracy", {}).values()]
         t.add_row(s["label"], str(s.get("steps", "")), items, f"{f.get('learning_rate', 0):g}",
                   f"{s.get('wall_time_s', 0):.0f}", *acc)
     out.print(t)
+    for c in data.get("comparisons", []):
+        d = (c.get("in-distribution") or {}).get("t0.6")
+        if d and d.get("lo") is not None:
+            out.print(f"{c['pair']}: sampled in-distribution accuracy {d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]")
+    for w in data.get("warnings", []):
+        out.print(f"[yellow]warning[/] {escape(w['message'])}")

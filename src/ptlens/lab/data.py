@@ -16,9 +16,9 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ptlens.behavior.problems import Problem, builtin_problems
+from ptlens.behavior.problems import IN_DISTRIBUTION, Problem, builtin_problems
 
 _INT = re.compile(r"\d+")
 _OPS = "+-*/"
@@ -88,8 +88,10 @@ def user_messages(problem: Problem) -> list[dict[str, str]]:
     return [{"role": "user", "content": problem.question}]
 
 
-def problems(n: int, stage_seed: int, seed: int, levels: tuple[int, ...]) -> list[Problem]:
-    return builtin_problems(n, seed=stage_seed + seed, levels=levels)
+def problems(n: int, stage_seed: int, seed: int, levels: tuple[int, ...], kind: str = IN_DISTRIBUTION) -> list[Problem]:
+    """``n`` builtin problems of a stage's own seed, tagged by level and ``kind`` (the lab's levels may differ
+    from the builtin default, so the tags follow the lab's split)."""
+    return [replace(p, tags=(f"level{p.level}", kind)) for p in builtin_problems(n, seed=stage_seed + seed, levels=levels)]
 
 
 def _equation(r: random.Random) -> str:

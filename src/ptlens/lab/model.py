@@ -38,22 +38,28 @@ def new_model(shape: ModelShape, tok, seed: int):
 
 
 def load_model(folder: Path):
+    """A stored checkpoint upcast to float32: the master weights the next stage trains."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
 
 
-def save_checkpoint(model, tok, folder: Path, facts: dict, extra: dict | None = None) -> int:
-    """Write one float32 checkpoint atomically (temp folder + rename); returns its size in bytes.
+def save_checkpoint(model, tok, folder: Path, facts: dict, extra: dict | None = None,
+                    dtype: str = "bfloat16") -> int:
+    """Write one checkpoint atomically (temp folder + rename), weights cast to ``dtype``; returns its size in bytes.
 
-    ``ptlens_stage.json`` holds ``{"facts": …}`` (the StageFacts fields) plus ``extra``
-    (stage label, optimizer step, items and tokens seen so far).
+    The model being trained keeps its float32 weights; a copy is cast (round to nearest) for storage,
+    as a bf16 release of an fp32-trained model is. ``ptlens_stage.json`` holds ``{"facts": …}``
+    (the StageFacts fields) plus ``extra`` (stage label, optimizer step, items and tokens seen so far).
     """
+    import copy
+
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         _remove_tree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
+    stored = copy.deepcopy(model).to(getattr(torch, dtype))
+    stored.save_pretrained(tmp, safe_serialization=True)
     save_tokenizer(tok, tmp)
     (tmp / "ptlens_stage.json").write_text(json.dumps({"facts": facts, **(extra or {})}, indent=2) + "\n")
     for f in tmp.iterdir():
@@ -100,19 +106,22 @@ def generate(model, tok, problems: list[Problem], *, max_new_tokens: int, temper
     return out
 
 
-def accuracy_by_level(model, tok, problems: list[Problem], max_new_tokens: int, temperature: float = 0.0,
-                      top_p: float = 1.0, seed: int = 0) -> dict[str, float]:
-    """Accuracy of one answer per problem, per level (``"level1"`` …) and overall (``"all"``), by ptlens's grader.
-
-    Greedy at temperature 0; otherwise one seeded sample per problem.
-    """
+def sample_correct(model, tok, problems: list[Problem], max_new_tokens: int, temperature: float = 0.0,
+                   top_p: float = 1.0, samples: int = 1, seed: int = 0) -> list[int]:
+    """Correct answers per problem (by ptlens's grader) out of ``samples``: greedy at temperature 0 (one answer)."""
     from transformers import set_seed
 
     set_seed(seed)
-    answers = generate(model, tok, problems, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    by_level: dict[str, list[bool]] = {}
-    for p, (text,) in zip(problems, answers):
-        ok = grade(text, p.answer).correct
-        by_level.setdefault(f"level{p.level}", []).append(ok)
-        by_level.setdefault("all", []).append(ok)
-    return {k: round(sum(v) / len(v), 4) for k, v in sorted(by_level.items())}
+    k = samples if temperature > 0 else 1
+    answers = generate(model, tok, problems, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                       num_return_sequences=k)
+    return [sum(grade(t, p.answer).correct for t in texts) for p, texts in zip(problems, answers)]
+
+
+def accuracy_by_tag(problems: list[Problem], correct: list[int], samples: int) -> dict[str, float]:
+    """Share of correct answers per tag of the problems (``level1`` …, ``in-distribution``, ``held-out``)."""
+    groups: dict[str, list[int]] = {}
+    for p, c in zip(problems, correct):
+        for t in p.tags:
+            groups.setdefault(t, []).append(c)
+    return {t: round(sum(v) / (len(v) * samples), 4) for t, v in sorted(groups.items())}

@@ -2,8 +2,9 @@
 
 Each function trains the model it is given in place, calls ``save(step)`` at the trajectory
 steps (the caller writes the checkpoint), and returns what the manifest records. TRL's
-defaults aimed at GPUs are turned off here: bf16 (the lab trains and stores float32),
-gradient checkpointing, reporting to trackers, and Trainer's own checkpoint saving.
+defaults aimed at GPUs are turned off here: bf16 mixed precision (the lab trains float32
+master weights and stores bf16 checkpoints), gradient checkpointing, reporting to trackers,
+and Trainer's own checkpoint saving.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ptlens.lab.model import generate
 from ptlens.lab.reward import correctness_reward
 
 Progress = Callable[[str], None]
-_LOGGED = ("loss", "reward", "reward_std", "entropy", "learning_rate", "completions/mean_length",
+_LOGGED = ("loss", "reward", "reward_std", "frac_reward_zero_std", "entropy", "learning_rate", "completions/mean_length",
            "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
 
 
@@ -162,8 +163,12 @@ def run_dpo(model, tok, pairs: list[Pair], *, steps: int, batch_size: int, lr: f
 
 def run_grpo(model, tok, problems: list[Problem], *, steps: int, prompts_per_step: int, generations: int,
              lr: float, beta: float, temperature: float, max_completion_length: int, seed: int,
-             save_at: set[int], save: Callable[[int], None], progress: Progress, name: str = "rlvr") -> StageRun:
-    """GRPO: ``generations`` samples per prompt, reward 1/0 from the grader, group-normalised advantages."""
+             save_at: set[int], save: Callable[[int], None], progress: Progress, name: str = "rlvr",
+             **options) -> StageRun:
+    """GRPO: ``generations`` samples per prompt, reward 1/0 from the grader, group-normalised advantages.
+
+    ``options`` go to ``GRPOConfig`` as they are (``loss_type``, ``scale_rewards``, ``top_p`` …).
+    """
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -173,8 +178,8 @@ def run_grpo(model, tok, problems: list[Problem], *, steps: int, prompts_per_ste
     with tempfile.TemporaryDirectory(prefix="ptlens-lab-") as workdir:
         args = GRPOConfig(**_common(steps, prompts_per_step * generations, lr, seed, workdir, 1),
                           num_generations=generations, max_completion_length=max_completion_length,
-                          temperature=temperature, top_p=1.0, beta=beta, shuffle_dataset=True,
-                          log_completions=False)
+                          temperature=temperature, beta=beta, shuffle_dataset=True,
+                          log_completions=False, **{"top_p": 1.0, **options})
         trainer = GRPOTrainer(model=model, reward_funcs=correctness_reward, args=args,
                               train_dataset=Dataset.from_list(rows), processing_class=tok,
                               callbacks=_callbacks(save_at, save, name, steps, progress, history))

@@ -168,9 +168,12 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
             ("ece", "ECE"), ("brier", "Brier")]
     rows = [[name, *[est_cell((m.get("metrics") or {}).get(key)) for key, _ in cols]] for name, m in models.items()]
     n_prob = next((m.get("n_problems") for m in models.values()), None)
+    head = r.get("headline_problems") or {}
+    scope = (f" ({head.get('excluded_tag')} problems left out: {fmt(head['of'] - head['n'])}; see accuracy by tag)"
+             if head.get("excluded_tag") else "")
     per = table("tbl-behaviour", "Per model, with 95% bootstrap intervals over problems",
                 ["model", *[c for _, c in cols]], rows,
-                f"{fmt(n_prob)} problems; {fmt((r.get('settings') or {}).get('n_samples'))} samples per problem.")
+                f"{fmt(n_prob)} problems{scope}; {fmt((r.get('settings') or {}).get('n_samples'))} samples per problem.")
     diffs = []
     pairs = [(c.get("a"), c.get("b"), c.get("difference") or {}, "stored") for c in r.get("consecutive") or []]
     pairs += [(a, b, d, "from samples") for (a, b), d in sorted(extra.items())]
@@ -197,7 +200,25 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
         crossings.append(f"pass@k of {pair[1]} vs {pair[0]}: " + (
             f"the curves cross at k = {', '.join(map(str, ks_cross))}" if ks_cross else
             "the curves do not cross at the measured k"))
-    return {"tables": [per, diff, solved_t, cross], "notes": crossings}
+    return {"tables": [per, *_by_tag_table(r), diff, solved_t, cross], "notes": crossings}
+
+
+def _by_tag_table(r: dict) -> list[dict]:
+    """Accuracy per problem tag (in-distribution vs held-out, per level) beside the headline, with paired differences."""
+    by_tag = r.get("by_tag") or {}
+    if len(by_tag) < 2:
+        return []
+    names = list(r.get("models") or {})
+    first = next(iter(by_tag.values()))
+    pairs = [(c.get("a"), c.get("b")) for c in first.get("consecutive") or []]
+    rows = []
+    for tag, t in by_tag.items():
+        diffs = {(c.get("a"), c.get("b")): (c.get("difference") or {}).get("accuracy") for c in t.get("consecutive") or []}
+        rows.append([tag, fmt(t.get("n_problems")), *[est_cell(((t.get("models") or {}).get(n) or {}).get("accuracy"))
+                                                     for n in names], *[est_cell(diffs.get(p)) for p in pairs]])
+    return [table("tbl-behaviour-by-tag", "Accuracy by problem tag, with 95% bootstrap intervals over each tag's problems",
+                  ["tag", "problems", *names, *[f"{b} − {a}" for a, b in pairs]], rows,
+                  "A problem counts under each of its tags; differences are paired (same resamples).")]
 
 
 def _efficiency_section(s: dict | None, r: dict | None) -> dict:

@@ -45,7 +45,12 @@ def pair_differences(results: dict, rows: Sequence[dict], pairs: Iterable[tuple[
         from ptlens.behavior.metrics import flip_patterns, model_statistics, paired_differences, resample_weights
     except ImportError:
         return {}
-    ids = [p.get("id") for p in results.get("problems") or []]
+    problems = results.get("problems") or []
+    ids = [p.get("id") for p in problems]
+    if (results.get("headline_problems") or {}).get("excluded_tag"):  # same problems as the stored headline metrics
+        from ptlens.behavior.metrics import headline_indices
+
+        ids = [ids[i] for i in headline_indices([p.get("tags") or () for p in problems])]
     if not ids:
         ids = sorted({r.get("problem_id") for r in rows})
     boot = results.get("bootstrap") or {}
