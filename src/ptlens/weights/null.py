@@ -1,0 +1,157 @@
+"""Null baselines: what an update with no structure would score on each weight metric.
+
+The null update of a tensor and transition A → B is i.i.d. Gaussian noise ε with
+‖ε‖_F = ‖ΔW‖_F (the transition's own, over the rows both checkpoints share), added to W_A
+and stored in B's dtype (round to nearest even, as torch casts). Rounding is what makes the
+null matter: in bfloat16 a small update only survives on small weights, so "few entries
+changed", "changed entries are small ones" and "the update avoids principal weights" all
+appear from noise. Observed values are read against these.
+
+How each null is obtained (docs/validation/weights.md):
+
+- ``changed_exact``, ``changed_tol``, ``changed_magnitude_ratio``: simulated on a seeded
+  sample of W_A's rows (≥ ``SAMPLE_ENTRIES`` entries, or the whole tensor when smaller);
+  the shares' binomial standard error is ≤ 0.5/√entries (0.14 percentage points at 2^17).
+- ``principal_overlap``: the same simulated changes on the same rows, against the rows'
+  entries of the rank-k reconstruction of W_A above the whole matrix's top-α threshold;
+  normalised by the sample's own share of principal entries (a ratio estimator: a few rows
+  hold few or many principal entries, and dividing by α would add that noise).
+- ``stable_rank``: derived. The null's stored difference has independent zero-mean
+  entries; with enough non-zeros per row and column (p·min(m, n) ≥ ``DENSE_NNZ``, p the
+  simulated changed share) its top singular value sits at the Marchenko–Pastur /
+  Bai–Yin edge √v(√m + √n), so stable rank = mn / (√m + √n)², whatever v. Sparser (tiny
+  updates in bf16, most entries unchanged) σ₁ is driven by a few heavy rows or columns:
+  then a sparse m × n matrix with the simulated share of non-zeros, values drawn from the
+  simulated ones, is built and its σ₁ computed (scipy ``svds``).
+- ``rank_fraction``: derived. A random pattern with continuous values has full rank on
+  its non-empty rows and columns: min(E[non-empty rows], E[non-empty columns]) / min(m, n),
+  with p from the simulation (1.0 for any dense update).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import torch
+
+from ptlens.weights.index import DTYPES, MANTISSA_BITS
+
+SAMPLE_ENTRIES = 1 << 17
+DENSE_NNZ = 30
+
+# raw sample sums, scaled to the tensor's entry count so that aggregates add them
+NS_EXACT, NS_TOL, NS_ABSA_CHANGED, NS_ABSA, NS_N = range(5)
+NS_FIELDS = 5
+
+
+def coarser(da: str, db: str) -> str:
+    return da if MANTISSA_BITS[da] <= MANTISSA_BITS[db] else db
+
+
+def bits(x: torch.Tensor) -> torch.Tensor:
+    """Bit patterns of a float32 tensor, for bit-for-bit comparison."""
+    return x.contiguous().view(torch.int32)
+
+
+def changed_mask(ra: torch.Tensor, rb: torch.Tensor, da: str, db: str) -> torch.Tensor:
+    """Entries whose stored values differ bit for bit, compared in the coarser stored dtype."""
+    if da == db:
+        ia = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[ra.element_size()]
+        return ra.view(ia) != rb.view(ia)
+    coarse = DTYPES[coarser(da, db)]
+    return bits(ra.to(coarse).float()) != bits(rb.to(coarse).float())
+
+
+def sample_rows(rows: int, row_elems: int, seed: int, entries: int = SAMPLE_ENTRIES) -> np.ndarray:
+    """Sorted, seeded row indices holding at least ``entries`` entries (every row when fewer)."""
+    want = max(1, math.ceil(entries / max(1, row_elems)))
+    if want >= rows:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, size=want, replace=False))
+
+
+def noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Standard normal draws, seeded: the null's direction (scaled per transition)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float32)
+
+
+def tensor_seed(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+def simulate(wa: torch.Tensor, da: str, db: str, sigma: float, z: torch.Tensor, tol: float
+             ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """One null draw on sampled rows of W_A (stored dtype ``da``): W_A + σz stored as ``db``.
+
+    Returns the sample sums (``NS_*``), the changed mask (compared like the observed metric:
+    bit for bit in the coarser dtype) and the stored difference in float32.
+    """
+    xa = wa.float()
+    stored = (xa + sigma * z).to(DTYPES[db])
+    ch = changed_mask(wa, stored, da, db)
+    d = stored.float() - xa
+    absa = xa.abs().double()
+    s = np.zeros(NS_FIELDS)
+    s[NS_EXACT] = float(ch.sum())
+    s[NS_TOL] = float((d.abs() > tol).sum())
+    s[NS_ABSA_CHANGED] = float(absa[ch].sum())
+    s[NS_ABSA] = float(absa.sum())
+    s[NS_N] = float(xa.numel())
+    return s, ch, d
+
+
+def elementwise(ns: np.ndarray) -> dict[str, float | None]:
+    """``changed_exact_null``, ``changed_tol_null``, ``changed_magnitude_ratio_null`` from (summed) sample sums."""
+    n = ns[NS_N]
+    if n <= 0:
+        return {"changed_exact_null": None, "changed_tol_null": None, "changed_magnitude_ratio_null": None}
+    mean_abs = ns[NS_ABSA] / n
+    ratio = (ns[NS_ABSA_CHANGED] / ns[NS_EXACT]) / mean_abs if ns[NS_EXACT] > 0 and mean_abs > 0 else None
+    return {"changed_exact_null": ns[NS_EXACT] / n, "changed_tol_null": ns[NS_TOL] / n,
+            "changed_magnitude_ratio_null": ratio}
+
+
+def principal_overlap_null(recon: torch.Tensor, threshold: float, ch: torch.Tensor) -> float | None:
+    """(|P ∩ C| / |C|) / (|P| / n) on sampled rows: P = |rank-k W_A| ≥ the matrix's top-α threshold."""
+    P = recon.abs() >= threshold
+    n_p, n_c = int(P.sum()), int(ch.sum())
+    if n_p == 0 or n_c == 0:
+        return None
+    return (int((P & ch).sum()) / n_c) / (n_p / P.numel())
+
+
+def marchenko_pastur_stable_rank(m: int, n: int) -> float:
+    """Stable rank of an m × n matrix of i.i.d. zero-mean entries (large m, n): mn / (√m + √n)²."""
+    return m * n / (math.sqrt(m) + math.sqrt(n)) ** 2
+
+
+def rank_nulls(d: torch.Tensor, shape: tuple[int, int], seed: int) -> dict[str, float | None]:
+    """``stable_rank_null`` and ``rank_fraction_null`` from the simulated stored difference on sampled rows."""
+    m, n = shape
+    flat = d.reshape(-1)
+    nz = flat[flat != 0]
+    p = nz.numel() / max(1, flat.numel())
+    if p == 0:
+        return {"stable_rank_null": None, "rank_fraction_null": 0.0}
+    rows_nonempty = m * -math.expm1(n * math.log1p(-p)) if p < 1 else m
+    cols_nonempty = n * -math.expm1(m * math.log1p(-p)) if p < 1 else n
+    rank_fraction = min(1.0, min(rows_nonempty, cols_nonempty) / min(m, n))
+    if p * min(m, n) >= DENSE_NNZ:
+        return {"stable_rank_null": marchenko_pastur_stable_rank(m, n), "rank_fraction_null": rank_fraction}
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import svds
+
+    rng = np.random.default_rng(seed)
+    nnz = max(1, int(round(p * m * n)))
+    pos = rng.choice(m * n, size=nnz, replace=False) if m * n <= 1 << 26 else np.unique(rng.integers(0, m * n, nnz))
+    vals = rng.choice(nz.double().numpy(), size=len(pos), replace=True)
+    S = sp.csr_matrix((vals, (pos // n, pos % n)), shape=(m, n))
+    frob2 = float((vals ** 2).sum())
+    if min(m, n) <= 2:
+        s1 = float(np.linalg.norm(S.toarray(), 2))
+    else:
+        s1 = float(svds(S, k=1, return_singular_vectors=False, random_state=seed)[0])
+    return {"stable_rank_null": frob2 / (s1 * s1) if s1 > 0 else None, "rank_fraction_null": rank_fraction}
