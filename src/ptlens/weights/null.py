@@ -19,7 +19,8 @@ How each null is obtained (docs/validation/weights.md):
 - ``stable_rank``: derived. The null's stored difference has independent zero-mean
   entries; with enough non-zeros per row and column (p·min(m, n) ≥ ``DENSE_NNZ``, p the
   simulated changed share) its top singular value sits at the Marchenko–Pastur /
-  Bai–Yin edge √v(√m + √n), so stable rank = mn / (√m + √n)², whatever v. Sparser (tiny
+  Bai–Yin edge √v(√m + √n), so stable rank = mn / (√m + √n)², whatever v (with the
+  Tracy–Widom mean shift for small matrices, ``gaussian_stable_rank``). Sparser (tiny
   updates in bf16, most entries unchanged) σ₁ is driven by a few heavy rows or columns:
   then a sparse m × n matrix with the simulated share of non-zeros, values drawn from the
   simulated ones, is built and its σ₁ computed (scipy ``svds``).
@@ -123,9 +124,22 @@ def principal_overlap_null(recon: torch.Tensor, threshold: float, ch: torch.Tens
     return (int((P & ch).sum()) / n_c) / (n_p / P.numel())
 
 
-def marchenko_pastur_stable_rank(m: int, n: int) -> float:
-    """Stable rank of an m × n matrix of i.i.d. zero-mean entries (large m, n): mn / (√m + √n)²."""
-    return m * n / (math.sqrt(m) + math.sqrt(n)) ** 2
+TW1_MEAN = -1.2065  # mean of the Tracy–Widom (β = 1) law
+
+
+def gaussian_stable_rank(m: int, n: int) -> float:
+    """Stable rank of an m × n matrix of i.i.d. zero-mean entries: mn / E[σ₁²] with unit variance.
+
+    E[σ₁²] ≈ μ + s·E[TW₁], μ = (√(a−1) + √b)², s = (√(a−1) + √b)(1/√(a−1) + 1/√b)^{1/3}
+    (Johnstone 2001, a = max(m, n), b = min(m, n)); for large m, n this is the Marchenko–Pastur
+    edge, mn / (√m + √n)². The Tracy–Widom term matters for small matrices (−5% on 64 × 64).
+    """
+    a, b = max(m, n), min(m, n)
+    if b < 2:
+        return 1.0
+    r = math.sqrt(a - 1) + math.sqrt(b)
+    lam = r * r + r * (1 / math.sqrt(a - 1) + 1 / math.sqrt(b)) ** (1 / 3) * TW1_MEAN
+    return min(float(b), m * n / lam)
 
 
 def rank_nulls(d: torch.Tensor, shape: tuple[int, int], seed: int) -> dict[str, float | None]:
@@ -140,7 +154,7 @@ def rank_nulls(d: torch.Tensor, shape: tuple[int, int], seed: int) -> dict[str, 
     cols_nonempty = n * -math.expm1(m * math.log1p(-p)) if p < 1 else n
     rank_fraction = min(1.0, min(rows_nonempty, cols_nonempty) / min(m, n))
     if p * min(m, n) >= DENSE_NNZ:
-        return {"stable_rank_null": marchenko_pastur_stable_rank(m, n), "rank_fraction_null": rank_fraction}
+        return {"stable_rank_null": gaussian_stable_rank(m, n), "rank_fraction_null": rank_fraction}
     import scipy.sparse as sp
     from scipy.sparse.linalg import svds
 
