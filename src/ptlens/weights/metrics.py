@@ -105,17 +105,15 @@ def randomized_svd_many(blocks: Blocks, shape: tuple[int, int], count: int, k: i
     Block Krylov (Musco & Musco 2015): the range basis is every block of
     [AΩ, (AAᵀ)AΩ, …, (AAᵀ)^q AΩ] (block size ℓ = k + oversample, q = ``power_iters``), kept
     orthonormal block by block, and the values are those of QᵀA (Rayleigh–Ritz). It reads
-    each matrix 2q + 2 times like q power iterations, but keeps every intermediate block
-    instead of only the last, which is what makes flat (noise-like) spectra converge: with
-    q = 3 the top-16 values of a Gaussian 4096 × 14336 matrix are within 1% (power
-    iteration with the same passes: −6%; docs/validation/weights.md).
+    each matrix 2q + 2 times, like q power iterations, and multiplies by ℓ columns per pass
+    (QᵀA is assembled from each block's own left product), but keeps every intermediate
+    block instead of only the last, which is what makes flat (noise-like) spectra converge.
 
-    Error estimate (``err``): Ritz values are lower bounds, σ̃_i ≤ σ_i, and grow as the
-    Krylov space grows; the bases are nested, so the values of the space one block smaller
-    come free from the leading rows of QᵀA. ``err`` is the last block's gain
-    σ̃_i(K_q) − σ̃_i(K_{q−1}) — an estimate, not a rigorous upper bound (the benchmark reports
-    how it compares with the true error). The values of a tensor thus lie in [S, S + err]
-    as estimated.
+    Values and error estimate (``krylov_extrapolate``): Ritz values are lower bounds,
+    σ̃_i ≤ σ_i, and grow with the Krylov space; the bases are nested, so the values of every
+    smaller space come free from the leading rows of QᵀA (``history``). ``S`` is the last
+    Ritz value plus the extrapolated remaining gain, ``err`` an estimate (not a rigorous
+    bound) of |S − σ_i|; docs/validation/weights.md tables both against exact spectra.
 
     The matrices advance in lockstep: each pass streams the row blocks once and serves all of
     them, so a tensor's checkpoints are read once per pass however many SVDs they feed, and a
@@ -168,12 +166,17 @@ def randomized_svd_many(blocks: Blocks, shape: tuple[int, int], count: int, k: i
         return torch.cat([basis, blk], dim=1)
 
     bases = [extend(None, y) for y in range_pass([omega] * count)]
+    rows_of_B: list[list[torch.Tensor]] = [[] for _ in range(count)]  # Q_jᵀA, block by block
     for _ in range(q):
-        last = [b[:, -ell:] for b in bases]
-        Zs = [_orth(z.T) for z in left_pass(last)]
+        lefts = left_pass([b[:, -ell:] for b in bases])
+        for i, z in enumerate(lefts):
+            rows_of_B[i].append(z)
+        Zs = [_orth(z.T) for z in lefts]
         bases = [extend(b, y) for b, y in zip(bases, range_pass(Zs))]
+    for i, z in enumerate(left_pass([b[:, -ell:] for b in bases])):  # a block, once appended, never changes:
+        rows_of_B[i].append(z)                                     # QᵀA is the blocks' own left products
     out = []
-    for Q, B in zip(bases, left_pass(bases)):
+    for Q, B in zip(bases, (torch.cat(r, dim=0) for r in rows_of_B)):
         Ub, S, Vh = torch.linalg.svd(B, full_matrices=False)
         hist = torch.stack([torch.linalg.svdvals(B[: ell * j])[:k] for j in range(1, q + 1)] + [S[:k]])
         value, err = krylov_extrapolate(hist)
