@@ -131,3 +131,17 @@ def test_null_columns_and_aggregates(cast_and_noise, tmp_path):
     assert "(null " in text
     group = all_aggregates(res.records, res.pairs)["group"]
     assert all("changed_tol_null" in g for g in group)
+
+
+@pytest.mark.parametrize("da,db", [("BF16", "BF16"), ("F32", "BF16"), ("BF16", "F32"), ("F32", "F32")])
+def test_compiled_null_draw_equals_torch_cast(da, db):
+    """The one-pass kernel rounds like torch's float32 → bfloat16 cast (round to nearest even), bit for bit."""
+    g = torch.Generator().manual_seed(7)
+    dt = {"BF16": torch.bfloat16, "F32": torch.float32}
+    wa = (0.02 * torch.randn(32, 512, generator=g)).to(dt[da])
+    z = torch.randn(32, 512, generator=g)
+    for sigma in (1e-6, 1e-4, 1e-2):
+        s, ch, d = N.simulate(wa, da, db, sigma, z, 1e-5)
+        s2, ch2, d2 = N.simulate_torch(wa, da, db, sigma, z, 1e-5)
+        assert torch.equal(ch, ch2) and torch.equal(d, d2)
+        np.testing.assert_allclose(s, s2, rtol=1e-12)

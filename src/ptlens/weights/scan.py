@@ -340,7 +340,8 @@ class _Scanner:
                 sums=sums[t], added_rows=added[t][0], added_rows_norm=math.sqrt(added[t][1]))
             rec.metrics = M.finalize(sums[t])
             records.append(rec)
-        null_sample = self._nulls(p, present, active, records)
+        with _torch_threads(1):  # ops on ~1e5 entries: thread hand-offs would cost more than the work
+            null_sample = self._nulls(p, present, active, records)
         prs = []
         for q, s in psums.items():
             t1, t2 = self.pairs[q]
@@ -356,7 +357,10 @@ class _Scanner:
         """Rows ``idx`` (sorted) of one checkpoint's tensor, stored dtype, shape (len(idx), row_elems)."""
         if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
             return self.readers[c].rows(name, int(idx[0]), int(idx[-1]) + 1).reshape(len(idx), row_elems)
-        return torch.cat([self.readers[c].rows(name, int(r), int(r) + 1).reshape(1, row_elems) for r in idx])
+        # map the tensor and copy out the sampled rows: only their pages are touched
+        raw = torch.from_numpy(self.readers[c].map_rows(name, 0, int(idx[-1]) + 1))
+        dt = DTYPES[self.indexes[c].tensors[name].dtype]
+        return raw.view(dt).reshape(-1, row_elems)[torch.from_numpy(idx)].clone()
 
     def _nulls(self, p: _TensorPlan, present: list[int], active: list[int], records: list[TensorRecord]):
         """Element-wise nulls of every transition, simulated on one seeded row sample (``null``).
