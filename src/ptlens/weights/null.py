@@ -176,8 +176,8 @@ def elementwise(ns: np.ndarray) -> dict[str, float | None]:
     if n <= 0:
         return {"changed_exact_null": None, "changed_tol_null": None, "changed_magnitude_ratio_null": None}
     mean_abs = ns[NS_ABSA] / n
-    ratio = (ns[NS_ABSA_CHANGED] / ns[NS_EXACT]) / mean_abs if ns[NS_EXACT] > 0 and mean_abs > 0 else None
-    return {"changed_exact_null": ns[NS_EXACT] / n, "changed_tol_null": ns[NS_TOL] / n,
+    ratio = float((ns[NS_ABSA_CHANGED] / ns[NS_EXACT]) / mean_abs) if ns[NS_EXACT] > 0 and mean_abs > 0 else None
+    return {"changed_exact_null": float(ns[NS_EXACT] / n), "changed_tol_null": float(ns[NS_TOL] / n),
             "changed_magnitude_ratio_null": ratio}
 
 
