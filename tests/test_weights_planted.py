@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ptlens.weights import kernels as K
+from ptlens.weights import metrics as M
 from weights_helpers import SHAPE, base_weights, record, scan, write_lineage
 
 Q = "model.layers.1.self_attn.q_proj.weight"
@@ -268,7 +269,7 @@ def test_spectral_of_resized_vocab_between_resized_checkpoints(tmp_path, spectra
     dpo["lm_head.weight"] = sft["lm_head.weight"] + 0.01 * torch.randn(sft["lm_head.weight"].shape, generator=g)
     r = record(scan(write_lineage(tmp_path, {"base": base, "sft": sft, "dpo": dpo}), spectral=spectral),
                "lm_head.weight", "sft→dpo")
-    shared = (dpo["lm_head.weight"][:256] - sft["lm_head.weight"][:256]).double()
+    shared = (dpo["lm_head.weight"] - sft["lm_head.weight"]).double()  # both hold 264 rows: all are compared
     s = torch.linalg.svdvals(shared)
     assert r.spectral["stable_rank"] == pytest.approx(float((s ** 2).sum() / s[0] ** 2), rel=1e-4)
     assert r.spectral["top16_energy"] == pytest.approx(float((s[:16] ** 2).sum() / (s ** 2).sum()), rel=1e-4)
@@ -301,3 +302,39 @@ def test_streamed_spectral_pass_matches_resident(tmp_path):
                 assert b.spectral[key] == pytest.approx(va, rel=1e-3, abs=1e-3), (a.tensor, a.transition, key)
                 compared += 1
     assert compared > 100
+
+
+def test_rows_per_transition_for_resized_vocab(tmp_path):
+    """1000 → 1008 → 1008 rows: sft→dpo is measured on all 1008 rows, base→* on 1000, added rows per transition."""
+    from ptlens.synth import LlamaShape
+
+    shape = LlamaShape(vocab=1000, hidden=64, intermediate=96, layers=1, heads=4, kv_heads=2)
+    base = base_weights(shape=shape)
+    g = torch.Generator().manual_seed(21)
+    sft = {k: v.clone() for k, v in base.items()}
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        sft[name] = torch.cat([base[name] + 0.01 * torch.randn(base[name].shape, generator=g),
+                               0.02 * torch.randn((8, 64), generator=g)])
+    dpo = {k: v.clone() for k, v in sft.items()}
+    planted = torch.zeros(1008, 64)
+    planted[1000:] = torch.randn(8, 64, generator=g)  # dpo moves only the rows sft added
+    planted[:1000] = 1e-3 * torch.randn(1000, 64, generator=g)
+    dpo["lm_head.weight"] = sft["lm_head.weight"] + planted
+    res = scan(write_lineage(tmp_path, {"base": base, "sft": sft, "dpo": dpo}, shape=shape), spectral="full")
+    r = record(res, "lm_head.weight", "sft→dpo")
+    assert (r.rows_a, r.rows_b, r.added_rows) == (1008, 1008, 0)
+    assert r.metrics["entries"] == 1008 * 64
+    s = torch.linalg.svdvals(planted.double())
+    assert r.spectral["stable_rank"] == pytest.approx(float((s ** 2).sum() / s[0] ** 2), rel=1e-6)
+    assert r.spectral["sigma1"] == pytest.approx(float(s[0]), rel=1e-6)
+    U_a = torch.linalg.svd(sft["lm_head.weight"].double(), full_matrices=False).U[:, :16]
+    U_b = torch.linalg.svd(dpo["lm_head.weight"].double(), full_matrices=False).U[:, :16]
+    mean, mx = M.principal_angles_deg(U_a, U_b)  # W_A and W_B on their 1008 shared rows
+    assert r.spectral["subspace_angle_u_mean"] == pytest.approx(mean, abs=1e-5)
+    for t in ("base→sft", "base→dpo"):
+        rb = record(res, "lm_head.weight", t)
+        assert (rb.rows_a, rb.rows_b, rb.added_rows, rb.metrics["entries"]) == (1000, 1008, 8, 1000 * 64)
+    d = (dpo["lm_head.weight"][:1000] - base["lm_head.weight"]).double()
+    s = torch.linalg.svdvals(d)
+    assert record(res, "lm_head.weight", "base→dpo").spectral["stable_rank"] == pytest.approx(
+        float((s ** 2).sum() / s[0] ** 2), rel=1e-6)

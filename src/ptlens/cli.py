@@ -134,7 +134,9 @@ def weights(
     output_dir: Path = OutOpt,
     layer_pattern: Optional[str] = typer.Option(None, "--layer-pattern",
                                                 help="Only tensors whose name matches this regex (e.g. 'layers\\.0\\.')."),
-    spectral: str = typer.Option("topk", "--spectral", help="off, topk (randomized SVD) or full (every singular value)."),
+    spectral: str = typer.Option("topk", "--spectral", help="off; topk (randomized block-Krylov SVD, ~1% with a per-value error estimate); "
+                                  "or full (exact SVDs of W_A, W_B and ΔW, every spectral column exact; slow on CPU: "
+                                  "minutes per large matrix, hours for an 8B model)."),
     k: int = typer.Option(16, "--k", help="Rank k of the spectral metrics."),
     tolerance: float = typer.Option(1e-5, "--tolerance", help="|Δ| threshold of changed_tol."),
     device: str = DeviceOpt,
@@ -224,7 +226,7 @@ def run(
     models: Optional[list[str]] = ModelsOpt,
     output_dir: Path = OutOpt,
     device: str = DeviceOpt,
-    spectral: str = typer.Option("topk", "--spectral", help="off, topk or full."),
+    spectral: str = typer.Option("topk", "--spectral", help="off, topk (approximate, ~1%) or full (exact; slow on CPU)."),
     problems: str = typer.Option("builtin", "--problems", help="builtin, gsm8k, math500 or a .jsonl file."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Number of problems (builtin default: 60)."),
     n_samples: int = typer.Option(16, "--n-samples", help="Samples per problem and model."),

@@ -14,21 +14,47 @@ import numpy as np
 
 from ptlens.weights import kernels as K
 from ptlens.weights import metrics as M
+from ptlens.weights import null as N
 from ptlens.weights.scan import PairRecord, TensorRecord
 
 SCOPES = ("all", "no_embed_head")
 
 
+NULLED_SPECTRAL = ("stable_rank", "rank_fraction", "principal_overlap")
+
+
 def _weighted_spectral(recs: list[TensorRecord]) -> dict[str, float]:
+    """Parameter-weighted means of the spectral values; each null over the same matrices as its metric.
+
+    ``<metric>_wmean_null`` (also written as ``<metric>_null_wmean``) averages the null over
+    the matrices that have both the observed value and its null, with the same weights.
+    """
     num: dict[str, float] = defaultdict(float)
     den: dict[str, float] = defaultdict(float)
     for r in recs:
         w = float(r.sums[K.N])
         for k, v in r.spectral.items():
+            if k.endswith("_null"):
+                continue
             if isinstance(v, (int, float)) and v is not None:
                 num[k] += w * v
                 den[k] += w
-    return {f"{k}_wmean": num[k] / den[k] for k in num if den[k] > 0}
+        for k in NULLED_SPECTRAL:
+            v, v0 = r.spectral.get(k), r.spectral.get(f"{k}_null")
+            if isinstance(v, (int, float)) and isinstance(v0, (int, float)):
+                num[f"{k}_null"] += w * v0
+                den[f"{k}_null"] += w
+    out = {f"{k}_wmean": num[k] / den[k] for k in num if den[k] > 0 and not k.endswith("_null")}
+    for k in NULLED_SPECTRAL:
+        if den[f"{k}_null"] > 0:
+            out[f"{k}_wmean_null"] = out[f"{k}_null_wmean"] = num[f"{k}_null"] / den[f"{k}_null"]
+    return out
+
+
+def _null_elementwise(recs: list[TensorRecord]) -> dict[str, float | None]:
+    """Element-wise nulls of a set: ratios of the summed (entry-scaled) null sample sums, like the observed."""
+    sums = [r.null_sums for r in recs if r.null_sums is not None]
+    return N.elementwise(np.sum(sums, axis=0) if sums else np.zeros(N.NS_FIELDS))
 
 
 def aggregate(records: Iterable[TensorRecord], key: Callable[[TensorRecord], tuple]) -> list[dict]:
@@ -42,6 +68,7 @@ def aggregate(records: Iterable[TensorRecord], key: Callable[[TensorRecord], tup
     for k, recs in groups.items():
         s = np.sum([r.sums for r in recs], axis=0)
         row = {"transition": k[0], "key": list(k[1:]), "tensors": len(recs), **M.finalize(s)}
+        row.update(_null_elementwise(recs))
         row.update(_weighted_spectral(recs))
         row["added_rows"] = sum(r.added_rows for r in recs)
         rows.append(row)

@@ -19,11 +19,13 @@ from ptlens.weights import kernels as K
 from ptlens.weights.aggregate import all_aggregates
 from ptlens.weights.scan import ScanResult
 
-ELEMENTWISE = ["norm_a", "norm_b", "delta_norm", "rel_change", "rms_change", "changed_exact", "changed_tol",
-               "update_sparsity", "cosine_ab", "changed_magnitude_ratio", "entries", "nonfinite"]
-SPECTRAL = ["stable_rank", "top1_energy", "top16_energy", "effective_rank", "rank_fraction",
-            "subspace_angle_u_mean", "subspace_angle_u_max", "subspace_angle_v_mean", "subspace_angle_v_max",
-            "spectral_drift", "principal_overlap"]
+ELEMENTWISE = ["norm_a", "norm_b", "delta_norm", "rel_change", "rms_change", "changed_exact", "changed_exact_null",
+               "changed_tol", "changed_tol_null", "update_sparsity", "cosine_ab", "changed_magnitude_ratio",
+               "changed_magnitude_ratio_null", "entries", "nonfinite"]
+SPECTRAL = ["sigma1", "sigma1_err", "stable_rank", "stable_rank_err", "stable_rank_null", "top1_energy",
+            "top1_energy_err", "top16_energy", "top16_energy_err", "effective_rank", "rank_fraction",
+            "rank_fraction_null", "subspace_angle_u_mean", "subspace_angle_u_max", "subspace_angle_v_mean",
+            "subspace_angle_v_max", "spectral_drift", "principal_overlap", "principal_overlap_null"]
 SUM_FIELDS = ["sum_a2", "sum_b2", "dot_ab", "sum_d2", "n_changed_exact", "n_changed_tol", "sum_abs_a_changed",
               "sum_abs_a", "n", "n_nonfinite"]
 
@@ -38,7 +40,7 @@ def write_tensors_csv(result: ScanResult, path: Path) -> None:
     spec_cols = _spectral_cols(result)
     kinds = {t.name: t.kind for t in result.transitions}
     header = ["tensor", "transition", "transition_kind", "kind", "group", "layer", "shape", "dtype_a", "dtype_b",
-              "rows_a", "rows_b", "added_rows", *ELEMENTWISE, *spec_cols, *SUM_FIELDS]
+              "rows_a", "rows_b", "added_rows", *ELEMENTWISE, *spec_cols, *SUM_FIELDS, "null_entries"]
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(header)
@@ -48,7 +50,7 @@ def write_tensors_csv(result: ScanResult, path: Path) -> None:
                         r.rows_a, r.rows_b, r.added_rows,
                         *[_fmt(r.metrics.get(c)) for c in ELEMENTWISE],
                         *[_fmt(r.spectral.get(c)) for c in spec_cols],
-                        *[_fmt(float(x)) for x in r.sums]])
+                        *[_fmt(float(x)) for x in r.sums], r.null_entries])
 
 
 def _fmt(v) -> str:

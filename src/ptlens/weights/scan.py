@@ -24,7 +24,8 @@ from ptlens.errors import ArchitectureMismatch, PtlensError
 from ptlens.resolve import Lineage
 from ptlens.weights import kernels as K
 from ptlens.weights import metrics as M
-from ptlens.weights.index import DTYPES, MANTISSA_BITS, CheckpointIndex, Reader
+from ptlens.weights import null as N
+from ptlens.weights.index import DTYPES, CheckpointIndex, Reader
 from ptlens.weights.names import TensorRole, parse_name
 
 Progress = Callable[[int, int, str], None]
@@ -37,7 +38,7 @@ class ScanConfig:
     spectral: Literal["off", "topk", "full"] = "topk"
     k: int = 16
     oversample: int = 10
-    power_iters: int = 3
+    power_iters: int = 4
     tolerance: float = 1e-5
     alpha: float = 0.05
     layer_pattern: str | None = None
@@ -139,6 +140,8 @@ class TensorRecord:
     spectral: dict[str, float | None] = field(default_factory=dict)
     added_rows: int = 0
     added_rows_norm: float = 0.0
+    null_sums: np.ndarray | None = None  # ``null.NS_*`` sample sums scaled to this tensor's entries
+    null_entries: int = 0  # entries the element-wise null was simulated on
 
 
 @dataclass
@@ -227,22 +230,7 @@ def _natural_key(name: str):
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
-def _coarser(da: str, db: str) -> str:
-    return da if MANTISSA_BITS[da] <= MANTISSA_BITS[db] else db
-
-
-def _bits(x: torch.Tensor) -> torch.Tensor:
-    """Bit patterns of a float32 tensor, for bit-for-bit comparison."""
-    return x.contiguous().view(torch.int32)
-
-
-def _changed_mask(ra: torch.Tensor, rb: torch.Tensor, da: str, db: str) -> torch.Tensor:
-    """Entries whose stored values differ bit for bit, compared in the coarser stored dtype."""
-    if da == db:
-        ia = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[ra.element_size()]
-        return ra.view(ia) != rb.view(ia)
-    coarse = DTYPES[_coarser(da, db)]
-    return _bits(ra.to(coarse).float()) != _bits(rb.to(coarse).float())
+_coarser, _bits, _changed_mask = N.coarser, N.bits, N.changed_mask
 
 
 @contextmanager
@@ -376,6 +364,8 @@ class _Scanner:
                 sums=sums[t], added_rows=added[t][0], added_rows_norm=math.sqrt(added[t][1]))
             rec.metrics = M.finalize(sums[t])
             records.append(rec)
+        with _torch_threads(1):  # ops on ~1e5 entries: thread hand-offs would cost more than the work
+            null_sample = self._nulls(p, present, active, records)
         prs = []
         for q, s in psums.items():
             t1, t2 = self.pairs[q]
@@ -384,8 +374,47 @@ class _Scanner:
         if self.cfg.spectral != "off" and len(p.row_shape) == 1 and min(min(p.rows[c] for c in present), p.row_shape[0]) >= 2:
             small = self.device.type == "cpu" and max(p.rows[c] for c in present) * p.row_elems < _SMALL_MATRIX
             with _torch_threads(1 if small else torch.get_num_threads()):
-                self._spectral(p, present, active, records)
+                self._spectral(p, present, active, records, null_sample)
         return records, prs
+
+    def _rows_at(self, c: int, name: str, idx: np.ndarray, row_elems: int) -> torch.Tensor:
+        """Rows ``idx`` (sorted) of one checkpoint's tensor, stored dtype, shape (len(idx), row_elems)."""
+        if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
+            return self.readers[c].rows(name, int(idx[0]), int(idx[-1]) + 1).reshape(len(idx), row_elems)
+        # map the tensor and copy out the sampled rows: only their pages are touched
+        raw = torch.from_numpy(self.readers[c].map_rows(name, 0, int(idx[-1]) + 1))
+        dt = DTYPES[self.indexes[c].tensors[name].dtype]
+        return raw.view(dt).reshape(-1, row_elems)[torch.from_numpy(idx)].clone()
+
+    def _nulls(self, p: _TensorPlan, present: list[int], active: list[int], records: list[TensorRecord]):
+        """Element-wise nulls of every transition, simulated on one seeded row sample (``null``).
+
+        Returns (sampled row indices, {transition: (changed mask, stored difference)}) for the
+        spectral nulls. The sample is drawn from the rows every checkpoint holds.
+        """
+        seed = N.tensor_seed(p.name)
+        idx = N.sample_rows(min(p.rows[c] for c in present), p.row_elems, seed)
+        wa_rows: dict[int, torch.Tensor] = {}
+        z = None
+        drawn = {}
+        for t, rec in zip(active, records):
+            tr = self.transitions[t]
+            n = float(rec.sums[K.N])
+            if rec.sums[K.NONFINITE] or n == 0:
+                rec.metrics.update(N.elementwise(np.zeros(N.NS_FIELDS)))
+                continue
+            if tr.a not in wa_rows:
+                wa_rows[tr.a] = self._rows_at(tr.a, p.name, idx, p.row_elems)
+            wa = wa_rows[tr.a]
+            if z is None:
+                z = N.noise(tuple(wa.shape), seed)
+            ns, ch, d = N.simulate(wa, p.dtypes[tr.a], p.dtypes[tr.b], math.sqrt(rec.sums[K.SUM_D2] / n), z,
+                                   self.cfg.tolerance)
+            rec.null_sums = ns * (n / ns[N.NS_N])
+            rec.null_entries = int(ns[N.NS_N])
+            rec.metrics.update(N.elementwise(ns))
+            drawn[t] = (ch, d)
+        return idx, drawn
 
     def _read_chunk(self, name: str, members: list[int], c0: int, c1: int) -> list[np.ndarray]:
         """The same rows of one tensor from each member checkpoint, as bytes mapped from the files."""
@@ -448,90 +477,120 @@ class _Scanner:
             K.widen_with_deltas(self._read_chunk(name, present, c0, c1), deltas, out)
             yield [torch.from_numpy(out[j]).view(c1 - c0, cols) for j in range(count)]
 
-    def _spectral(self, p: _TensorPlan, present: list[int], active: list[int], records: list[TensorRecord]) -> None:
-        """Randomized SVDs of every checkpoint's W and every transition's ΔW, in lockstep.
+    def _spectral(self, p: _TensorPlan, present: list[int], active: list[int], records: list[TensorRecord],
+                  null_sample) -> None:
+        """Spectral metrics of every transition, each on the rows its own two checkpoints share.
 
-        The matrices stay resident as float32 when they fit ``spectral_resident_mb``; larger
-        ones are re-read from the files once per pass. Vocabulary matrices use the rows every
-        checkpoint shares.
+        Transitions are grouped by that row count: a vocabulary resized after the first
+        checkpoint (1000 → 1008 → 1008 rows) gives base→sft and base→dpo on 1000 rows and
+        sft→dpo on all 1008. Each group's W's and ΔW's are decomposed together.
         """
-        cfg = self.cfg
         if any(r.metrics["nonfinite"] for r in records):
             for r in records:
                 r.spectral = {"note": "skipped: NaN/Inf entries"}
             return
+        groups: dict[int, list[tuple[int, TensorRecord]]] = {}
+        for t, rec in zip(active, records):
+            tr = self.transitions[t]
+            groups.setdefault(min(p.rows[tr.a], p.rows[tr.b]), []).append((t, rec))
+        for shared, items in sorted(groups.items()):
+            self._spectral_rows(p, shared, [t for t, _ in items], [r for _, r in items], null_sample)
+
+    def _spectral_rows(self, p: _TensorPlan, shared: int, active: list[int], records: list[TensorRecord],
+                       null_sample) -> None:
+        """Top-k (randomized block Krylov) or exact SVDs of the W's and ΔW's of transitions sharing ``shared`` rows.
+
+        ``topk``: the matrices stay resident as float32 when they fit ``spectral_resident_mb``;
+        larger ones are re-read from the files once per pass. ``full``: each matrix is
+        materialised and decomposed exactly (``metrics.exact_svd``), one at a time.
+        """
+        cfg = self.cfg
+        trans = [self.transitions[t] for t in active]
+        present = sorted({c for tr in trans for c in (tr.a, tr.b)})
         cols = p.row_shape[0]
-        shared = min(p.rows[c] for c in present)
         seed = zlib.crc32(p.name.encode())
+        full = cfg.spectral == "full"
         fits = (len(present) + 1) * shared * cols * 4 <= cfg.spectral_resident_mb * (1 << 20)
         resident = {c: self._f32(c, p.name, 0, shared) for c in present} if fits else {}
         step = shared if fits else max(1, self.chunk_elems // cols)
-        trans = [self.transitions[t] for t in active]
-        frob2 = [float(r.sums[K.SUM_D2]) if min(p.rows[tr.a], p.rows[tr.b]) == shared else None
-                 for r, tr in zip(records, trans)]
-        spectral_deltas = [i for i in range(len(trans)) if frob2[i] != 0.0] if cfg.spectral == "topk" else []
+        frob2 = [float(r.sums[K.SUM_D2]) for r in records]
+        spectral_deltas = [i for i in range(len(trans)) if frob2[i] != 0.0]
 
-        cached = {}
-        if fits and (len(present) + len(spectral_deltas)) * shared * cols * 4 <= cfg.spectral_resident_mb * (1 << 20):
-            cached = {i: resident[trans[i].b] - resident[trans[i].a] for i in spectral_deltas}
-
-        fused = not fits and self.device.type == "cpu" and all(p.dtypes[c] == "BF16" for c in present)
-
-        def blocks():
-            if fused:
-                yield from self._fused_blocks(p.name, present, [(present.index(trans[i].a), present.index(trans[i].b))
-                                                                for i in spectral_deltas], shared, cols, step)
-                return
+        def rows_of(c: int) -> Iterator[torch.Tensor]:
             for c0 in range(0, shared, step):
-                c1 = min(shared, c0 + step)
-                xs = {c: resident[c][c0:c1] if fits else self._f32(c, p.name, c0, c1) for c in present}
-                yield [xs[c] for c in present] + [cached[i][c0:c1] if i in cached else xs[trans[i].b] - xs[trans[i].a]
-                                                  for i in spectral_deltas]
+                yield resident[c][c0:c0 + step] if fits else self._f32(c, p.name, c0, min(shared, c0 + step))
 
-        if any(f is None for f in frob2):
-            acc = [0.0] * len(trans)
-            for bl in blocks():
-                for i, tr in enumerate(trans):
-                    if frob2[i] is None:
-                        d = bl[present.index(tr.b)] - bl[present.index(tr.a)]
-                        acc[i] += float((d.double() ** 2).sum())
-            frob2 = [acc[i] if f is None else f for i, f in enumerate(frob2)]
-            spectral_deltas = [i for i in range(len(trans)) if frob2[i] != 0.0] if cfg.spectral == "topk" else []
-        lows = M.randomized_svd_many(blocks, (shared, cols), len(present) + len(spectral_deltas), cfg.k,
-                                     oversample=cfg.oversample, power_iters=cfg.power_iters, seed=seed,
-                                     device=self.device)
-        self._spool = np.empty(0, dtype=np.float32)  # give the blocks' memory back before the overlap passes
-        svd = dict(zip(present, lows))
-        delta_s = {i: lows[len(present) + j].S for j, i in enumerate(spectral_deltas)}
-        for i, (rec, tr) in enumerate(zip(records, trans)):
+        if full:
+            def whole(c: int) -> torch.Tensor:
+                return torch.cat(list(rows_of(c))).to(self.device)
+
+            svd = {c: M.exact_svd(whole(c), cfg.k) for c in present}
+            delta = {i: M.exact_svd(whole(trans[i].b) - whole(trans[i].a), 0, values_only=True)
+                     for i in spectral_deltas}
+        else:
+            cached = {}
+            if fits and (len(present) + len(spectral_deltas)) * shared * cols * 4 <= cfg.spectral_resident_mb * (1 << 20):
+                cached = {i: resident[trans[i].b] - resident[trans[i].a] for i in spectral_deltas}
+            fused = not fits and self.device.type == "cpu" and all(p.dtypes[c] == "BF16" for c in present)
+
+            def blocks():
+                if fused:
+                    yield from self._fused_blocks(p.name, present, [(present.index(trans[i].a), present.index(trans[i].b))
+                                                                    for i in spectral_deltas], shared, cols, step)
+                    return
+                for c0 in range(0, shared, step):
+                    c1 = min(shared, c0 + step)
+                    xs = {c: resident[c][c0:c1] if fits else self._f32(c, p.name, c0, c1) for c in present}
+                    yield [xs[c] for c in present] + [cached[i][c0:c1] if i in cached else xs[trans[i].b] - xs[trans[i].a]
+                                                      for i in spectral_deltas]
+
+            lows = M.randomized_svd_many(blocks, (shared, cols), len(present) + len(spectral_deltas), cfg.k,
+                                         oversample=cfg.oversample, power_iters=cfg.power_iters, seed=seed,
+                                         device=self.device)
+            self._spool = np.empty(0, dtype=np.float32)  # give the blocks' memory back before the overlap passes
+            svd = dict(zip(present, lows))
+            delta = {i: lows[len(present) + j] for j, i in enumerate(spectral_deltas)}
+        k = cfg.k
+        _, drawn = null_sample
+        for i, (t, rec, tr) in enumerate(zip(active, records, trans)):
             if frob2[i] == 0:
-                spec = {"stable_rank": None, "top1_energy": None, f"top{cfg.k}_energy": None}
-                if cfg.spectral == "full":
+                spec = {"stable_rank": None, "top1_energy": None, f"top{k}_energy": None}
+                if full:
                     spec.update(effective_rank=None, rank_fraction=0.0)
-            elif cfg.spectral == "full":
-                S = M.all_singular_values(lambda tr=tr: iter((resident[tr.b] - resident[tr.a],)) if fits else
-                                          (self._f32(tr.b, p.name, c0, min(shared, c0 + step))
-                                           - self._f32(tr.a, p.name, c0, min(shared, c0 + step))
-                                           for c0 in range(0, shared, step)), self.device)
-                spec = M.delta_spectrum(S, frob2[i], (shared, cols), True, ks=(1, cfg.k))
             else:
-                spec = M.delta_spectrum(delta_s[i], frob2[i], (shared, cols), False, ks=(1, cfg.k))
+                d = delta[i]
+                spec = M.delta_spectrum(d.S, frob2[i], (shared, cols), full, ks=(1, k))
+                spec.update(M.spectrum_errors(d.S, d.err, frob2[i], ks=(1, k)))
+            if t in drawn:
+                ch, dnull = drawn[t]
+                rn = N.rank_nulls(dnull, (shared, cols), seed)
+                spec["stable_rank_null"] = rn["stable_rank_null"]
+                if full:
+                    spec["rank_fraction_null"] = rn["rank_fraction_null"]
             sa, sb = svd[tr.a], svd[tr.b]
             spec["subspace_angle_u_mean"], spec["subspace_angle_u_max"] = M.principal_angles_deg(sa.U, sb.U)
             spec["subspace_angle_v_mean"], spec["subspace_angle_v_max"] = M.principal_angles_deg(sa.V, sb.V)
-            spec["spectral_drift"] = M.spectral_drift(sa.S, sb.S)
+            spec["spectral_drift"] = M.spectral_drift(sa.S[:k], sb.S[:k])
             rec.spectral = spec
+        self._overlaps(p, shared, step, active, records, trans, svd, null_sample)
+
+    def _overlaps(self, p, shared, step, active, records, trans, svd, null_sample) -> None:
+        """principal_overlap of each transition out of each source checkpoint, and its null on the sampled rows."""
+        idx, drawn = null_sample
         by_source: dict[int, list[int]] = {}
         for i, tr in enumerate(trans):
             by_source.setdefault(tr.a, []).append(i)
+        sample = torch.as_tensor(idx[idx < shared], dtype=torch.long)
         for a, idxs in by_source.items():
             low = svd[a]
-            US = low.U * low.S
+            k = low.U.shape[1]
+            US = (low.U * low.S[:k].to(low.U.dtype)).float()
+            V = low.V.float()
             ends = [trans[i].b for i in idxs]
 
-            def recon(US=US, low=low):
+            def recon(US=US, V=V):
                 for c0 in range(0, shared, step):
-                    yield US[c0:min(shared, c0 + step)] @ low.V.T
+                    yield US[c0:min(shared, c0 + step)] @ V.T
 
             def changed(a=a, ends=ends):
                 for c0 in range(0, shared, step):
@@ -540,8 +599,14 @@ class _Scanner:
                     yield torch.stack([_changed_mask(ra, self.readers[b].rows(p.name, c0, c1), p.dtypes[a], p.dtypes[b])
                                        for b in ends]).to(self.device)
 
-            for i, (ov, _, _) in zip(idxs, M.principal_overlap(recon, changed, shared * cols, cfg.alpha)):
+            results, threshold = M.principal_overlap_threshold(recon, changed, shared * p.row_shape[0], self.cfg.alpha)
+            rs = (US[sample.to(US.device)] @ V.T).cpu() if len(sample) else None
+            for i, (ov, _, _) in zip(idxs, results):
                 records[i].spectral["principal_overlap"] = ov
+                t = active[i]
+                if t in drawn and rs is not None:
+                    ch = drawn[t][0][: len(sample)]
+                    records[i].spectral["principal_overlap_null"] = N.principal_overlap_null(rs, threshold, ch.cpu())
 
 
 def scan_lineage(lineage: Lineage, config: ScanConfig | None = None, progress: Progress | None = None) -> ScanResult:
