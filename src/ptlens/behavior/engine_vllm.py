@@ -52,6 +52,8 @@ def _worker_env(device: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # the worker is already a process of its own: keep vLLM's engine core in it (one import of vLLM, not three)
+    env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if device == "cpu":
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache; vLLM's default asks for much more
     return env
@@ -62,7 +64,8 @@ def engine_kwargs(path: Path, options: EngineOptions, device: str) -> dict:
     kw: dict[str, Any] = {"seed": 0, "dtype": "auto" if options.dtype == "auto" else options.dtype}
     if device == "cpu":
         # vLLM's CPU backend runs bfloat16; it sizes memory from gpu_memory_utilization of the node's RAM
-        kw.update(dtype="bfloat16" if options.dtype == "auto" else options.dtype, gpu_memory_utilization=0.15)
+        kw.update(dtype="bfloat16" if options.dtype == "auto" else options.dtype, gpu_memory_utilization=0.15,
+                  distributed_executor_backend="uni")
     kw.update(options.extra.get("engine_kwargs", {}))
     return kw
 

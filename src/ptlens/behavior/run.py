@@ -30,10 +30,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ptlens.behavior.engines import (
     AUTO_INSTRUCTION,
+    Engine,
     EngineOptions,
     Generation,
     HFModel,
@@ -371,12 +372,14 @@ class BehaviorResult:
 
 
 def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progress: bool = True,
-                 on_batch: Callable[[str, int], None] | None = None) -> BehaviorResult:
+                 on_batch: Callable[[str, int], None] | None = None,
+                 engines: Mapping[str, Engine] | None = None) -> BehaviorResult:
     """Sample, grade and score every model of ``lineage`` on the configured problems; write results and figures.
 
     ``on_batch(model_name, batch_index)`` is called after each batch is on disk (tests use it
     to interrupt a run). A shard worker (``config.shard_count`` > 1) only samples its batches and returns
-    a result with empty ``results``.
+    a result with empty ``results``. ``engines``: already open engines by model name, used instead of
+    opening ``config.engine`` for those models and left open (a long-lived vLLM worker serves several runs).
     """
     config.validate()
     output_dir = Path(output_dir)
@@ -404,11 +407,11 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
         with _Progress(progress) as bar:
             if config.shard_count > 1:
                 for ctx in ctxs:
-                    e = _generate(ctx, problems, config, engine, samples, bar, on_batch)
+                    e = _generate(ctx, problems, config, engine, samples, bar, on_batch, engines)
                     if e is not None:
                         e.close()
                 return BehaviorResult(output_dir / RESULTS_FILE, bdir / "samples.jsonl", {}, [])
-            _generate_and_score(ctxs, problems, config, engine, samples, scores, bar, on_batch)
+            _generate_and_score(ctxs, problems, config, engine, samples, scores, bar, on_batch, engines)
     finally:
         samples.close()
         scores.close()
@@ -426,8 +429,21 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     return BehaviorResult(results_path, bdir / "samples.jsonl", results, figures)
 
 
+class _Borrowed(Engine):
+    """An engine the caller opened: used, never closed here."""
+
+    def __init__(self, inner: Engine):
+        self.inner = inner
+
+    def generate(self, requests):
+        return self.inner.generate(requests)
+
+    def scorer(self):
+        return self.inner.scorer()
+
+
 def _generate(ctx: _ModelCtx, problems: Sequence[Problem], config: BehaviorConfig, engine: str, samples: Journal,
-              bar: _Progress, on_batch: Callable[[str, int], None] | None):
+              bar: _Progress, on_batch: Callable[[str, int], None] | None, engines: Mapping[str, Engine] | None = None):
     """Plan → generate → grade → journal for one model: the samples of this shard's batches not yet on disk.
 
     Returns the engine, still open (the caller may score with its transformers model), or None when
@@ -443,8 +459,11 @@ def _generate(ctx: _ModelCtx, problems: Sequence[Problem], config: BehaviorConfi
                 todo.append(Batch(b.index, units))
     if not todo:
         return None
-    options = EngineOptions(config.device, config.dtype, config.allow_pickle, dict(config.engine_options))
-    model = make_engine(engine, ctx.path, ctx.tokenizer, options)
+    if engines and ctx.name in engines:
+        model: Engine = _Borrowed(engines[ctx.name])
+    else:
+        options = EngineOptions(config.device, config.dtype, config.allow_pickle, dict(config.engine_options))
+        model = make_engine(engine, ctx.path, ctx.tokenizer, options)
     try:
         task = bar.task(f"{ctx.name}: sample ({engine})", len(problems) * config.n_samples, len(done))
         for b in todo:
@@ -474,12 +493,12 @@ def _firsts(units: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], config: BehaviorConfig, engine: str,
                         samples: Journal, scores: Journal, bar: _Progress,
-                        on_batch: Callable[[str, int], None] | None) -> None:
+                        on_batch: Callable[[str, int], None] | None, engines: Mapping[str, Engine] | None = None) -> None:
     """Each model in turn: draw its missing samples, then score with it (transformers) its own samples and those
     of the models before it; last, the earlier models score the later ones' samples."""
     names = [c.name for c in ctxs]
     for i, ctx in enumerate(ctxs):
-        sampler = _generate(ctx, problems, config, engine, samples, bar, on_batch)
+        sampler = _generate(ctx, problems, config, engine, samples, bar, on_batch, engines)
         try:
             if not _pending_scores(ctx.name, names[:i + 1], samples, scores):
                 continue
