@@ -50,7 +50,7 @@ from ptlens.resolve import resolve_lineage
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-BIAS = {**{c: 3.0 for c in "0123456789"}, "4": 4.5, "</s>": 4.0}
+BIAS = {**{c: 3.0 for c in "0123456789"}, "4": 8.0, "</s>": 8.0}  # hidden 128: "4" then the end, often
 SETTINGS = SamplingSettings(temperature=0.8, top_p=0.95, max_new_tokens=8)
 
 
@@ -67,7 +67,7 @@ def lab(tmp_path_factory):
     "4" and stopping; four one-digit problems."""
     root = tmp_path_factory.mktemp("engines")
     for i, name in enumerate(("a", "b")):
-        make_toy_model(root / name, seed=i, hidden=128, logit_bias=BIAS, noise=0.3)
+        make_toy_model(root / name, seed=i, hidden=128, logit_bias=BIAS, noise=0.1)
     rows = [{"id": f"q{i}", "question": f"What is {x} + {y}?", "answer": str(x + y)}
             for i, (x, y) in enumerate([(2, 2), (1, 3), (0, 4), (3, 1)])]
     (root / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
