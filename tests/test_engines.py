@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -322,6 +323,7 @@ def ray_cluster(vllm):
             os.killpg(head.pid, signal.SIGKILL)  # raylet, GCS and workers share the head's process group
         except ProcessLookupError:
             pass
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_data_llm_engine_on_a_local_cluster(lab, vllm, ray_cluster, tmp_path, monkeypatch):

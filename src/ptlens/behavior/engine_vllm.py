@@ -65,7 +65,11 @@ def engine_kwargs(path: Path, options: EngineOptions, device: str) -> dict:
     if device == "cpu":
         # vLLM's CPU backend runs bfloat16; it sizes memory from gpu_memory_utilization of the node's RAM
         kw.update(dtype="bfloat16" if options.dtype == "auto" else options.dtype, gpu_memory_utilization=0.15,
-                  distributed_executor_backend="uni")
+                  distributed_executor_backend="uni",
+                  # a prompt prefilled in chunks makes vLLM 0.32 rewind the seeded request's generator, which only
+                  # CUDA generators can do (gpu_model_runner.py:3502 gen.set_offset: "CPU Generator does not use
+                  # offset"): prefill whole prompts on CPU
+                  enable_chunked_prefill=False)
     kw.update(options.extra.get("engine_kwargs", {}))
     return kw
 
