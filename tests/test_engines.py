@@ -110,6 +110,19 @@ def test_registry_names_errors_and_a_new_engine_in_one_class(lab, tmp_path, monk
     assert one.samples_path.read_bytes() == batched.samples_path.read_bytes()
 
 
+def test_engine_options_from_the_environment_and_the_config(monkeypatch):
+    from ptlens.behavior.run import engine_extra
+
+    monkeypatch.setenv("PTLENS_ENGINE_OPTIONS", '{"engine_kwargs": {"enforce_eager": true, "max_model_len": 512}, '
+                                                '"processor": {"concurrency": 4}}')
+    cfg = BehaviorConfig(engine_options={"engine_kwargs": {"max_model_len": 1024}, "cpus_per_replica": 2})
+    assert engine_extra(cfg) == {"engine_kwargs": {"enforce_eager": True, "max_model_len": 1024},
+                                 "processor": {"concurrency": 4}, "cpus_per_replica": 2}
+    monkeypatch.setenv("PTLENS_ENGINE_OPTIONS", "[1]")
+    with pytest.raises(PtlensError, match="PTLENS_ENGINE_OPTIONS: expected a JSON object"):
+        engine_extra(cfg)
+
+
 # ---------------------------------------------------------------- per-sample seeds, workers, journals
 
 

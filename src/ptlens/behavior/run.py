@@ -252,6 +252,25 @@ def plan_batches(n_problems: int, n_samples: int, batch_size: int) -> list[Batch
     return [Batch(i, tuple(units[j:j + batch_size])) for i, j in enumerate(range(0, len(units), batch_size))]
 
 
+ENGINE_OPTIONS_ENV = "PTLENS_ENGINE_OPTIONS"
+
+
+def engine_extra(config: BehaviorConfig) -> dict:
+    """Engine-specific keywords: JSON in ``PTLENS_ENGINE_OPTIONS`` (how the CLI passes them), then
+    ``config.engine_options`` on top (one level deep: ``engine_kwargs`` and ``processor`` dicts merge)."""
+    raw = os.environ.get(ENGINE_OPTIONS_ENV, "").strip()
+    try:
+        env = json.loads(raw) if raw else {}
+    except ValueError:
+        raise PtlensError(f"{ENGINE_OPTIONS_ENV}: not JSON: {raw[:80]}") from None
+    if not isinstance(env, dict):
+        raise PtlensError(f"{ENGINE_OPTIONS_ENV}: expected a JSON object")
+    out = dict(env)
+    for k, v in config.engine_options.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def sample_seed(run_seed: int, model: str, problem_id: str, sample: int) -> int:
     """The seed of one sample: a function of the run seed, the model's name, the problem and the sample index
     only, so every sample is reproducible on its own (whatever batch, worker or engine call draws it)."""
@@ -462,7 +481,7 @@ def _generate(ctx: _ModelCtx, problems: Sequence[Problem], config: BehaviorConfi
     if engines and ctx.name in engines:
         model: Engine = _Borrowed(engines[ctx.name])
     else:
-        options = EngineOptions(config.device, config.dtype, config.allow_pickle, dict(config.engine_options))
+        options = EngineOptions(config.device, config.dtype, config.allow_pickle, engine_extra(config))
         model = make_engine(engine, ctx.path, ctx.tokenizer, options)
     try:
         task = bar.task(f"{ctx.name}: sample ({engine})", len(problems) * config.n_samples, len(done))
