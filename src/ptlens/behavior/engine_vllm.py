@@ -201,9 +201,7 @@ class RayVllmEngine(Engine):
         except OSError:
             pass
         self.eos_ids = eos
-        import json as _json
-
-        self.context = _json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
+        self.context = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
 
     def generate(self, requests: Sequence[Request]) -> list[list[Generation]]:
         rows, want = [], {}
