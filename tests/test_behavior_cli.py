@@ -51,10 +51,11 @@ def test_behavior_command_writes_results(app_and_models, tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (["--n-samples", "0"], "--n-samples must be at least 1"),
     (["--problems", "nope.jsonl"], "no such file"),
-    (["--engine", "vllm"], "vLLM is not installed"),
+    (["--engine", "vllm"], "--engine vllm: vLLM not found"),
 ])
-def test_behavior_command_user_errors(app_and_models, tmp_path, extra, message):
+def test_behavior_command_user_errors(app_and_models, tmp_path, extra, message, monkeypatch):
     app, root = app_and_models
+    monkeypatch.setenv("PTLENS_VLLM_PYTHON", str(tmp_path / "no-python"))  # a Python without vLLM
     r = CliRunner().invoke(app, ["behavior", f"base={root / 'base'}", f"sft={root / 'sft'}", "--output-dir",
                                  str(tmp_path), *extra])
     assert r.exit_code == 2, r.output

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ptlens import threads
+from ptlens.behavior.engines import engine_names
 from ptlens.clikit import (check_lineage_tensors, check_output_dir, console, keyed_tables, lineage_from_options,
                            user_errors)
 from ptlens.errors import PtlensError
@@ -231,7 +232,7 @@ def run(
     limit: Optional[int] = typer.Option(None, "--limit", help="Number of problems (builtin default: 60)."),
     n_samples: int = typer.Option(16, "--n-samples", help="Samples per problem and model."),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
-    engine: str = typer.Option("auto", "--engine", help="auto, hf or vllm."),
+    engine: str = typer.Option("auto", "--engine", help=", ".join(engine_names()) + "."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace stored results made with other settings."),
     allow_pickle: bool = PickleOpt,
     allow_missing: bool = MissingOpt,

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from ptlens.behavior.engines import AUTO_INSTRUCTION, DEFAULT_INSTRUCTION
+from ptlens.behavior.engines import AUTO_INSTRUCTION, DEFAULT_INSTRUCTION, engine_names
 from ptlens.clikit import lineage_from_options, user_errors
 from ptlens.errors import PtlensError
 
@@ -33,8 +33,8 @@ def behavior(
     temperature: float = typer.Option(0.6, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
-    engine: str = typer.Option("auto", "--engine", help="auto, hf or vllm (auto: vLLM when installed and a GPU is present)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    engine: str = typer.Option("auto", "--engine", help=f"{', '.join(engine_names())} (auto: vLLM when found and a GPU is present)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
     batch_size: int = typer.Option(64, "--batch-size", help="Sequences per generate call."),
     output_dir: Path = typer.Option(Path("analysis_results"), "--output-dir", help="Where results go (--output_dir works too)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing samples made with other settings."),

@@ -1,7 +1,8 @@
-"""Prompts, sampling engines (transformers, vLLM) and the teacher-forced scoring pass.
+"""Prompts, the sampling-engine interface and registry, the transformers engine, and the teacher-forced scoring pass.
 
-Engines turn prompt texts into :class:`Generation` records and nothing else; the driver
-owns files, seeds and grading. Scoring always runs through transformers because it needs the
+Engines (:class:`Engine`: transformers here, vLLM and Ray Data LLM in ``engine_vllm.py``) turn
+:class:`Request` records (prompt ids, one seed per sample) into :class:`Generation` records and
+nothing else; the driver owns files, seeds and grading. Scoring always runs through transformers because it needs the
 full-vocabulary distribution at every response token (for the entropy), which vLLM does not
 expose.
 """
@@ -11,9 +12,10 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from ptlens.errors import PtlensError
 
@@ -163,22 +165,6 @@ def pick_device(device: str) -> str:
     return device
 
 
-def pick_engine(engine: str, device: str) -> str:
-    """``auto`` is vLLM only when it is installed and a GPU is present; else transformers."""
-    if engine not in ("auto", "hf", "vllm"):
-        raise PtlensError(f"--engine must be auto, hf or vllm, got {engine!r}")
-    if engine == "hf":
-        return "hf"
-    import importlib.util
-
-    have_vllm = importlib.util.find_spec("vllm") is not None
-    if engine == "vllm":
-        if not have_vllm:
-            raise PtlensError("--engine vllm: vLLM is not installed (pip install 'ptlens[vllm]')")
-        return "vllm"
-    return "vllm" if have_vllm and pick_device(device).startswith("cuda") else "hf"
-
-
 def finish_generation(tokenizer: Any, ids: Sequence[int], stop: Sequence[str], max_new_tokens: int,
                       eos_ids: set[int], pad_id: int | None) -> Generation:
     """Cut one row of ``generate`` output where the model stopped; the text drops specials and the stop string."""
@@ -278,6 +264,31 @@ def token_kl(logits_p: Any, logits_q: Any, temperature: float, top_p: float,
     return kl, infinite
 
 
+class RowSampler:
+    """A logits processor that draws each row's next token from :func:`sampling_logprobs` (temperature, then
+    top-p: the distribution transformers' sampler uses and cross_kl assumes) with that row's own generator,
+    and returns one-hot scores, so that greedy decoding emits the draw.
+
+    Row i's k-th token depends only on seed i and its own logits: the sample does not depend on which
+    other rows share the batch, how many there are, or the order they come in.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: str = "cpu"):
+        import torch
+
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        probs = sampling_logprobs(scores.float(), self.temperature, self.top_p).exp()
+        out = torch.full_like(scores, float("-inf"))
+        for i, g in enumerate(self.generators):
+            out[i, torch.multinomial(probs[i], 1, generator=g)] = 0.0
+        return out
+
+
 class HFModel:
     """One transformers causal LM in memory, for sampling and teacher-forced scoring; ``close`` frees it."""
 
@@ -313,12 +324,16 @@ class HFModel:
         self.score_token_budget = score_token_budget or (1 << 28 if self.device.startswith("cuda") else 1 << 24)
 
     def generate(self, rows: Sequence[list[int]], stop: Sequence[str], settings: SamplingSettings,
-                 seed: int, streamer: Any = None) -> list[Generation]:
+                 seed: int | Sequence[int], streamer: Any = None) -> list[Generation]:
         """Sample one response per row of prompt ids (repeat a prompt for several samples), left-padded in one batch.
 
-        ``streamer`` (a transformers streamer, one row only) receives tokens as they are sampled.
+        ``seed``: one seed per row makes each row's sample depend on its own seed only (a per-row
+        generator draws its tokens: :class:`RowSampler`), so a sample is the same whatever batch it is
+        generated in; one int seeds torch's global generator for the whole batch (the draw then depends
+        on the batch). ``streamer`` (a transformers streamer, one row only) receives tokens as they are sampled.
         """
         import torch
+        from transformers import LogitsProcessorList
 
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -332,15 +347,22 @@ class HFModel:
             max_new = max(1, context - width)  # past its context the model is out of distribution: a truncation
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new, pad_token_id=self.pad_id,
                                       eos_token_id=sorted(self.eos_ids))
-        if settings.temperature > 0:
+        per_row = not isinstance(seed, int)
+        if per_row and len(seed) != len(rows):
+            raise ValueError("one seed per row")
+        if settings.temperature > 0 and not per_row:
             kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if settings.temperature > 0:  # greedy over the one-hot scores of our own per-row draw
+                kwargs.update(logits_processor=LogitsProcessorList(
+                    [RowSampler(seed, settings.temperature, settings.top_p, self.device)]))
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
         if streamer is not None:
             kwargs.update(streamer=streamer)
-        torch.manual_seed(seed)
+        if not per_row:
+            torch.manual_seed(seed)
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         new = out[:, width:].tolist()
@@ -424,39 +446,143 @@ class HFModel:
         self.close()
 
 
-class VllmModel:
-    """vLLM sampling (several samples per prompt with ``SamplingParams(n=…)``); scoring stays with :class:`HFModel`."""
+# ---------------------------------------------------------------- sampling engines
 
-    def __init__(self, path: Path, tokenizer: Any, seed: int = 0):
-        from vllm import LLM
 
-        self.llm = LLM(model=str(path), seed=seed, dtype="auto")
-        self.tokenizer = tokenizer
+@dataclass(frozen=True)
+class Request:
+    """What an engine samples for one prompt: one response per seed, each drawn with its own seed.
 
-    def generate_n(self, prompts: Sequence[list[int]], counts: Sequence[int], stop: Sequence[str],
-                   settings: SamplingSettings, seed: int) -> list[list[Generation]]:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
+    The driver derives every seed from (run seed, model, problem, sample index), so a sample is the
+    same whichever engine, batch or worker produced it (within one engine: engines sample differently).
+    """
 
-        params = [SamplingParams(n=n, temperature=settings.temperature, top_p=settings.top_p,
-                                 max_tokens=settings.max_new_tokens, seed=derived_seed(seed, i),
-                                 stop=list(stop) or None, include_stop_str_in_output=False)
-                  for i, n in enumerate(counts)]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
-        result = []
-        for o in outs:
-            gens = []
-            for c in o.outputs:
-                # vLLM: stop_reason is None for the end token, the string for a stop string.
-                finish = "length" if c.finish_reason == "length" else ("stop" if isinstance(c.stop_reason, str) else "eos")
-                gens.append(Generation(token_ids=list(c.token_ids), text=c.text, finish=finish))
-            result.append(gens)
-        return result
+    prompt_ids: tuple[int, ...]
+    seeds: tuple[int, ...]
+    stop: tuple[str, ...]
+    settings: SamplingSettings
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Settings every engine receives; each uses what applies to it (``extra``: engine-specific keywords)."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """A sampling backend for one model: prompt ids and seeds in, :class:`Generation` records out.
+
+    Engines neither grade nor write files: the driver (``run.py``) plans, journals and grades.
+    Adding a backend is one subclass registered in :data:`ENGINES`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, path: Path, tokenizer: Any, options: EngineOptions):
+        self.path, self.tokenizer, self.options = Path(path), tokenizer, options
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this engine cannot run here (a one-line reason), or None when it can."""
+        return None
+
+    @classmethod
+    def preferred(cls, device: str) -> bool:
+        """Whether ``--engine auto`` picks this engine on ``device`` (checked in registry order, after hf)."""
+        return False
+
+    @abstractmethod
+    def generate(self, requests: Sequence[Request]) -> list[list[Generation]]:
+        """One list per request, one :class:`Generation` per seed, in the requests' order."""
+
+    def scorer(self) -> "HFModel | None":
+        """The loaded transformers model when the engine has one (the driver scores with it instead of loading
+        the checkpoint again)."""
+        return None
 
     def close(self) -> None:
-        import torch
+        """Free the model (and any worker process)."""
 
-        del self.llm
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HFEngine(Engine):
+    """transformers ``generate`` in-process, with one generator per sample (:class:`RowSampler`)."""
+
+    name = "hf"
+
+    def __init__(self, path: Path, tokenizer: Any, options: EngineOptions):
+        super().__init__(path, tokenizer, options)
+        self.model = HFModel(path, tokenizer, options.device, options.dtype, allow_pickle=options.allow_pickle)
+
+    def generate(self, requests: Sequence[Request]) -> list[list[Generation]]:
+        out: list[list[Generation]] = [[] for _ in requests]
+        groups: dict[tuple, list[int]] = {}  # one generate call per stop/settings combination
+        for i, r in enumerate(requests):
+            groups.setdefault((r.stop, r.settings), []).append(i)
+        for (stop, settings), idx in groups.items():
+            rows = [list(requests[i].prompt_ids) for i in idx for _ in requests[i].seeds]
+            seeds = [s for i in idx for s in requests[i].seeds]
+            gens = iter(self.model.generate(rows, stop, settings, seeds))
+            for i in idx:
+                out[i] = [next(gens) for _ in requests[i].seeds]
+        return out
+
+    def scorer(self) -> "HFModel":
+        return self.model
+
+    def close(self) -> None:
+        if getattr(self, "model", None) is not None:
+            self.model.close()
+            self.model = None
+
+
+ENGINES: dict[str, str] = {
+    "hf": "ptlens.behavior.engines:HFEngine",
+    "vllm": "ptlens.behavior.engine_vllm:VllmEngine",
+    "ray-vllm": "ptlens.behavior.engine_vllm:RayVllmEngine",
+}
+"""The engine registry: ``--engine`` name → "module:Class" (imported only when used, so that listing
+engines never imports vLLM or Ray)."""
+
+
+def engine_names() -> list[str]:
+    """What ``--engine`` accepts: auto, then every registered engine."""
+    return ["auto", *ENGINES]
+
+
+def engine_class(name: str) -> type[Engine]:
+    import importlib
+
+    if name not in ENGINES:
+        raise PtlensError(f"--engine must be one of {', '.join(engine_names())}, got {name!r}")
+    module, _, cls = ENGINES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def pick_engine(engine: str, device: str) -> str:
+    """The registered engine to use: ``auto`` is the first engine that prefers ``device`` and can run (vLLM on
+    a GPU when its Python is found), else transformers; a named engine that cannot run is a one-line error."""
+    if engine != "auto":
+        reason = engine_class(engine).unavailable()
+        if reason:
+            raise PtlensError(f"--engine {engine}: {reason}")
+        return engine
+    for name in ENGINES:
+        if name != "hf":
+            cls = engine_class(name)
+            if cls.preferred(device) and cls.unavailable() is None:
+                return name
+    return "hf"
+
+
+def make_engine(name: str, path: Path, tokenizer: Any, options: EngineOptions) -> Engine:
+    return engine_class(name)(path, tokenizer, options)

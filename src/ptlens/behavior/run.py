@@ -6,15 +6,23 @@ Files under ``OUTPUT/behavior/``:
 - ``samples.jsonl``: one :class:`SampleRecord` per line, appended and flushed per batch.
 - ``scores.jsonl``: the teacher-forced scoring journal (:class:`ScoreRecord`), appended per batch.
 
+One loop for every engine (:mod:`ptlens.behavior.engines` registry): plan → generate → grade →
+journal, then score with transformers. Every sample has its own seed, derived from (run seed, model,
+problem id, sample index): whichever batch, worker or resumed run draws it, a sample is the same
+(for a given engine). The journals take many writers: each append is one ``write`` on an
+``O_APPEND`` descriptor under an exclusive lock, so shard workers (``shard_index``/``shard_count``)
+can sample into the same folder at once; a run without shards then scores and merges.
+
 When every sample is generated and scored, ``samples.jsonl`` is rewritten (atomically) with
 the scores merged in, metrics go to ``OUTPUT/model_comparison_results.json`` and figures next
 to the samples. A kill loses at most the batch in flight: on restart a partial last line is
-cut off, finished batches are skipped, and a batch is always regenerated with its own seed, so
-resumed and uninterrupted runs write the same samples.
+cut off and only the samples not on disk are drawn again, so resumed and uninterrupted runs
+write the same samples.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -22,18 +30,22 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ptlens.behavior.engines import (
     AUTO_INSTRUCTION,
+    Engine,
+    EngineOptions,
     Generation,
     HFModel,
     KLReference,
+    Request,
     SamplingSettings,
     build_prompt,
     check_weights,
     derived_seed,
     load_tokenizer,
+    make_engine,
     model_instruction,
     pick_engine,
     prompt_ids,
@@ -63,7 +75,14 @@ class BehaviorConfig:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 64
-    """Sequences per ``generate`` call (prompts × samples)."""
+    """Samples per engine call (prompts × samples); the unit that a kill can lose."""
+    engine_options: dict = field(default_factory=dict)
+    """Engine-specific keywords (:class:`EngineOptions` ``extra``), e.g. ``{"engine_kwargs": {"enforce_eager": True}}``
+    for vLLM, ``{"processor": {"concurrency": 4}}`` for ray-vllm."""
+    shard_index: int = 0
+    shard_count: int = 1
+    """With shard_count > 1 this process only samples its share of the batches (index % count) into the shared
+    journal and returns; a later run without shards scores, merges and writes results."""
     instruction: str | None = AUTO_INSTRUCTION
     """Appended to each question; "auto": what the checkpoint declares, else DEFAULT_INSTRUCTION; None/"": none."""
     overwrite: bool = False
@@ -83,6 +102,8 @@ class BehaviorConfig:
             raise PtlensError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.batch_size < 1:
             raise PtlensError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.shard_index < self.shard_count:
+            raise PtlensError(f"shard {self.shard_index} of {self.shard_count}: need 0 <= index < count")
 
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(self.temperature, self.top_p, self.max_new_tokens)
@@ -148,15 +169,34 @@ class ScoreRecord:
 
 
 class Journal:
-    """An append-only JSONL file: complete lines survive any kill; a torn last line is cut off on open."""
+    """An append-only JSONL file that any number of processes may append to at once.
+
+    Every append is one ``write`` of whole lines on an ``O_APPEND`` descriptor, taken under an exclusive
+    ``flock`` on ``PATH.lock`` (writes of regular files are not atomic for every size; the lock makes
+    them so, and lets the recovery below run while nobody writes). Complete lines survive any kill;
+    a torn last line (a writer killed inside ``write``) is cut off on open.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.rows: list[dict] = []
-        if path.exists():
-            self._recover()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = path.open("a", encoding="utf-8")
+        self._lock = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        with self._locked():
+            self._recover()
+
+    def _locked(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def held():
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+        return held()
 
     def _recover(self) -> None:
         data = self.path.read_bytes()
@@ -175,20 +215,24 @@ class Journal:
                 break
             good += len(line) + 1
         if good != len(data):
-            with self.path.open("r+b") as f:
-                f.truncate(good)
+            os.truncate(self.path, good)
 
     def append(self, rows: Sequence[dict]) -> None:
-        """Write rows as one block and flush to disk before returning."""
+        """Write rows as one block (one ``write`` under the lock) and flush to disk before returning."""
         if not rows:
             return
-        self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        block = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        with self._locked():
+            written = os.write(self._fd, block)
+            if written != len(block):  # a short write (disk full): cut it off so the file stays whole lines
+                os.truncate(self.path, os.fstat(self._fd).st_size - written)
+                raise OSError(f"{self.path}: short write ({written} of {len(block)} bytes)")
+            os.fsync(self._fd)
         self.rows.extend(rows)
 
     def close(self) -> None:
-        self._handle.close()
+        os.close(self._fd)
+        os.close(self._lock)
 
 
 # ---------------------------------------------------------------- planning
@@ -206,6 +250,42 @@ def plan_batches(n_problems: int, n_samples: int, batch_size: int) -> list[Batch
     """Problem-major units cut into batches; fixed for given sizes, whatever is already done."""
     units = [(p, s) for p in range(n_problems) for s in range(n_samples)]
     return [Batch(i, tuple(units[j:j + batch_size])) for i, j in enumerate(range(0, len(units), batch_size))]
+
+
+ENGINE_OPTIONS_ENV = "PTLENS_ENGINE_OPTIONS"
+
+
+def engine_extra(config: BehaviorConfig) -> dict:
+    """Engine-specific keywords: JSON in ``PTLENS_ENGINE_OPTIONS`` (how the CLI passes them), then
+    ``config.engine_options`` on top (one level deep: ``engine_kwargs`` and ``processor`` dicts merge)."""
+    raw = os.environ.get(ENGINE_OPTIONS_ENV, "").strip()
+    try:
+        env = json.loads(raw) if raw else {}
+    except ValueError:
+        raise PtlensError(f"{ENGINE_OPTIONS_ENV}: not JSON: {raw[:80]}") from None
+    if not isinstance(env, dict):
+        raise PtlensError(f"{ENGINE_OPTIONS_ENV}: expected a JSON object")
+    out = dict(env)
+    for k, v in config.engine_options.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def sample_seed(run_seed: int, model: str, problem_id: str, sample: int) -> int:
+    """The seed of one sample: a function of the run seed, the model's name, the problem and the sample index
+    only, so every sample is reproducible on its own (whatever batch, worker or engine call draws it)."""
+    return derived_seed(run_seed, model, problem_id, sample)
+
+
+def batch_requests(units: Sequence[tuple[int, int]], prompt_ids_: Sequence[list[int]], problems: Sequence[Problem],
+                   model: str, stop: tuple[str, ...], config: BehaviorConfig) -> tuple[list[Request], list[list[int]]]:
+    """One :class:`Request` per problem in ``units`` (its samples' seeds in order), and each request's sample indices."""
+    groups: dict[int, list[int]] = {}
+    for p, s in units:
+        groups.setdefault(p, []).append(s)
+    requests = [Request(tuple(prompt_ids_[p]), tuple(sample_seed(config.seed, model, problems[p].id, s) for s in ss),
+                        tuple(stop), config.sampling()) for p, ss in groups.items()]
+    return requests, [groups[p] for p in groups]
 
 
 @dataclass
@@ -234,6 +314,7 @@ def _settings_fingerprint(lineage, config: BehaviorConfig, problems: Sequence[Pr
         "problem_ids": [p.id for p in problems],
         "problems_sha256": hashlib.sha256(json.dumps([[p.id, p.question, p.answer] for p in problems]).encode()).hexdigest(),
         "dtype": config.dtype,
+        "seeding": "per-sample",
         "models": [{"name": c.name, "spec": c.spec, "resolved_revision": c.resolved_revision} for c in lineage.checkpoints],
     }
 
@@ -319,11 +400,14 @@ class BehaviorResult:
 
 
 def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progress: bool = True,
-                 on_batch: Callable[[str, int], None] | None = None) -> BehaviorResult:
+                 on_batch: Callable[[str, int], None] | None = None,
+                 engines: Mapping[str, Engine] | None = None) -> BehaviorResult:
     """Sample, grade and score every model of ``lineage`` on the configured problems; write results and figures.
 
     ``on_batch(model_name, batch_index)`` is called after each batch is on disk (tests use it
-    to interrupt a run).
+    to interrupt a run). A shard worker (``config.shard_count`` > 1) only samples its batches and returns
+    a result with empty ``results``. ``engines``: already open engines by model name, used instead of
+    opening ``config.engine`` for those models and left open (a long-lived vLLM worker serves several runs).
     """
     config.validate()
     output_dir = Path(output_dir)
@@ -349,7 +433,13 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     scores = Journal(bdir / "scores.jsonl")
     try:
         with _Progress(progress) as bar:
-            _generate_and_score(ctxs, problems, config, engine, samples, scores, bar, on_batch)
+            if config.shard_count > 1:
+                for ctx in ctxs:
+                    e = _generate(ctx, problems, config, engine, samples, bar, on_batch, engines)
+                    if e is not None:
+                        e.close()
+                return BehaviorResult(output_dir / RESULTS_FILE, bdir / "samples.jsonl", {}, [])
+            _generate_and_score(ctxs, problems, config, engine, samples, scores, bar, on_batch, engines)
     finally:
         samples.close()
         scores.close()
@@ -367,41 +457,97 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     return BehaviorResult(results_path, bdir / "samples.jsonl", results, figures)
 
 
+class _Borrowed(Engine):
+    """An engine the caller opened: used, never closed here."""
+
+    def __init__(self, inner: Engine):
+        self.inner = inner
+
+    def generate(self, requests):
+        return self.inner.generate(requests)
+
+    def scorer(self):
+        return self.inner.scorer()
+
+
+def _generate(ctx: _ModelCtx, problems: Sequence[Problem], config: BehaviorConfig, engine: str, samples: Journal,
+              bar: _Progress, on_batch: Callable[[str, int], None] | None, engines: Mapping[str, Engine] | None = None):
+    """Plan → generate → grade → journal for one model: the samples of this shard's batches not yet on disk.
+
+    Returns the engine, still open (the caller may score with its transformers model), or None when
+    there was nothing to draw.
+    """
+    batches = plan_batches(len(problems), config.n_samples, config.batch_size)
+    done = {(r["problem_id"], r["sample"]) for r in samples.rows if r["model"] == ctx.name}
+    if done:
+        bar.note(f"{ctx.name}: resumed: {len(done)} of {len(problems) * config.n_samples} samples reused")
+    todo = []
+    for b in batches:
+        if b.index % config.shard_count == config.shard_index:
+            units = tuple((p, s) for p, s in b.units if (problems[p].id, s) not in done)
+            if units:
+                todo.append(Batch(b.index, units))
+    if not todo:
+        return None
+    if engines and ctx.name in engines:
+        model: Engine = _Borrowed(engines[ctx.name])
+    else:
+        options = EngineOptions(config.device, config.dtype, config.allow_pickle, engine_extra(config))
+        model = make_engine(engine, ctx.path, ctx.tokenizer, options)
+    try:
+        task = bar.task(f"{ctx.name}: sample ({engine})", len(problems) * config.n_samples, len(done))
+        for b in todo:
+            requests, indices = batch_requests(b.units, ctx.prompt_ids, problems, ctx.name, ctx.prompts[0].stop, config)
+            outs = model.generate(requests)
+            new = []
+            for (p, _), req, ss, gens in zip(_firsts(b.units), requests, indices, outs):
+                new += [_record(ctx, problems, p, s, g, seed) for s, seed, g in zip(ss, req.seeds, gens)]
+            samples.append([asdict(r) for r in new])
+            bar.advance(task, len(new))
+            if on_batch:
+                on_batch(ctx.name, b.index)
+        _check_not_empty(ctx.name, samples)
+    except BaseException:
+        model.close()
+        raise
+    return model
+
+
+def _firsts(units: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The first unit of each problem, in order (the problems of :func:`batch_requests`)."""
+    seen: dict[int, tuple[int, int]] = {}
+    for u in units:
+        seen.setdefault(u[0], u)
+    return list(seen.values())
+
+
 def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], config: BehaviorConfig, engine: str,
                         samples: Journal, scores: Journal, bar: _Progress,
-                        on_batch: Callable[[str, int], None] | None) -> None:
-    batches = plan_batches(len(problems), config.n_samples, config.batch_size)
+                        on_batch: Callable[[str, int], None] | None, engines: Mapping[str, Engine] | None = None) -> None:
+    """Each model in turn: draw its missing samples, then score with it (transformers) its own samples and those
+    of the models before it; last, the earlier models score the later ones' samples."""
     names = [c.name for c in ctxs]
     for i, ctx in enumerate(ctxs):
-        done = {(r["problem_id"], r["sample"]) for r in samples.rows if r["model"] == ctx.name}
-        todo = [b for b in batches if any((problems[p].id, s) not in done for p, s in b.units)]
-        needs_scores = _pending_scores(ctx.name, names[:i + 1], samples, scores)
-        if done:
-            bar.note(f"{ctx.name}: resumed: {len(done)} of {len(problems) * config.n_samples} samples reused")
-        if not todo and not needs_scores:
-            continue
-        if engine == "vllm" and todo:
-            _generate_vllm(ctx, problems, config, todo, done, samples, bar, on_batch)
-            todo = []
-        with HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle) as model:
-            task = bar.task(f"{ctx.name}: sample", len(problems) * config.n_samples, len(done)) if todo else None
-            for b in todo:
-                rows = [ctx.prompt_ids[p] for p, _ in b.units]
-                seed = derived_seed(config.seed, ctx.name, b.index)
-                gens = model.generate(rows, ctx.prompts[0].stop, config.sampling(), seed)
-                kept = [(p, s, g) for (p, s), g in zip(b.units, gens) if (problems[p].id, s) not in done]
-                new = [_record(ctx, problems, p, s, g, seed) for p, s, g in kept]
-                own = model.score([(ctx.prompt_ids[p], g.token_ids) for p, _, g in kept])
-                samples.append([asdict(r) for r in new])
-                scores.append([asdict(ScoreRecord(ctx.name, ctx.name, r.problem_id, r.sample, sc.logprob_sum,
-                                                  sc.entropy_sum, sc.tokens)) for r, sc in zip(new, own)])
-                done.update((r.problem_id, r.sample) for r in new)
-                bar.advance(task, len(new))
-                if on_batch:
-                    on_batch(ctx.name, b.index)
+        sampler = _generate(ctx, problems, config, engine, samples, bar, on_batch, engines)
+        try:
+            if not _pending_scores(ctx.name, names[:i + 1], samples, scores):
+                continue
             _check_not_empty(ctx.name, samples)
-            for target in names[:i + 1]:
-                _score_pending(model, ctx, ctxs, target, problems, samples, scores, config, bar)
+            model = sampler.scorer() if sampler is not None else None
+            if model is None:
+                if sampler is not None:
+                    sampler.close()  # free the sampling engine's memory before loading the scorer
+                    sampler = None
+                model = HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle)
+            try:
+                for target in names[:i + 1]:
+                    _score_pending(model, ctx, ctxs, target, problems, samples, scores, config, bar)
+            finally:
+                if sampler is None:
+                    model.close()
+        finally:
+            if sampler is not None:
+                sampler.close()
     for i, ctx in enumerate(ctxs[:-1]):
         later = [t for t in names[i + 1:] if _pending_scores(ctx.name, [t], samples, scores)]
         if not later:
@@ -435,13 +581,19 @@ def _score_pending(model: HFModel, ctx: _ModelCtx, ctxs: list[_ModelCtx], target
                    samples: Journal, scores: Journal, config: BehaviorConfig, bar: _Progress) -> None:
     """Score every not-yet-scored response of ``target`` under ``ctx``'s model, journalled per batch."""
     have = {(r["problem_id"], r["sample"]) for r in scores.rows if r["scorer"] == ctx.name and r["model"] == target}
-    todo = [r for r in samples.rows if r["model"] == target and (r["problem_id"], r["sample"]) not in have]
+    index = {p.id: i for i, p in enumerate(problems)}
+    todo, seen = [], set(have)
+    for r in samples.rows:
+        if r["model"] == target and (r["problem_id"], r["sample"]) not in seen:
+            seen.add((r["problem_id"], r["sample"]))
+            todo.append(r)
     if not todo:
         return
+    # a fixed order (not the journal's, which depends on batches and workers): the same chunks every time
+    todo.sort(key=lambda r: (index[r["problem_id"]], r["sample"]))
     tctx = next(c for c in ctxs if c.name == target)
     same = _same_vocab(ctx.tokenizer, tctx.tokenizer)
     task = bar.task(f"{ctx.name}: score {target}", len(todo), unit="responses")
-    index = {p.id: i for i, p in enumerate(problems)}
     own = ctx.name == target
     # cross_kl needs the sampler's distributions at the same positions: it is loaded beside the scorer
     sampler = None if own or not same else HFModel(tctx.path, tctx.tokenizer, config.device, config.dtype,
@@ -480,33 +632,6 @@ def _check_not_empty(name: str, samples: Journal) -> None:
     if mine and all(not r["response"].strip() for r in mine):
         raise PtlensError(f"model {name}: every one of its {len(mine)} responses is empty (it ends at once); "
                           "check its chat template and end-of-text token, or the --instruction")
-
-
-def _generate_vllm(ctx: _ModelCtx, problems: Sequence[Problem], config: BehaviorConfig, todo: list[Batch],
-                   done: set, samples: Journal, bar: _Progress, on_batch) -> None:
-    from ptlens.behavior.engines import VllmModel
-
-    model = VllmModel(ctx.path, ctx.tokenizer, seed=config.seed)
-    try:
-        task = bar.task(f"{ctx.name}: sample (vLLM)", len(problems) * config.n_samples, len(done))
-        for b in todo:
-            groups: dict[int, list[int]] = {}
-            for p, s in b.units:
-                groups.setdefault(p, []).append(s)
-            seed = derived_seed(config.seed, ctx.name, b.index)
-            outs = model.generate_n([ctx.prompt_ids[p] for p in groups], [len(v) for v in groups.values()],
-                                    ctx.prompts[0].stop, config.sampling(), seed)
-            new = [_record(ctx, problems, p, s, g, seed)
-                   for (p, ss), gens in zip(groups.items(), outs) for s, g in zip(ss, gens)
-                   if (problems[p].id, s) not in done]
-            samples.append([asdict(r) for r in new])
-            done.update((r.problem_id, r.sample) for r in new)
-            bar.advance(task, len(new))
-            if on_batch:
-                on_batch(ctx.name, b.index)
-        _check_not_empty(ctx.name, samples)
-    finally:
-        model.close()
 
 
 # ---------------------------------------------------------------- merge and results

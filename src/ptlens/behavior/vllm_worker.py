@@ -1,0 +1,143 @@
+"""The process that runs vLLM (and Ray Data LLM) for ptlens, so that the main process never imports vLLM.
+
+Run as ``PYTHON -m ptlens.behavior.vllm_worker serve|ray`` by :mod:`ptlens.behavior.engine_vllm`, with a
+Python that has vLLM (``PTLENS_VLLM_PYTHON``; the project installs one in ``.venv-vllm`` with
+``scripts/install-vllm-cpu.sh``). It speaks JSON lines on its stdin and on the stdout it was started
+with; everything else it or its children print goes to stderr.
+
+- ``serve``: one ``vllm.LLM``; messages ``{"op": "init", "model", "engine_kwargs"}``, then
+  ``{"op": "generate", "requests": [...]}`` (answered by one generation list per request),
+  ``{"op": "close"}``.
+- ``ray``: one message with the model, engine keywords, Ray Data options and flat rows; it runs a
+  ``ray.data.llm`` vLLM processor on the Ray cluster of ``RAY_ADDRESS`` (a local one when unset) and
+  answers one line per row as the rows come back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+
+def _finish(c) -> str:
+    """vLLM's reasons in ptlens's words: "length" (max_tokens hit), "stop" (a stop string) or "eos"."""
+    if c.finish_reason == "length":
+        return "length"
+    return "stop" if isinstance(c.stop_reason, str) else "eos"
+
+
+def sampling_params(r: dict, seed: int, max_model_len: int | None):
+    """One sample's SamplingParams: n=1 with its own seed (vLLM seeds a generator per request)."""
+    from vllm import SamplingParams
+
+    max_tokens = r["max_new_tokens"]
+    if max_model_len:
+        max_tokens = max(1, min(max_tokens, max_model_len - len(r["prompt_ids"])))
+    return SamplingParams(n=1, temperature=r["temperature"], top_p=r["top_p"], top_k=0, max_tokens=max_tokens,
+                          seed=int(seed), stop=list(r["stop"]) or None, include_stop_str_in_output=False)
+
+
+def serve(out) -> None:
+    llm = None
+    max_len = None
+    for line in sys.stdin:
+        msg = json.loads(line)
+        try:
+            if msg["op"] == "init":
+                from vllm import LLM
+
+                llm = LLM(model=msg["model"], **msg["engine_kwargs"])
+                max_len = int(llm.llm_engine.model_config.max_model_len)
+                import vllm
+
+                reply = {"ok": True, "max_model_len": max_len, "vllm": vllm.__version__}
+            elif msg["op"] == "generate":
+                from vllm.inputs import TokensPrompt
+
+                prompts, params, shape = [], [], []
+                for r in msg["requests"]:
+                    shape.append(len(r["seeds"]))
+                    for s in r["seeds"]:
+                        prompts.append(TokensPrompt(prompt_token_ids=list(r["prompt_ids"])))
+                        params.append(sampling_params(r, s, max_len))
+                outs = iter(llm.generate(prompts, params, use_tqdm=False))
+                gens = []
+                for n in shape:
+                    row = []
+                    for _ in range(n):
+                        c = next(outs).outputs[0]
+                        row.append({"token_ids": list(c.token_ids), "text": c.text, "finish": _finish(c)})
+                    gens.append(row)
+                reply = {"ok": True, "generations": gens}
+            elif msg["op"] == "close":
+                out.write(json.dumps({"ok": True}) + "\n")
+                out.flush()
+                return
+            else:
+                reply = {"ok": False, "error": f"unknown op {msg['op']!r}"}
+        except Exception as e:  # the driver turns this into a one-line error
+            traceback.print_exc()
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+def ray_job(out) -> None:
+    """Sample every row with Ray Data LLM's vLLM processor; one reply line per row as it arrives."""
+    msg = json.loads(sys.stdin.readline())
+    try:
+        import ray
+        from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+        ray.init(ignore_reinit_error=True, log_to_driver=msg.get("log_to_driver", False))  # honours RAY_ADDRESS
+        gpus = ray.cluster_resources().get("GPU", 0)
+        opts = dict(msg.get("processor", {}))
+        if not gpus and "placement_group_config" not in opts:
+            # no GPU in the cluster: each vLLM replica reserves CPUs instead (vllm-cpu on every node)
+            opts["placement_group_config"] = {"bundles": [{"CPU": int(msg.get("cpus_per_replica", 1))}]}
+        env = {k: v for k, v in os.environ.items() if k.startswith("VLLM_") or k in ("PYTHONPATH", "OMP_NUM_THREADS")}
+        config = vLLMEngineProcessorConfig(
+            model_source=msg["model"], engine_kwargs=msg["engine_kwargs"], chat_template_stage=False,
+            tokenize_stage=False, detokenize_stage=False, log_engine_metrics=False,
+            runtime_env={"env_vars": env}, **opts)
+
+        def pre(row):
+            return dict(tokenized_prompt=list(row["prompt_ids"]), key=row["key"],
+                        sampling_params=dict(n=1, temperature=float(row["temperature"]), top_p=float(row["top_p"]),
+                                             top_k=0, max_tokens=int(row["max_tokens"]), seed=int(row["seed"]),
+                                             stop=json.loads(row["stop"]) or None, include_stop_str_in_output=False))
+
+        def post(row):
+            return dict(key=row["key"], token_ids=[int(t) for t in row["generated_tokens"]],
+                        text=row["generated_text"], error=row.get("__inference_error__") or "")
+
+        processor = build_processor(config, preprocess=pre, postprocess=post)
+        rows = [{**r, "stop": json.dumps(r["stop"])} for r in msg["rows"]]
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), int(msg.get("blocks", 8)))))
+        nodes = sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
+        out.write(json.dumps({"ok": True, "cluster": {"nodes": nodes, "gpus": gpus,
+                                                      "cpus": ray.cluster_resources().get("CPU", 0)}}) + "\n")
+        out.flush()
+        for row in processor(ds).iter_rows():
+            out.write(json.dumps({"ok": True, "row": {k: (list(v) if k == "token_ids" else v) for k, v in row.items()}})
+                      + "\n")
+            out.flush()
+        out.write(json.dumps({"ok": True, "done": True}) + "\n")
+    except Exception as e:
+        traceback.print_exc()
+        out.write(json.dumps({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+                  + "\n")
+    out.flush()
+
+
+def main() -> None:
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # vLLM, Ray and their children print to fd 1: keep the protocol channel clean
+    sys.stdout = sys.stderr
+    {"serve": serve, "ray": ray_job}[sys.argv[1]](out)
+
+
+if __name__ == "__main__":
+    main()
