@@ -157,3 +157,14 @@ def test_stage_comparisons_equal_hand_computed_paired_differences(tmp_path):
     assert c["in-distribution"]["t0.6"]["value"] == pytest.approx((13 - 7) / 16)
     assert c["held-out"]["t0.6"]["value"] == pytest.approx(0.0)
     assert c["in-distribution"]["t0.6"]["lo"] > 0  # every problem improved or tied
+
+
+def test_last_number_reward_is_flexible_extract():
+    """--quick's lenient reward: the last number of the response (lm-eval's flexible-extract), not the grader."""
+    from ptlens.lab.reward import REWARDS, last_number_reward
+
+    got = last_number_reward(["so x = 1,200 then", "abc 29", "\u22123", "no number", "12 then 7", "29.0"],
+                             ["1200", "29", "-3", "1", "12", "29"])
+    assert got == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert REWARDS["grader"](["abc 29"], ["29"]) == [0.0]  # the strict grader wants a stated answer
+    assert REWARDS["grader"](["so \\boxed{29}"], ["29"]) == [1.0]

@@ -84,7 +84,13 @@ class DPOPlan:
 
 @dataclass(frozen=True)
 class GRPOPlan:
-    """RL from verifiable rewards with TRL's GRPOTrainer; reward = ptlens's grader says correct."""
+    """RL from verifiable rewards with TRL's GRPOTrainer.
+
+    ``reward``: ``"grader"`` (1 when ptlens's grader marks the answer correct: what the report
+    measures) or ``"last-number"`` (1 when the response's last number equals the gold answer:
+    lm-evaluation-harness's "flexible-extract"; for ``--quick``, whose barely trained model never
+    writes a final-answer form the grader accepts, so the strict reward would be 0 everywhere).
+    """
 
     steps: int = 60
     prompts_per_step: int = 8
@@ -98,6 +104,7 @@ class GRPOPlan:
     loss_type: str = "dapo"
     scale_rewards: str = "group"
     checkpoints: int = 3
+    reward: str = "grader"
 
     def options(self) -> dict:
         """The GRPOConfig settings beyond the common ones (recorded in lineage.json)."""
@@ -169,7 +176,8 @@ class LabConfig:
         # the barely trained quick model is right on ~2% of samples: enough samples per step at temperature 1
         # that some groups hold a correct answer, so GRPO gets a reward signal (tests check it updates)
         self.rlvr = GRPOPlan(steps=4, prompts_per_step=4, generations=8, prompts=16, temperature=1.0,
-                             max_completion_length=24, learning_rate=1e-4, checkpoints=2)
+                             max_completion_length=24, learning_rate=1e-4, checkpoints=2,
+                             reward="last-number")
         self.arms = ControlledPlan(prompts=8, examples=8, sft_batch_size=4, grpo_prompts_per_step=2, checkpoints=1)
 
     def to_dict(self) -> dict:

@@ -321,7 +321,7 @@ def _run_lineage(config: LabConfig, progress: Callable[[str], None]) -> Path:
     n_saved = len(run.saved)
     rl_run = run_grpo(model, tok, rl_problems, steps=rp.steps, prompts_per_step=rp.prompts_per_step,
                       generations=rp.generations, lr=rp.learning_rate, beta=rp.beta, temperature=rp.temperature,
-                      max_completion_length=rp.max_completion_length, seed=seed,
+                      max_completion_length=rp.max_completion_length, seed=seed, reward=rp.reward,
                       save_at=_save_steps(rp.steps, rp.checkpoints), progress=progress,
                       save=lambda step: run.save(model, "rlvr", step, _grpo_facts(rp, len(rl_problems), step, source),
                                                  {"examples_seen": step * rp.prompts_per_step}, False),
@@ -448,7 +448,9 @@ def _grpo_facts(rp, n_prompts: int, step: int, source: str, notes: str = "") -> 
     return {"algorithm": "GRPO with verifiable rewards (TRL GRPOTrainer)",
             "prompts": min(n_prompts, step * rp.prompts_per_step),
             "episodes": step * rp.prompts_per_step * rp.generations, "learning_rate": rp.learning_rate,
-            "notes": f"reward 1 if ptlens's grader marks the answer correct, else 0; {rp.generations} samples per "
+            "notes": ("reward 1 if ptlens's grader marks the answer correct, else 0" if rp.reward == "grader" else
+                      "reward 1 if the response's last number equals the gold answer, else 0 (lenient, --quick)")
+                     + f"; {rp.generations} samples per "
                      f"prompt at temperature {rp.temperature}, KL beta {rp.beta}" + (f"; {notes}" if notes else ""),
             "source": source}
 
@@ -514,7 +516,7 @@ def _run_controlled(config: LabConfig, start: Path, progress: Callable[[str], No
     model = load_model(start)
     arm = run_grpo(model, tok, prompts, steps=steps, prompts_per_step=rp.prompts_per_step, generations=rp.generations,
                    lr=rp.learning_rate, beta=rp.beta, temperature=rp.temperature,
-                   max_completion_length=rp.max_completion_length, seed=seed, name="grpo",
+                   max_completion_length=rp.max_completion_length, seed=seed, name="grpo", reward=rp.reward,
                    save_at=_save_steps(steps, ap.checkpoints), progress=progress,
                    save=lambda step: run.save(model, "grpo", step, _grpo_facts(rp, len(prompts), step, source, shared),
                                               {"examples_seen": step * rp.prompts_per_step}, False),

@@ -20,7 +20,7 @@ from ptlens.behavior.grading import grade
 from ptlens.behavior.problems import Problem
 from ptlens.lab.data import user_messages, worked_solution
 from ptlens.lab.model import generate
-from ptlens.lab.reward import correctness_reward
+from ptlens.lab.reward import REWARDS
 
 Progress = Callable[[str], None]
 _LOGGED = ("loss", "reward", "reward_std", "frac_reward_zero_std", "entropy", "learning_rate", "completions/mean_length",
@@ -164,7 +164,7 @@ def run_dpo(model, tok, pairs: list[Pair], *, steps: int, batch_size: int, lr: f
 def run_grpo(model, tok, problems: list[Problem], *, steps: int, prompts_per_step: int, generations: int,
              lr: float, beta: float, temperature: float, max_completion_length: int, seed: int,
              save_at: set[int], save: Callable[[int], None], progress: Progress, name: str = "rlvr",
-             **options) -> StageRun:
+             reward: str = "grader", **options) -> StageRun:
     """GRPO: ``generations`` samples per prompt, reward 1/0 from the grader, group-normalised advantages.
 
     ``options`` go to ``GRPOConfig`` as they are (``loss_type``, ``scale_rewards``, ``top_p`` …).
@@ -180,7 +180,7 @@ def run_grpo(model, tok, problems: list[Problem], *, steps: int, prompts_per_ste
                           num_generations=generations, max_completion_length=max_completion_length,
                           temperature=temperature, beta=beta, shuffle_dataset=True,
                           log_completions=False, **{"top_p": 1.0, **options})
-        trainer = GRPOTrainer(model=model, reward_funcs=correctness_reward, args=args,
+        trainer = GRPOTrainer(model=model, reward_funcs=REWARDS[reward], args=args,
                               train_dataset=Dataset.from_list(rows), processing_class=tok,
                               callbacks=_callbacks(save_at, save, name, steps, progress, history))
         return _train(trainer, model, start, steps, steps * prompts_per_step, history)
