@@ -285,12 +285,10 @@ def stored_weights(lineage, cfg, output_dir: Path) -> Optional[dict]:
     import json
     from dataclasses import asdict
 
-    f = output_dir / "weights" / "summary.json"
-    if not f.is_file():
-        return None
-    try:
-        s = json.loads(f.read_text())
-    except ValueError:
+    from ptlens.io import read_json
+
+    s = read_json(output_dir / "weights" / "summary.json")
+    if s is None:
         return None
     same_lineage = [(c["path"], c.get("resolved_revision")) for c in s["lineage"]["checkpoints"]] == [
         (str(c.path), c.resolved_revision) for c in lineage.checkpoints]

@@ -41,6 +41,17 @@ def write_json(path: str | Path, obj: Any) -> None:
         f.write("\n")
 
 
+def read_json(path: str | Path) -> Any | None:
+    """A stored JSON file, or None when it is missing or unreadable: stored results are reused only when whole."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except ValueError:
+        return None
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)

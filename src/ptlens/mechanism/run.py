@@ -47,7 +47,7 @@ from ptlens.behavior.grading import grade
 from ptlens.behavior.metrics import resample_weights
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import ArchitectureMismatch, PtlensError
-from ptlens.io import write_json, write_text
+from ptlens.io import read_json, write_json, write_text
 
 SCHEMA_VERSION = 1
 DIR = "mechanism"
@@ -161,13 +161,8 @@ def _fingerprint(lineage, config: MechanismConfig, problems: Sequence[Problem]) 
 
 def stored_mechanism(lineage, config: MechanismConfig, output_dir: str | Path) -> dict | None:
     """The stored summary, if it was made from this lineage with these settings and its files are all there."""
-    d = Path(output_dir) / DIR
-    f = d / "summary.json"
-    if not f.is_file():
-        return None
-    try:
-        s = json.loads(f.read_text())
-    except ValueError:
+    s = read_json(Path(output_dir) / DIR / "summary.json")
+    if s is None:
         return None
     problems = load_problems(config.problems, config.limit, config.seed)
     if s.get("fingerprint") != json.loads(json.dumps(_fingerprint(lineage, config, problems))):
