@@ -89,7 +89,7 @@ def test_behavior_resume_says_what_was_reused_and_logs_progress(app_and_models, 
             "--n-samples", "2", "--max-new-tokens", "4", "--device", "cpu", "--engine", "hf", "--output-dir", str(out)]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert "base: sample: 4/4 samples (100%)" in first.output and "resumed" not in first.output
+    assert "base: sample (hf): 4/4 samples (100%)" in first.output and "resumed" not in first.output
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "base: resumed: 4 of 4 samples reused" in again.output
