@@ -94,3 +94,14 @@ def test_regex_error_shows_the_pattern_as_typed(lineage, tmp_path):
                               "--output-dir", str(tmp_path / "o")])
     _one_error_line(res, r"'nothing\.here' matches no tensor")
     assert not (tmp_path / "o").exists()
+
+
+def test_report_and_lab_check_their_folder_first(tmp_path):
+    """`ptlens report DIR` and `ptlens lab --output-dir` fail in one line before any work, like the other commands."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _one_error_line(runner.invoke(app, ["report", str(blocker / "res")]), "DIR", "is a file")
+    pytest.importorskip("trl")
+    _one_error_line(runner.invoke(app, ["lab", "--quick", "--output-dir", str(blocker / "lab")]), "is a file")
+    _one_error_line(runner.invoke(app, ["report", "/proc/ptlens-res"]), "not writable")
+    assert list(tmp_path.iterdir()) == [blocker] and blocker.read_text() == "x"

@@ -53,24 +53,25 @@ def lineage_from_options(preset: Optional[str], models: Optional[list[str]], ext
 # ---------------------------------------------------------------- checks before any work
 
 
-def check_output_dir(path: Path) -> None:
+def check_output_dir(path: Path, what: str = "--output-dir") -> None:
     """Fail in one line, before any work, when ``path`` cannot hold results; creates nothing.
 
     Checked by creating (and removing) a probe directory in the nearest existing ancestor, since
     permission bits say nothing for root and nothing about read-only or virtual filesystems (/proc).
+    ``what`` names the argument in the message.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise PtlensError(f"--output-dir {path}: exists and is not a folder")
+        raise PtlensError(f"{what} {path}: exists and is not a folder")
     probe_in = path.absolute()
     while not probe_in.exists():
         probe_in = probe_in.parent
     if not probe_in.is_dir():
-        raise PtlensError(f"--output-dir {path}: cannot create it, {probe_in} is a file")
+        raise PtlensError(f"{what} {path}: cannot create it, {probe_in} is a file")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".ptlens-probe-", dir=probe_in))
     except OSError as e:
-        raise PtlensError(f"--output-dir {path}: not writable ({e.strerror or e} in {probe_in})") from None
+        raise PtlensError(f"{what} {path}: not writable ({e.strerror or e} in {probe_in})") from None
 
 
 def check_lineage_tensors(lineage, layer_pattern: Optional[str], allow_missing: bool,

@@ -34,6 +34,10 @@ def lab(
     if ship and (output_dir is not None or quick or controlled):
         raise PtlensError("--ship writes the default lab run into the package: "
                           "it takes no --output-dir, --quick or --controlled")
+    if not ship:
+        from ptlens.clikit import check_output_dir
+
+        check_output_dir(output_dir or Path("ptlens-lab"))
     config = LabConfig(output_dir=SHIPPED if ship else (output_dir or Path("ptlens-lab")), seed=seed, quick=quick,
                        controlled=controlled, threads=threads)
     err = Console(stderr=True)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ptlens.clikit import user_errors
+from ptlens.clikit import check_output_dir, user_errors
 
 STYLE = {"clear difference": "bold blue", "unexpected": "bold yellow", "minimal": "", "not measured": "dim"}
 
@@ -45,4 +45,5 @@ def report(
     output_dir: Path = typer.Argument(..., metavar="DIR", help="The --output-dir of ptlens run / weights / behavior."),
 ) -> None:
     """Rebuild report.html and report.md from the stored results in DIR, without recomputing anything."""
+    check_output_dir(output_dir, "DIR")
     write_report(output_dir)
