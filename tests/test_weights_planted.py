@@ -176,6 +176,7 @@ def test_chunked_streaming_matches_whole_tensors(tmp_path):
     args = write_lineage(tmp_path, {"base": base, "sft": sft})
     whole = scan(args, spectral="off")
     tiny = scan(args, spectral="off", chunk_mb=0)  # chunk of one row
+    assert len(whole.records) == len(tiny.records) > 0
     for a, b in zip(whole.records, tiny.records):
         np.testing.assert_allclose(a.sums, b.sums, rtol=1e-12)
 
