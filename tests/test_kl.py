@@ -248,6 +248,43 @@ def test_behavior_run_stores_the_kl_of_each_response(tmp_path):
         assert 0 <= res["cross_kl_inf_share"][a][b]["value"] <= 1
 
 
+def test_kept_nuclei_give_the_kl_of_the_reloaded_sampler(tmp_path, monkeypatch):
+    """cross_kl from the nuclei each sampler kept while scoring itself equals cross_kl with the sampler reloaded
+    and rerun (the path a resumed run takes); the kept nuclei are removed once every score is on disk."""
+    import json
+
+    from ptlens.behavior import engines
+    from ptlens.behavior.run import NUCLEI_DIR, BehaviorConfig, load_samples, run_behavior
+    from ptlens.behavior.toy import make_toy_model
+    from ptlens.resolve import resolve_lineage
+
+    digits = {c: 2.0 for c in "0123456789"}
+    specs = []
+    for i, bias in enumerate(({"</s>": 1.0}, {"4": 3.0, "</s>": 2.5}, {"7": 3.0, "</s>": 2.0})):
+        make_toy_model(tmp_path / f"m{i}", seed=i, logit_bias={**digits, **bias}, noise=0.4)
+        specs.append(f"m{i}={tmp_path / f'm{i}'}")
+    problems = tmp_path / "p.jsonl"
+    problems.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + 2?", "answer": str(i + 2)}) + "\n"
+                                for i in range(3)))
+    cfg = BehaviorConfig(problems=str(problems), n_samples=3, max_new_tokens=6, batch_size=4, n_boot=20, seed=2,
+                         device="cpu", engine="hf", figures=False, temperature=0.8, top_p=0.9)
+    lineage = resolve_lineage(models=specs)
+    run_behavior(lineage, cfg, tmp_path / "kept", progress=False)
+    assert not (tmp_path / "kept" / "behavior" / NUCLEI_DIR).exists()
+    monkeypatch.setattr(engines, "NUCLEUS_CACHE_WIDTH", -1)  # nothing kept: every cross_kl reloads its sampler
+    run_behavior(lineage, cfg, tmp_path / "reloaded", progress=False)
+    kept, reloaded = (load_samples(tmp_path / d) for d in ("kept", "reloaded"))
+    assert [s.response for s in kept] == [s.response for s in reloaded]
+    n = 0
+    for a, b in zip(kept, reloaded):
+        for other, v in a.cross_logprobs.items():
+            if "kl_sum" in v and v["kl_sum"] is not None:
+                assert v["kl_sum"] == pytest.approx(b.cross_logprobs[other]["kl_sum"], rel=1e-5, abs=1e-6)
+                assert v["kl_inf_tokens"] == b.cross_logprobs[other]["kl_inf_tokens"]
+                n += 1
+    assert n == 2 * len(kept) and any(s.cross_logprobs[o]["kl_sum"] > 0.01 for s in kept for o in s.cross_logprobs)
+
+
 if __name__ == "__main__":  # the table of docs/validation/kl.md: PYTHONPATH=src python3 tests/test_kl.py
     import tempfile
 

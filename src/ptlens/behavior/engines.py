@@ -62,6 +62,8 @@ class TokenScores:
     """Σ_t KL(p̃_sampler(·|prefix_t) ‖ q_this(·|prefix_t)) along the response (see :func:`token_kl`)."""
     kl_inf_tokens: int | None = None
     """Positions where the unsmoothed KL is infinite: the sampler's nucleus holds a token outside this model's."""
+    nucleus: "Nucleus | None" = None
+    """This model's own sampling distribution along the response (only when asked for: ``HFModel.score(keep=…)``)."""
 
 
 KL_SMOOTHING = 1e-3
@@ -70,14 +72,51 @@ untruncated tempered distribution mixed into its nucleus."""
 
 
 @dataclass(frozen=True)
+class Nucleus:
+    """The sampler's sampling distribution along one response, kept sparse: at position t, the token ids with
+    p̃ > 0 (``ids[offsets[t]:offsets[t+1]]``, ascending) and their log p̃.
+
+    Kept from the sampler's own scoring pass so that cross_kl needs only the scorer's logits: the sampler is
+    neither reloaded nor rerun. Exact, not an approximation: every token with p̃ > 0 is held.
+    """
+
+    ids: Any
+    logp: Any
+    offsets: Any
+
+    @property
+    def positions(self) -> int:
+        return int(self.offsets.shape[0]) - 1
+
+    @property
+    def width(self) -> int:
+        """The widest position's nucleus (the cache skips responses wider than :data:`NUCLEUS_CACHE_WIDTH`)."""
+        return int((self.offsets[1:] - self.offsets[:-1]).max()) if self.positions else 0
+
+
+NUCLEUS_CACHE_WIDTH = 256
+"""Responses whose nucleus is wider than this at some position are not cached (top-p 1 keeps the whole
+vocabulary); their cross_kl reloads the sampler instead. At temperature 0.6, top-p 0.95 nuclei are a few tokens."""
+
+
+@dataclass(frozen=True)
 class KLReference:
     """The model that sampled the responses being scored, its own prompt ids (one per pair) and the sampling
-    settings, so that scoring also measures cross_kl[sampler‖scorer] on the distributions sampling used."""
+    settings, so that scoring also measures cross_kl[sampler‖scorer] on the distributions sampling used.
 
-    model: "HFModel"
+    ``nuclei`` (one per pair), when given, are the sampler's distributions kept from its own scoring pass:
+    then ``model`` and ``prompts`` are not used and may be None / empty.
+    """
+
+    model: "HFModel | None"
     prompts: Sequence[list[int]]
     settings: SamplingSettings
     smoothing: float = KL_SMOOTHING
+    nuclei: Sequence[Nucleus] | None = None
+
+    def subset(self, idx: Sequence[int]) -> "KLReference":
+        return KLReference(self.model, [self.prompts[j] for j in idx] if self.nuclei is None else [],
+                           self.settings, self.smoothing, None if self.nuclei is None else [self.nuclei[j] for j in idx])
 
 
 def build_prompt(tokenizer: Any, question: str, instruction: str | None = DEFAULT_INSTRUCTION) -> Prompt:
@@ -232,6 +271,47 @@ def smoothed_logprobs(logits: Any, temperature: float, top_p: float, smoothing: 
     return torch.logaddexp(exact + math.log1p(-smoothing), full + math.log(smoothing))
 
 
+def nucleus_of(logits: Any, temperature: float, top_p: float) -> Nucleus:
+    """The sparse :func:`sampling_logprobs` of one response's positions (``logits``: (positions, vocab))."""
+    import torch
+
+    wide = torch.promote_types(logits.dtype, torch.float32)
+    lp = sampling_logprobs(logits.to(wide), temperature, top_p)
+    rows, ids = torch.nonzero(lp.exp() > 0, as_tuple=True)
+    counts = torch.bincount(rows, minlength=lp.shape[0])
+    offsets = torch.zeros(lp.shape[0] + 1, dtype=torch.long, device=lp.device)
+    offsets[1:] = counts.cumsum(0)
+    return Nucleus(ids, lp[rows, ids], offsets)
+
+
+def nucleus_kl(nucleus: Nucleus, logits_q: Any, temperature: float, top_p: float,
+               smoothing: float = KL_SMOOTHING) -> tuple[Any, Any]:
+    """Per-position KL(p̃_P ‖ q_Q) from P's sparse nucleus and Q's logits, and where KL(p̃_P ‖ p̃_Q) is infinite.
+
+    The sum runs over P's nucleus only, which is exact: outside it p̃_P = 0. See :func:`token_kl`.
+    """
+    import torch
+
+    if nucleus.positions != logits_q.shape[0]:
+        raise ValueError(f"nucleus of {nucleus.positions} positions against {logits_q.shape[0]} scored positions")
+    wide = torch.promote_types(torch.promote_types(nucleus.logp.dtype, logits_q.dtype), torch.float32)
+    dev = logits_q.device
+    ids, lp = nucleus.ids.to(dev), nucleus.logp.to(dev, wide)
+    logits_q = logits_q.to(wide)
+    need = int(ids.max()) + 1 if ids.numel() else 0
+    if need > logits_q.shape[-1]:  # vocabularies of different sizes: the missing rows have probability 0
+        logits_q = torch.nn.functional.pad(logits_q, (0, need - logits_q.shape[-1]), value=float("-inf"))
+    rows = torch.repeat_interleave(torch.arange(nucleus.positions, device=dev), (nucleus.offsets[1:] - nucleus.offsets[:-1]).to(dev))
+    lq = sampling_logprobs(logits_q, temperature, top_p)[rows, ids]
+    infinite = torch.zeros(nucleus.positions, dtype=torch.bool, device=dev)
+    infinite[rows[torch.isneginf(lq)]] = True
+    if bool(infinite.any()):
+        smooth = smoothed_logprobs(logits_q, temperature, top_p, smoothing)[rows, ids]
+        lq = torch.where(infinite[rows], smooth, lq)
+    kl = torch.zeros(nucleus.positions, dtype=wide, device=dev).index_add_(0, rows, lp.exp() * (lp - lq))
+    return kl.clamp_min(0.0), infinite
+
+
 def token_kl(logits_p: Any, logits_q: Any, temperature: float, top_p: float,
              smoothing: float = KL_SMOOTHING) -> tuple[Any, Any]:
     """Per-position KL(p̃_P ‖ q_Q) over the full vocabulary, and where KL(p̃_P ‖ p̃_Q) itself is infinite.
@@ -243,25 +323,7 @@ def token_kl(logits_p: Any, logits_q: Any, temperature: float, top_p: float,
     Summed along a response sampled from P it is an unbiased estimate of the sequence KL of P̃ to Q (chain rule).
     Vocabularies of different sizes are aligned by giving the missing rows zero probability.
     """
-    import torch
-
-    wide = torch.promote_types(torch.promote_types(logits_p.dtype, logits_q.dtype), torch.float32)
-    logits_p, logits_q = logits_p.to(wide), logits_q.to(wide)
-    v = max(logits_p.shape[-1], logits_q.shape[-1])
-    if logits_p.shape[-1] < v or logits_q.shape[-1] < v:
-        pad = lambda x: torch.nn.functional.pad(x, (0, v - x.shape[-1]), value=float("-inf"))  # noqa: E731
-        logits_p, logits_q = pad(logits_p), pad(logits_q)
-    lp = sampling_logprobs(logits_p, temperature, top_p)
-    lq_exact = sampling_logprobs(logits_q, temperature, top_p)
-    p = lp.exp()
-    inside = p > 0
-    infinite = (inside & torch.isneginf(lq_exact)).any(-1)
-    lq = lq_exact
-    if bool(infinite.any()):
-        lq = torch.where(infinite[:, None], smoothed_logprobs(logits_q, temperature, top_p, smoothing), lq_exact)
-    terms = torch.where(inside, p * (lp - lq), torch.zeros_like(p))
-    kl = terms.sum(-1).clamp_min(0.0)
-    return kl, infinite
+    return nucleus_kl(nucleus_of(logits_p, temperature, top_p), logits_q, temperature, top_p, smoothing)
 
 
 class RowSampler:
@@ -369,14 +431,17 @@ class HFModel:
         pad = self.pad_id if self.pad_id not in self.eos_ids else None
         return [finish_generation(self.tokenizer, row, stop, max_new, self.eos_ids, pad) for row in new]
 
-    def score(self, pairs: Sequence[tuple[list[int], list[int]]], kl: KLReference | None = None) -> list[TokenScores]:
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]], kl: KLReference | None = None,
+              keep: SamplingSettings | None = None) -> list[TokenScores]:
         """Teacher-forced log-probs and full-vocabulary entropies (temperature 1) of each response after its prompt.
 
-        With ``kl`` (the model that sampled the responses, with its own prompts) each score also holds
-        the per-token KL from the sampler's sampling distribution to this model's (:func:`token_kl`).
+        With ``kl`` (the model that sampled the responses, with its own prompts, or its kept nuclei) each score
+        also holds the per-token KL from the sampler's sampling distribution to this model's (:func:`token_kl`).
+        With ``keep`` (this model's sampling settings, when it scores its own samples) each score also holds the
+        response's :class:`Nucleus`, or None where it is wider than :data:`NUCLEUS_CACHE_WIDTH`.
         """
-        if kl is not None and len(kl.prompts) != len(pairs):
-            raise ValueError("KLReference needs one sampler prompt per pair")
+        if kl is not None and len(kl.nuclei if kl.nuclei is not None else kl.prompts) != len(pairs):
+            raise ValueError("KLReference needs one sampler prompt (or nucleus) per pair")
         results: list[TokenScores | None] = [None] * len(pairs)
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
         batches: list[list[int]] = [[]]
@@ -388,9 +453,8 @@ class HFModel:
             batches[-1].append(i)
         for batch in batches:
             if batch:
-                ref = None if kl is None else KLReference(kl.model, [kl.prompts[j] for j in batch], kl.settings,
-                                                          kl.smoothing)
-                for j, s in zip(batch, self._score_batch([pairs[j] for j in batch], ref)):
+                ref = None if kl is None else kl.subset(batch)
+                for j, s in zip(batch, self._score_batch([pairs[j] for j in batch], ref, keep)):
                     results[j] = s
         return results  # type: ignore[return-value]
 
@@ -405,30 +469,44 @@ class HFModel:
             mask[i, :len(s)] = 1
         return self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
 
-    def _score_batch(self, pairs: Sequence[tuple[list[int], list[int]]], kl: KLReference | None = None) -> list[TokenScores]:
+    def _score_batch(self, pairs: Sequence[tuple[list[int], list[int]]], kl: KLReference | None = None,
+                     keep: SamplingSettings | None = None) -> list[TokenScores]:
         import torch
 
         with torch.inference_mode():
             logits = self._logits([p + r for p, r in pairs])
-            ref_logits = kl.model._logits([q + r for q, (_, r) in zip(kl.prompts, pairs)]) if kl is not None else None
+            ref_logits = None
+            if kl is not None and kl.nuclei is None:
+                ref_logits = kl.model._logits([q + r for q, (_, r) in zip(kl.prompts, pairs)])
             out = []
             for i, (p, r) in enumerate(pairs):
                 if not r:
-                    out.append(TokenScores(0.0, 0.0, 0, 0.0 if kl is not None else None, 0 if kl is not None else None))
+                    empty = None if keep is None else Nucleus(torch.zeros(0, dtype=torch.long), torch.zeros(0),
+                                                               torch.zeros(1, dtype=torch.long))
+                    out.append(TokenScores(0.0, 0.0, 0, 0.0 if kl is not None else None, 0 if kl is not None else None,
+                                           empty))
                     continue
                 lg = logits[i, len(p) - 1:len(p) + len(r) - 1].float()
                 logp = torch.log_softmax(lg, dim=-1)
                 target = torch.tensor(r, device=lg.device)
                 lp = logp.gather(1, target[:, None]).sum()
                 ent = -(logp.exp() * logp).sum(-1).sum()
-                kl_sum = kl_inf = None
+                kl_sum = kl_inf = nucleus = None
+                mine = logits[i, len(p) - 1:len(p) + len(r) - 1]
                 if kl is not None:
-                    q = len(kl.prompts[i])
-                    ref = ref_logits[i, q - 1:q + len(r) - 1].to(lg.device)
-                    mine = logits[i, len(p) - 1:len(p) + len(r) - 1]
-                    per_token, infinite = token_kl(ref, mine, kl.settings.temperature, kl.settings.top_p, kl.smoothing)
+                    if kl.nuclei is not None:
+                        ref = kl.nuclei[i]
+                    else:
+                        q = len(kl.prompts[i])
+                        ref = nucleus_of(ref_logits[i, q - 1:q + len(r) - 1].to(lg.device),
+                                         kl.settings.temperature, kl.settings.top_p)
+                    per_token, infinite = nucleus_kl(ref, mine, kl.settings.temperature, kl.settings.top_p,
+                                                     kl.smoothing)
                     kl_sum, kl_inf = float(per_token.sum()), int(infinite.sum())
-                out.append(TokenScores(float(lp), float(ent), len(r), kl_sum, kl_inf))
+                if keep is not None:
+                    nucleus = nucleus_of(mine, keep.temperature, keep.top_p)
+                    nucleus = nucleus if nucleus.width <= NUCLEUS_CACHE_WIDTH else None
+                out.append(TokenScores(float(lp), float(ent), len(r), kl_sum, kl_inf, nucleus))
         return out
 
     def close(self) -> None:

@@ -5,6 +5,8 @@ Files under ``OUTPUT/behavior/``:
 - ``settings.json``: what the samples depend on; a rerun with other settings is refused.
 - ``samples.jsonl``: one :class:`SampleRecord` per line, appended and flushed per batch.
 - ``scores.jsonl``: the teacher-forced scoring journal (:class:`ScoreRecord`), appended per batch.
+- ``nuclei/``: while a run scores, each model's sampling distribution along its own responses (kept from its
+  own scoring pass, so cross_kl needs only the scorer); removed when every score is on disk.
 
 One loop for every engine (:mod:`ptlens.behavior.engines` registry): plan → generate → grade →
 journal, then score with transformers. Every sample has its own seed, derived from (run seed, model,
@@ -39,6 +41,7 @@ from ptlens.behavior.engines import (
     Generation,
     HFModel,
     KLReference,
+    Nucleus,
     Request,
     SamplingSettings,
     build_prompt,
@@ -57,6 +60,7 @@ from ptlens.errors import PtlensError
 from ptlens.io import write_json
 
 RESULTS_FILE = "model_comparison_results.json"
+NUCLEI_DIR = "nuclei"
 SCHEMA_VERSION = 1
 
 
@@ -324,6 +328,7 @@ def _check_settings(bdir: Path, want: dict, overwrite: bool) -> None:
     if overwrite:
         for name in ("settings.json", "scores.jsonl", "samples.jsonl"):
             (bdir / name).unlink(missing_ok=True)
+        _drop_nuclei(bdir)
         return
     if not f.is_file():
         if (bdir / "samples.jsonl").exists():
@@ -555,6 +560,7 @@ def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], conf
         with HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle) as model:
             for target in later:
                 _score_pending(model, ctx, ctxs, target, problems, samples, scores, config, bar)
+    _drop_nuclei(scores.path.parent)  # every score is on disk: the kept distributions are not needed again
 
 
 def _record(ctx: _ModelCtx, problems: Sequence[Problem], p: int, sample: int, g: Generation, seed: int) -> SampleRecord:
@@ -595,36 +601,92 @@ def _score_pending(model: HFModel, ctx: _ModelCtx, ctxs: list[_ModelCtx], target
     same = _same_vocab(ctx.tokenizer, tctx.tokenizer)
     task = bar.task(f"{ctx.name}: score {target}", len(todo), unit="responses")
     own = ctx.name == target
-    # cross_kl needs the sampler's distributions at the same positions: it is loaded beside the scorer
-    sampler = None if own or not same else HFModel(tctx.path, tctx.tokenizer, config.device, config.dtype,
-                                                   allow_pickle=config.allow_pickle)
+    folder = scores.path.parent / NUCLEI_DIR
+    # a model scoring its own samples keeps its sampling distributions for the others' cross_kl to it
+    keep = own and any(c is not ctx and _same_vocab(ctx.tokenizer, c.tokenizer) for c in ctxs)
+    kept: dict[tuple[str, int], Nucleus] = {} if own or not same else load_nuclei(folder, target)
+    sampler = None
+    if not own and same and any((r["problem_id"], r["sample"]) not in kept for r in todo):
+        # some distributions were not kept (a resumed run, or a nucleus too wide): load the sampler beside
+        sampler = HFModel(tctx.path, tctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle)
     try:
-        _score_chunks(model, ctx, tctx, target, todo, index, same, own, sampler, scores, config, bar, task)
+        for start in range(0, len(todo), config.batch_size):
+            chunk = todo[start:start + config.batch_size]
+            pairs = [(ctx.prompt_ids[index[r["problem_id"]]], _response_ids(r, ctx, tctx, same)) for r in chunk]
+            kl = None
+            if sampler is not None:
+                kl = KLReference(sampler, [tctx.prompt_ids[index[r["problem_id"]]] for r in chunk], config.sampling())
+            elif not own and same:
+                kl = KLReference(None, [], config.sampling(), nuclei=[kept[(r["problem_id"], r["sample"])] for r in chunk])
+            out = model.score(pairs, kl, config.sampling() if keep else None)
+            if keep:
+                save_nuclei(folder, target, start, [(r["problem_id"], r["sample"]) for r in chunk],
+                            [s.nucleus for s in out])
+            scores.append([asdict(ScoreRecord(ctx.name, target, r["problem_id"], r["sample"], s.logprob_sum,
+                                              s.entropy_sum if own else None, s.tokens, s.kl_sum, s.kl_inf_tokens))
+                           for r, s in zip(chunk, out)])
+            bar.advance(task, len(chunk))
     finally:
         if sampler is not None:
             sampler.close()
 
 
-def _score_chunks(model, ctx, tctx, target, todo, index, same, own, sampler, scores, config, bar, task) -> None:
-    for start in range(0, len(todo), config.batch_size):
-        chunk = todo[start:start + config.batch_size]
-        pairs = []
-        for r in chunk:
-            if same:
-                resp = list(r["token_ids"])
-            else:
-                resp = ctx.tokenizer(tctx.tokenizer.decode(r["token_ids"], skip_special_tokens=True),
-                                     add_special_tokens=False).input_ids
-                if r["finish"] == "eos":
-                    resp.append(ctx.tokenizer.eos_token_id)
-            pairs.append((ctx.prompt_ids[index[r["problem_id"]]], resp))
-        kl = None if sampler is None else KLReference(sampler, [tctx.prompt_ids[index[r["problem_id"]]] for r in chunk],
-                                                      config.sampling())
-        out = model.score(pairs, kl)
-        scores.append([asdict(ScoreRecord(ctx.name, target, r["problem_id"], r["sample"], s.logprob_sum,
-                                          s.entropy_sum if own else None, s.tokens, s.kl_sum, s.kl_inf_tokens))
-                       for r, s in zip(chunk, out)])
-        bar.advance(task, len(chunk))
+def _response_ids(r: dict, ctx: _ModelCtx, tctx: _ModelCtx, same: bool) -> list[int]:
+    """The sampled response as ``ctx``'s tokens: the ids themselves, or re-tokenised text for another vocabulary."""
+    if same:
+        return list(r["token_ids"])
+    resp = ctx.tokenizer(tctx.tokenizer.decode(r["token_ids"], skip_special_tokens=True),
+                         add_special_tokens=False).input_ids
+    if r["finish"] == "eos":
+        resp.append(ctx.tokenizer.eos_token_id)
+    return resp
+
+
+def save_nuclei(folder: Path, model: str, start: int, keys: Sequence[tuple[str, int]],
+                nuclei: Sequence[Nucleus | None]) -> None:
+    """One scored chunk's nuclei (None: too wide to keep) as ``folder/<model>/<start>.npz``, written atomically."""
+    import numpy as np
+
+    have = [(k, n) for k, n in zip(keys, nuclei) if n is not None]
+    if not have:
+        return
+    d = folder / model
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{start:09d}.npz"
+    with open(tmp, "wb") as f:
+        np.savez(f, problem_ids=np.array([k[0] for k, _ in have]), samples=np.array([k[1] for k, _ in have]),
+                 positions=np.array([n.positions for _, n in have], dtype=np.int64),
+                 widths=np.concatenate([np.diff(n.offsets.cpu().numpy()) for _, n in have]).astype(np.int64),
+                 ids=np.concatenate([n.ids.cpu().numpy() for _, n in have]).astype(np.int64),
+                 logp=np.concatenate([n.logp.cpu().float().numpy() for _, n in have]))
+    os.replace(tmp, d / f"{start:09d}.npz")
+
+
+def load_nuclei(folder: Path, model: str) -> dict[tuple[str, int], Nucleus]:
+    """Every nucleus kept for ``model``'s responses, by (problem id, sample)."""
+    import numpy as np
+    import torch
+
+    out: dict[tuple[str, int], Nucleus] = {}
+    for f in sorted((folder / model).glob("[0-9]*.npz")):
+        with np.load(f) as z:
+            widths, ids, logp = z["widths"], z["ids"], z["logp"]
+            w0 = e0 = 0
+            for pid, sample, n in zip(z["problem_ids"].tolist(), z["samples"].tolist(), z["positions"].tolist()):
+                w = widths[w0:w0 + n]
+                offsets = np.zeros(n + 1, dtype=np.int64)
+                np.cumsum(w, out=offsets[1:])
+                e1 = e0 + int(offsets[-1])
+                out[(pid, int(sample))] = Nucleus(torch.from_numpy(ids[e0:e1].copy()),
+                                                  torch.from_numpy(logp[e0:e1].copy()), torch.from_numpy(offsets))
+                w0, e0 = w0 + n, e1
+    return out
+
+
+def _drop_nuclei(bdir: Path) -> None:
+    import shutil
+
+    shutil.rmtree(bdir / NUCLEI_DIR, ignore_errors=True)
 
 
 def _check_not_empty(name: str, samples: Journal) -> None:
