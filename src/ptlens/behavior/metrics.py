@@ -291,14 +291,16 @@ class Statistic:
         return cls(np.where(np.isnan(v), 0.0, v), (~np.isnan(v)).astype(float))
 
 
-def estimate(stat: Statistic | Callable[[np.ndarray | None], float], weights: np.ndarray) -> Estimate:
-    """Point value and percentile interval; ``stat`` is a Statistic or any function of weights."""
+def estimate(stat: Statistic | Callable[[np.ndarray | None], float], weights: np.ndarray,
+             tails: tuple[float, float] = (2.5, 97.5)) -> Estimate:
+    """Point value and percentile interval (``tails``: the percentiles of its ends); ``stat`` is a Statistic or
+    any function of weights."""
     point = float(_evaluate(stat, None))
     reps = np.asarray(_evaluate(stat, weights), dtype=float)
     reps = reps[np.isfinite(reps)]
     if not reps.size or not math.isfinite(point):
         return Estimate(point, float("nan"), float("nan"))
-    lo, hi = np.percentile(reps, [2.5, 97.5])
+    lo, hi = np.percentile(reps, list(tails))
     return Estimate(point, float(lo), float(hi))
 
 

@@ -17,14 +17,17 @@ from pathlib import Path
 MOVE_THRESHOLD = 1e-3
 """A layer "moves" when the mean relative activation change ‖h_B − h_A‖/‖h_A‖ exceeds this."""
 CARRY_SHARE = 0.5
-"""A part *carries* the change when the lower end of the 95% interval of the share of KL(B ‖ A) its transplant
-removes is at least this; it carries *part* of it when the point estimate is at least half of this."""
+"""A part *carries* the change when the family-wise lower bound (one-sided, level 1 − 0.05/parts: Bonferroni over
+every part of the transition) of the share of KL(B ‖ A) its transplant removes is at least this; it carries
+*part* of it when the point estimate is at least half of this."""
 
 CRITERIA = (
     f"First layer that moves: the shallowest layer (−1 = embeddings) whose mean relative activation change "
     f"‖h_B − h_A‖/‖h_A‖ exceeds {MOVE_THRESHOLD:g}.",
     f"A part carries the change when the transplant A + ΔW[part] removes at least {CARRY_SHARE:.0%} of A's "
-    f"per-token KL(p_B ‖ p_A) on B's greedy answers, at the lower end of its 95% bootstrap interval over problems; "
+    f"per-token KL(p_B ‖ p_A) on B's greedy answers, at the lower end of its one-sided bootstrap interval over "
+    f"problems at level 1 − 0.05/m, m = the transition's number of parts (Bonferroni: at most a 5% chance that "
+    f"any part of a transition is called a carrier when none removes {CARRY_SHARE:.0%}); "
     f"it carries part of it when the point estimate is at least {CARRY_SHARE / 2:.0%}.",
     "Accuracy shares are shown only when the paired 95% interval of B − A excludes 0 (otherwise there is no "
     "accuracy change to attribute).",
@@ -75,7 +78,7 @@ def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict
     parts = [r for r in trows if r.get("row") == "part"]
     carriers, partly = [], []
     for r in parts:
-        lo, v = _num(r.get("kl_recovered_lo")), _num(r.get("kl_recovered"))
+        lo, v = _num(r.get("kl_recovered_lo_fw", r.get("kl_recovered_lo"))), _num(r.get("kl_recovered"))
         if lo is not None and lo >= CARRY_SHARE:
             carriers.append(r)
         elif v is not None and v >= CARRY_SHARE / 2:
@@ -107,7 +110,8 @@ def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict
     else:
         carrier_text = "no single part (the change is spread out)"
     sums = {r.get("partition"): r for r in trows if r.get("row") == "sum"}
-    acc_carriers = [r for r in parts if acc_changed and (_num(r.get("acc_recovered_lo")) or -1) >= CARRY_SHARE]
+    acc_carriers = [r for r in parts if acc_changed
+                    and (_num(r.get("acc_recovered_lo_fw", r.get("acc_recovered_lo"))) or -1) >= CARRY_SHARE]
     sentences = []
     if first is not None:
         sentences.append(f"Activations first move at layer {first}" + (" (the embeddings)" if first == -1 else "")

@@ -245,7 +245,8 @@ ADL_READOUT = ("mean of h_B − h_A over the first k positions of the plain-text
 LAYER_COLUMNS = ("transition", "a", "b", "layer", "cka", "act_rel_diff", "logit_lens_kl", "tokens")
 _EST = ("accuracy", "acc_change", "acc_recovered", "kl_to_a", "kl_to_b", "kl_recovered")
 TRANSPLANT_COLUMNS = ("transition", "a", "b", "row", "partition", "part", "tensors", "delta_share",
-                      *[f"{k}{s}" for k in _EST for s in ("", "_lo", "_hi")], "n_problems", "tokens")
+                      *[f"{k}{s}" for k in _EST for s in ("", "_lo", "_hi")], "acc_recovered_lo_fw",
+                      "kl_recovered_lo_fw", "n_problems", "tokens")
 
 
 def _stored_transition(path: Path, fingerprint: dict) -> dict | None:
@@ -271,6 +272,9 @@ def _flat(stats: dict) -> dict:
     for k in _EST:
         e = stats.get(k) or {}
         out[k], out[f"{k}_lo"], out[f"{k}_hi"] = e.get("value"), e.get("lo"), e.get("hi")
+    for k in ("acc_recovered", "kl_recovered"):
+        if f"{k}_fw" in stats:
+            out[f"{k}_lo_fw"] = stats[f"{k}_fw"].get("lo")
     return out
 
 
@@ -418,10 +422,10 @@ def _transplants(ma: HFModel, cp_a, cp_b, index_b, name, probs, prows, stop, pai
     for label, m in ((cp_a.name, m_a), (cp_b.name, m_b)):
         rows.append({**base, "row": "model", "partition": "", "part": label, "tensors": 0 if m is m_a else len(names),
                      "delta_share": 0.0 if m is m_a else 1.0, **_flat(part_statistics(m, m_a, m_b, tokens, weights))})
-    for part in parts:
+    for part in parts:  # every part of both partitions is one claim of the transition's answer: Bonferroni over all
         rows.append({**base, "row": "part", "partition": part.partition, "part": part.name, "tensors": len(part.tensors),
                      "delta_share": shares[part.name] if math.isfinite(shares[part.name]) else None,
-                     **_flat(part_statistics(measured[part.name], m_a, m_b, tokens, weights))})
+                     **_flat(part_statistics(measured[part.name], m_a, m_b, tokens, weights, family=len(parts)))})
     for partition in ("groups", "layers"):
         ms = [measured[p.name] for p in parts if p.partition == partition]
         st = sum_of_parts(ms, m_a, m_b, weights)

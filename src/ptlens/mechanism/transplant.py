@@ -223,15 +223,19 @@ def _wsum(v: np.ndarray):
     return lambda w: float(v.sum()) if w is None else w @ v
 
 
-def part_statistics(m: Measured, a: Measured, b: Measured, tokens: np.ndarray, weights: np.ndarray) -> dict:
+def part_statistics(m: Measured, a: Measured, b: Measured, tokens: np.ndarray, weights: np.ndarray,
+                    family: int = 1) -> dict:
     """Accuracy, KL to A and B (per token), and the shares of the A→B change it recovers, with 95% intervals.
 
     - ``accuracy``: greedy accuracy over problems; ``acc_change``: paired difference to A.
     - ``acc_recovered`` = (acc_part − acc_A) / (acc_B − acc_A): NaN when A and B score the same.
     - ``kl_recovered`` = 1 − KL(B ‖ part) / KL(B ‖ A), token-weighted over B's responses: the
       share of A's distance to B (on B's own answers) that the part's transplant removes.
-    Intervals resample problems with the same ``weights`` for every row (paired).
+    Intervals resample problems with the same ``weights`` for every row (paired). ``*_recovered_fw`` hold the
+    one-sided lower bound at level 1 − 0.05/``family`` (Bonferroni over the ``family`` parts whose claims are read
+    together): a "carries" claim made from it is wrong for at most 5% of transitions, however many parts there are.
     """
+    fw = (100 * 0.05 / max(1, family), 100.0)
     acc = Statistic.mean(m.correct.astype(float))
     acc_a, acc_b = Statistic.mean(a.correct.astype(float)), Statistic.mean(b.correct.astype(float))
     gain = _ratio(lambda w: _mean(m.correct, w) - _mean(a.correct, w), lambda w: _mean(b.correct, w) - _mean(a.correct, w))
@@ -240,9 +244,11 @@ def part_statistics(m: Measured, a: Measured, b: Measured, tokens: np.ndarray, w
         "accuracy": _est(estimate(acc, weights)),
         "acc_change": _est(paired_difference(acc, acc_a, weights)),
         "acc_recovered": _est(estimate(gain, weights)) if acc_b.value() != acc_a.value() else _est(Estimate(float("nan"), float("nan"), float("nan"))),
+        "acc_recovered_fw": _est(estimate(gain, weights, fw)) if acc_b.value() != acc_a.value() else _est(Estimate(float("nan"), float("nan"), float("nan"))),
         "kl_to_a": _est(estimate(Statistic(m.kl_to_a, tokens.astype(float)), weights)),
         "kl_to_b": _est(estimate(Statistic(m.kl_to_b, tokens.astype(float)), weights)),
         "kl_recovered": _est(estimate(kl_rec, weights)) if a.kl_to_b.sum() > 0 else _est(Estimate(float("nan"), float("nan"), float("nan"))),
+        "kl_recovered_fw": _est(estimate(kl_rec, weights, fw)) if a.kl_to_b.sum() > 0 else _est(Estimate(float("nan"), float("nan"), float("nan"))),
     }
 
 
