@@ -48,6 +48,9 @@ DESCRIBED = "descriptive"
 NO_CHANGE = "no change beyond rounding"
 
 QUESTIONS = ("Learning dynamics", "Reasoning behaviour", "Sample efficiency", "Transfer")
+QUESTION_KEYS = {"Learning dynamics": "dynamics", "Reasoning behaviour": "behaviour", "Sample efficiency": "efficiency",
+                 "Transfer": "transfer"}
+"""The key by which the template and the markdown address each question's verdict (never its position)."""
 STUDY = "the study's hypotheses (from the user's analysis plan)"
 
 
