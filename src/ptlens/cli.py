@@ -17,6 +17,7 @@ from ptlens.clikit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, MissingOpt, Mod
                            model_items, user_errors)
 from ptlens.errors import PtlensError
 from ptlens.pipeline import Reporter
+from ptlens.results import files as F
 
 app = typer.Typer(
     name="ptlens",
@@ -180,8 +181,8 @@ def weight_summary_renderables(summary: dict, output_dir: Path, width: int = 80,
     skipped = missing if missing is not None else summary.get("missing_tensors") or {}
     if skipped:
         items.append(Text(f"skipped {len(skipped)} tensor(s) absent from some checkpoints (--allow-missing); "
-                          "listed in weight_analysis_report.md", style="yellow"))
-    items.append(Text(scan_facts(summary) + f" → {output_dir}/weight_analysis_report.md, {output_dir}/weights/"))
+                          f"listed in {F.WEIGHT_REPORT_MD}", style="yellow"))
+    items.append(Text(scan_facts(summary) + f" → {output_dir}/{F.WEIGHT_REPORT_MD}, {output_dir}/{F.WEIGHTS_DIR}/"))
     return items
 
 

@@ -70,9 +70,14 @@ def print_summary(console, results: dict) -> None:
         console.print(t)
 
 
-SUMMARY_COLUMNS = (("accuracy", "accuracy"), ("pass@{k}", "pass@{k}"), ("maj@{k}", "maj@{k}"),
-                   ("distinct_answers", "distinct answers"), ("token_entropy", "entropy (nats)"),
-                   ("length_mean", "length (tokens)"), ("ece", "ECE"))
+def _summary_columns() -> tuple[tuple[str, str], ...]:
+    """(metric key, header) of the console table: the registry's behaviour metrics marked for the console."""
+    from ptlens.results import registry as REG
+
+    return tuple((m.name, m.label) for m in REG.behaviour_metrics(REG.CONSOLE))
+
+
+SUMMARY_COLUMNS = _summary_columns()
 
 
 def summary_tables(results: dict, width: int = 80) -> list:

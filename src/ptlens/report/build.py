@@ -163,10 +163,8 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
     models = r.get("models") or {}
     ks = r.get("ks") or []
     kmax = max(ks) if ks else None
-    cols = [("accuracy", "accuracy"), *([(f"pass@{kmax}", f"pass@{kmax}"), (f"maj@{kmax}", f"maj@{kmax}")] if kmax else []),
-            ("distinct_answers", "distinct answers"), ("distinct_4", "distinct-4"), ("answer_confidence", "confidence"),
-            ("token_entropy", "entropy (nats)"), ("length_mean", "length (tokens)"), ("truncated", "truncated"),
-            ("ece", "ECE"), ("brier", "Brier")]
+    cols = [(m.column(kmax), m.header(kmax)) for m in REG.behaviour_metrics(REG.REPORT)
+            if kmax or "{k}" not in m.name]  # which metrics, in which order: the registry
     rows = [[name, *[est_cell((m.get("metrics") or {}).get(key)) for key, _ in cols]] for name, m in models.items()]
     n_prob = next((m.get("n_problems") for m in models.values()), None)
     head = r.get("headline_problems") or {}

@@ -437,7 +437,7 @@ def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> 
             f"{criteria.weight_factor:g}× (magnitude per unit of learning rate × steps; raw magnitude is descriptive); "
             "unexpected when a hypothesised direction (W1, W2, L1) is clearly reversed.")
     if not summary:
-        return _combine(q, [], crit, None, None, "", "no weight results (weights/summary.json) in this folder")
+        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
     tr = Transitions(summary)
     stages = stages_of(summary.get("lineage") or {})
     pair = comparison_pair(stages)
@@ -476,7 +476,7 @@ def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> 
         checks = [c if c.outcome in (NOT_MEASURED, DESCRIBED) else
                   Check(c.name, NO_CLEAR, c.evidence, c.hypothesis, c.rule + f"; not clear: {note}") for c in checks]
     elif not any(null_pairs(tr.row("model", t)) for t in (ta, tb)):
-        note = "no null available (weights/summary.json has no _null fields): raw values compared"
+        note = f"no null available ({FILES.WEIGHT_SUMMARY} has no _null fields): raw values compared"
     return _combine(q, checks, crit, FILES.OVERVIEW_FIGURE, "#tbl-weights-model",
                     _comparison_text(f"{an} ({ta})", f"{bn} ({tb})", hyp), note=note)
 
@@ -662,7 +662,7 @@ def sample_efficiency(summary: dict | None, criteria: Criteria = Criteria()) -> 
             "different data, objectives and learning rates, and weight change is not learning; a rate, not a "
             "controlled comparison.")
     if not summary:
-        return _combine(q, [], crit, None, None, "", "no weight results (weights/summary.json) in this folder")
+        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
     stages = stages_of(summary.get("lineage") or {})
     pair = comparison_pair(stages)
     rows = {r.stage: r for r in efficiency_rows(summary)}
@@ -731,7 +731,7 @@ def transfer(summary: dict | None, results: dict | None = None, criteria: Criter
             f"parameters: independent updates have cos ≈ N(0, 1/n)). {STUDY[0].upper() + STUDY[1:]} name no direction "
             "here, so this question is never 'unexpected'; the verdict names the outcome (mixed when pairs differ).")
     if not summary:
-        return _combine(q, [], crit, None, None, "", "no weight results (weights/summary.json) in this folder")
+        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
     tr = Transitions(summary)
     stages = [s for s in stages_of(summary.get("lineage") or {}) if s.start is not None]
     spans = [(s, tr.stage_transition(s)) for s in stages]

@@ -192,3 +192,36 @@ def describe_column(column: str, k: int = 16) -> str | None:
 def methods_definitions(kind: str) -> list[tuple[str, str]]:
     """(label, definition) pairs of one kind of metric for the report's methods section."""
     return [(m.methods_label or m.name, m.definition) for m in metrics(kind) if m.methods]
+
+
+# ---------------------------------------------------------------- behaviour metrics (model_comparison_results.json)
+
+B = "behaviour"
+
+BEHAVIOUR_METRICS: tuple[Metric, ...] = (
+    _m("accuracy", B, "Share of all samples that are correct (≈ pass@1).", "share of samples", "accuracy",
+       (CONSOLE, REPORT)),
+    _m("pass@{k}", B, "Chance that at least one of k samples is correct (unbiased estimator, Chen et al. 2021).",
+       "share of problems", "pass@{k}", (CONSOLE, REPORT)),
+    _m("maj@{k}", B, "Chance that the most frequent answer among k samples is correct (exact over k-subsets).",
+       "share of problems", "maj@{k}", (CONSOLE, REPORT)),
+    _m("distinct_answers", B, "Mean number of distinct (equivalence-clustered) final answers per problem.", "answers",
+       "distinct answers", (CONSOLE, REPORT)),
+    _m("distinct_4", B, "Unique word 4-grams ÷ all 4-grams within a problem's samples, mean over problems.", "share",
+       "distinct-4", (REPORT,)),
+    _m("answer_confidence", B, "Share of a problem's samples that agree with its modal answer.", "share",
+       "confidence", (REPORT,)),
+    _m("token_entropy", B, "Mean over response tokens of the full-vocabulary entropy at temperature 1.", "nats",
+       "entropy (nats)", (CONSOLE, REPORT)),
+    _m("length_mean", B, "Mean response length.", "tokens", "length (tokens)", (CONSOLE, REPORT)),
+    _m("truncated", B, "Share of responses that hit the token limit.", "share of samples", "truncated", (REPORT,)),
+    _m("ece", B, "Expected calibration error of answer confidence against the modal answer's correctness.", "share",
+       "ECE", (CONSOLE, REPORT)),
+    _m("brier", B, "Brier score of answer confidence against the modal answer's correctness.", "share", "Brier",
+       (REPORT,)),
+)
+"""Per-model behaviour metrics (``models[name]["metrics"][key]`` with value and interval), in table order."""
+
+
+def behaviour_metrics(table: str | None = None) -> list[Metric]:
+    return [m for m in BEHAVIOUR_METRICS if table is None or table in m.tables]
