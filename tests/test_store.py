@@ -213,7 +213,9 @@ def test_registry_drives_the_tables_and_methods(tmp_path):
 def test_file_names_are_defined_once():
     """No module outside ptlens.results spells an output file name of the stores it now owns."""
     names = [F.BEHAVIOR_RESULTS, "weights/summary.json", "behavior/samples.jsonl", "tensors.csv",
-             "weight_analysis_report.md", "report/verdicts.json"]
+             "weight_analysis_report.md", "report/verdicts.json", "sft_vs_rlvr_comparison.png", "spectral.png",
+             "pass_at_k.png", "calibration.png", "depth_profile.png", "transfer.png", "report/transfer.png",
+             "report.html", "report.md", "scores.jsonl", "settings.json"]
     offenders = []
     for p in (ROOT / "src" / "ptlens").rglob("*.py"):
         if "results" in p.parts or "lab" in p.parts:
