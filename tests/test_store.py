@@ -260,3 +260,40 @@ def test_report_does_not_import_the_sampling_driver(tmp_path):
     assert got["bad"] == []
     assert len(got["verdicts"]) == 4
     assert (out / F.REPORT_HTML).is_file() and (out / F.BEHAVIOR_FIGURES["pass_at_k"]).is_file()
+
+
+def test_a_new_metric_needs_only_the_registry(monkeypatch, tmp_path):
+    """Register one more element-wise metric: the CSV header, the console summary, both markdown tables, the report
+    table and the methods pick it up with no other change (its values come from the kernel, here a dict)."""
+    from rich.console import Console
+
+    from ptlens.cli import weight_summary_renderables
+    from ptlens.report.build import _weights_section
+    from ptlens.report.methods import weight_definitions
+    from ptlens.weights.report_md import weight_report_markdown
+
+    new = REG.Metric("sign_flip_share", REG.ELEMENTWISE, "Share of entries whose sign differs between A and B.",
+                     "share of entries", "sign flips", pct=True, null=True,
+                     tables=frozenset({REG.CONSOLE, REG.REPORT, REG.WEIGHT_MD}))
+    monkeypatch.setattr(REG, "METRICS", (*REG.METRICS, new))
+    cols = REG.tensor_columns(16)
+    assert cols[cols.index("nonfinite") + 1: cols.index("nonfinite") + 3] == ["sign_flip_share", "sign_flip_share_null"]
+    assert REG.describe_column("sign_flip_share_null").startswith("sign_flip_share of an unstructured update")
+    s = _summary()
+    s["aggregates"]["model"][0].update(sign_flip_share=0.125, sign_flip_share_null=0.25)
+    s["aggregates"].update(model_no_embed_head=[], layer=[], kind=[], delta_cosine_model=[])
+    s["settings"].update(device_used="cpu", tolerance=1e-5)
+    assert "12.50% (null 25.00%)" in weight_report_markdown(s)
+    model = _weights_section(s)["tables"][0]
+    assert model["header"][-1] == "sign flips" and model["rows"][0][-1] == "12.50%"
+    out = Console(width=300, record=True)
+    for r in weight_summary_renderables(s, tmp_path, 300):
+        out.print(r)
+    text = out.export_text()
+    assert "sign" in text.split("┡")[0] and "flips" in text.split("┡")[0] and "12.50%" in text
+    assert ("sign_flip_share", new.definition) in weight_definitions()
+    row = TensorRow("w", "a→b", "consecutive", "q_proj", "attention", 0, (2, 2), "float32", "float32", 2, 2, 0,
+                    {"sign_flip_share": 0.5}, {c: 0.0 for c in REG.SUM_COLUMNS}, 0)
+    path = tmp_path / "t.csv"
+    write_tensor_rows(path, [row], cols)
+    assert read_tensor_rows(path)[0].metrics["sign_flip_share"] == 0.5
