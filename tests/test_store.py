@@ -215,7 +215,7 @@ def test_file_names_are_defined_once():
     names = [F.BEHAVIOR_RESULTS, "weights/summary.json", "behavior/samples.jsonl", "tensors.csv",
              "weight_analysis_report.md", "report/verdicts.json", "sft_vs_rlvr_comparison.png", "spectral.png",
              "pass_at_k.png", "calibration.png", "depth_profile.png", "transfer.png", "report/transfer.png",
-             "report.html", "report.md", "scores.jsonl", "settings.json"]
+             "report.html", "report.md", "scores.jsonl", "settings.json", "mechanism/summary.json", "adl.json"]
     offenders = []
     for p in (ROOT / "src" / "ptlens").rglob("*.py"):
         if "results" in p.parts or "lab" in p.parts:
