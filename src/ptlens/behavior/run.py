@@ -51,7 +51,7 @@ from ptlens.behavior.engines import (
     prompt_ids,
 )
 from ptlens.behavior.grading import answer_key, grade
-from ptlens.behavior.metrics import ProblemSamples, accuracy_by_tag, compare_models, headline_indices
+from ptlens.behavior.metrics import accuracy_by_tag, compare_models, headline_indices
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import PtlensError
 from ptlens.io import write_json
