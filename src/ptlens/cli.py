@@ -12,9 +12,12 @@ from rich.table import Table
 
 from ptlens import threads
 from ptlens.behavior.engines import engine_names
-from ptlens.clikit import (check_lineage_tensors, check_output_dir, console, keyed_tables, lineage_from_options,
-                           user_errors)
+from ptlens.clikit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, MissingOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt,
+                           PresetOpt, ProblemsOpt, check_output_dir, console, keyed_tables, lineage_from_options,
+                           model_items, user_errors)
 from ptlens.errors import PtlensError
+from ptlens.pipeline import Reporter
+from ptlens.results import files as F
 
 app = typer.Typer(
     name="ptlens",
@@ -84,16 +87,6 @@ def preset_renderables(width: int = 80) -> list:
     return items
 
 
-PresetOpt = typer.Option(None, "--preset", help="A named lineage (see `ptlens presets`); default: the embedded tiny lineage.")
-ModelsOpt = typer.Option(None, "--models", help="label=SPEC items in order (SPEC: folder, hub id or id@revision); "
-                         "space-separated after one --models, or repeated.")
-OutOpt = typer.Option(Path("analysis_results"), "--output-dir", help="Where results go (--output_dir works too).")
-DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda or auto.")
-PickleOpt = typer.Option(False, "--allow-pickle", help="Accept pickle *.bin checkpoints (loaded with weights_only=True).")
-MissingOpt = typer.Option(False, "--allow-missing", help="Compare only the tensors present when a checkpoint lacks some "
-                          "(default: an error, as it usually means different architectures).")
-
-
 def byte_progress(description: str):
     """Progress in bytes: a rich bar with rate and ETA on a terminal, plain lines otherwise; returns (progress, callback).
 
@@ -129,7 +122,7 @@ def byte_progress(description: str):
 @app.command(context_settings={"allow_extra_args": False})
 @user_errors
 def weights(
-    extra: Optional[list[str]] = typer.Argument(None, hidden=True),
+    extra: Optional[list[str]] = ExtraArg,
     preset: Optional[str] = PresetOpt,
     models: Optional[list[str]] = ModelsOpt,
     output_dir: Path = OutOpt,
@@ -148,6 +141,7 @@ def weights(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures."),
 ) -> None:
     """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report."""
+    from ptlens.pipeline import run_weights
     from ptlens.weights import ScanConfig
 
     if workers is not None and workers < 1:
@@ -157,19 +151,8 @@ def weights(
     cfg.validate()
     check_output_dir(output_dir)
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
-    missing = check_lineage_tensors(lineage, layer_pattern, allow_missing, allow_pickle)
-    summary = run_weights(lineage, cfg, output_dir, figures)
-    print_weight_summary(summary, output_dir, missing)
-
-
-def run_weights(lineage, cfg, output_dir: Path, figures: bool = True) -> dict:
-    from ptlens.weights import scan_lineage, write_outputs
-
-    prog, update = byte_progress("weights")
-    with prog:
-        result = scan_lineage(lineage, cfg, progress=update)
-    console.print("[dim]writing tables, figures and weight_analysis_report.md …[/]")
-    return write_outputs(result, output_dir, figures=figures)
+    w = run_weights(lineage, cfg, output_dir, figures=figures, allow_missing=allow_missing, reporter=ConsoleReporter())
+    print_weight_summary(w.summary, output_dir, w.missing)
 
 
 def print_weight_summary(summary: dict, output_dir: Path, missing: Optional[dict] = None) -> None:
@@ -183,24 +166,23 @@ def weight_summary_renderables(summary: dict, output_dir: Path, width: int = 80,
     from rich.markup import escape
     from rich.text import Text
 
-    from ptlens.weights.report_md import _f
+    from ptlens.results import registry as REG
+    from ptlens.weights.report_md import metric_cell
 
     k = summary["settings"]["k"]
     pattern = summary["settings"].get("layer_pattern")
     scope = f"tensors matching {pattern}" if pattern else "whole model"
-    cols = [("rel. change", "right"), ("changed (exact)", "right"), ("changed (>tol)", "right"),
-            ("stable rank", "right"), (f"top-{k} energy", "right"), ("principal overlap", "right")]
+    shown = REG.metrics(table=REG.CONSOLE)  # which metrics and how: the registry
+    cols = [(m.header(k), "right") for m in shown]
     rows = summary["aggregates"]["model"]
-    cells = [[_f(r["rel_change"]), _f(r["changed_exact"], pct=True), _f(r["changed_tol"], pct=True),
-              _f(r.get("stable_rank_wmean")), _f(r.get(f"top{k}_energy_wmean")), _f(r.get("principal_overlap_wmean"))]
-             for r in rows]
+    cells = [[metric_cell(r, m, k) for m in shown] for r in rows]
     items: list = keyed_tables(f"Weight changes (parameter-weighted, {escape(scope)})", "transition",
                                [escape(r["transition"]) for r in rows], cols, cells, width)
     skipped = missing if missing is not None else summary.get("missing_tensors") or {}
     if skipped:
         items.append(Text(f"skipped {len(skipped)} tensor(s) absent from some checkpoints (--allow-missing); "
-                          "listed in weight_analysis_report.md", style="yellow"))
-    items.append(Text(scan_facts(summary) + f" → {output_dir}/weight_analysis_report.md, {output_dir}/weights/"))
+                          f"listed in {F.WEIGHT_REPORT_MD}", style="yellow"))
+    items.append(Text(scan_facts(summary) + f" → {output_dir}/{F.WEIGHT_REPORT_MD}, {output_dir}/{F.WEIGHTS_DIR}/"))
     return items
 
 
@@ -219,21 +201,68 @@ def scan_facts(summary: dict) -> str:
     return f"{decimal(nbytes)} in {secs:.1f} s (at this size mostly one-off costs such as numba compilation)"
 
 
+class ConsoleReporter(Reporter):
+    """The pipeline's progress and summaries on the terminal: tables on stdout, notes and progress on stderr."""
+
+    behavior_progress = True
+
+    def message(self, text: str) -> None:
+        from rich.markup import escape
+
+        console.print(f"[dim]{escape(text)}[/]")
+
+    def warning(self, text: str) -> None:
+        from rich.markup import escape
+
+        console.print(f"[yellow]{escape(text)}[/]")
+
+    def weights_progress(self, description: str):
+        return byte_progress(description)
+
+    def weights_done(self, summary: dict, output_dir: Path, missing: dict) -> None:
+        print_weight_summary(summary, output_dir, missing)
+
+    def behavior_done(self, result) -> None:
+        from ptlens.behavior.commands import print_summary
+
+        print_summary(Console(), result.results)
+
+    def mechanism_status(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def status():
+            with console.status("mechanism …") as st:
+                yield lambda m: st.update(m)
+
+        return status()
+
+    def mechanism_done(self, result, output_dir: Path) -> None:
+        from ptlens.mechanism.commands import print_summary
+
+        print_summary(result.summary, output_dir)
+
+    def report_done(self, result: dict) -> None:
+        from ptlens.report.commands import print_verdicts
+
+        print_verdicts(result)
+
+
 @app.command()
 @user_errors
 def run(
-    extra: Optional[list[str]] = typer.Argument(None, hidden=True),
+    extra: Optional[list[str]] = ExtraArg,
     preset: Optional[str] = PresetOpt,
     models: Optional[list[str]] = ModelsOpt,
     output_dir: Path = OutOpt,
     device: str = DeviceOpt,
     spectral: str = typer.Option("topk", "--spectral", help="off, topk (approximate, ~1%) or full (exact; slow on CPU)."),
-    problems: str = typer.Option("builtin", "--problems", help="builtin, gsm8k, math500 or a .jsonl file."),
+    problems: str = ProblemsOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="Number of problems (builtin default: 60)."),
     n_samples: int = typer.Option(16, "--n-samples", help="Samples per problem and model."),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
+    max_new_tokens: int = MaxNewTokensOpt,
     engine: str = typer.Option("auto", "--engine", help=", ".join(engine_names()) + "."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace stored results made with other settings."),
+    overwrite: bool = OverwriteOpt,
     allow_pickle: bool = PickleOpt,
     allow_missing: bool = MissingOpt,
 ) -> None:
@@ -241,59 +270,14 @@ def run(
 
     Each step stores its results; rerunning the same command reuses finished steps and resumes an interrupted behaviour run.
     """
-    from ptlens.behavior.commands import validate_behavior
-    from ptlens.behavior.run import BehaviorConfig
-    from ptlens.weights import ScanConfig
+    from ptlens.pipeline import RunConfig
+    from ptlens.pipeline import run as run_pipeline
 
-    cfg = ScanConfig(spectral=spectral, device=device, allow_pickle=allow_pickle)
-    cfg.validate()
-    bcfg = BehaviorConfig(problems=problems, limit=limit, n_samples=n_samples, max_new_tokens=max_new_tokens,
-                          engine=engine, device=device, overwrite=overwrite, allow_pickle=allow_pickle)
-    validate_behavior(bcfg)
-    check_output_dir(output_dir)
-    lineage = lineage_from_options(preset, models, extra, allow_pickle)
-    missing_tensors = check_lineage_tensors(lineage, None, allow_missing, allow_pickle)
-    summary = stored_weights(lineage, cfg, output_dir) if not overwrite else None
-    if summary is None:
-        summary = run_weights(lineage, cfg, output_dir)
-    else:
-        console.print(f"[dim]weights: reusing {output_dir}/weights/summary.json (same lineage and settings)[/]")
-    print_weight_summary(summary, output_dir, missing_tensors)
-    missing = [c.name for c in lineage.checkpoints if not has_tokenizer(c.path)]
-    if missing:
-        console.print(f"[yellow]behaviour skipped: no tokenizer in {', '.join(missing)} (weights-only lineage)[/]")
-    else:
-        from ptlens.behavior.commands import _print_summary
-        from ptlens.behavior.run import run_behavior
-
-        result = run_behavior(lineage, bcfg, output_dir, progress=True)
-        _print_summary(Console(), result.results)
-        from ptlens.mechanism.commands import run_step
-        from ptlens.mechanism.run import MechanismConfig
-
-        run_step(lineage, MechanismConfig(problems=problems, limit=min(limit or 32, 32), max_new_tokens=max_new_tokens,
-                                          device=device, allow_pickle=allow_pickle, overwrite=overwrite), output_dir)
-    write_report(output_dir)
-
-
-def has_tokenizer(path: Optional[Path]) -> bool:
-    return path is not None and any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json"))
-
-
-def stored_weights(lineage, cfg, output_dir: Path) -> Optional[dict]:
-    """The stored weight summary, if it was made from this lineage with these settings."""
-    import json
-    from dataclasses import asdict
-
-    from ptlens.io import read_json
-
-    s = read_json(output_dir / "weights" / "summary.json")
-    if s is None:
-        return None
-    same_lineage = [(c["path"], c.get("resolved_revision")) for c in s["lineage"]["checkpoints"]] == [
-        (str(c.path), c.resolved_revision) for c in lineage.checkpoints]
-    same_cfg = {k: v for k, v in s["settings"].items() if k in asdict(cfg)} == json.loads(json.dumps(asdict(cfg)))
-    return s if same_lineage and same_cfg else None
+    cfg = RunConfig.from_options(output_dir, device=device, spectral=spectral, problems=problems, limit=limit,
+                                 n_samples=n_samples, max_new_tokens=max_new_tokens, engine=engine, overwrite=overwrite,
+                                 allow_pickle=allow_pickle, allow_missing=allow_missing)
+    # the pipeline checks every option and the folder before it resolves (and maybe downloads) the lineage
+    run_pipeline(model_items(models, extra), preset=preset, config=cfg, reporter=ConsoleReporter())
 
 
 from ptlens.behavior.commands import behavior, quick  # noqa: E402

@@ -4,8 +4,6 @@ tables that stay readable at 80 columns, and progress lines for non-terminal out
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -50,53 +48,37 @@ def lineage_from_options(preset: Optional[str], models: Optional[list[str]], ext
     return resolve_lineage(models=items or None, preset=preset, allow_pickle=allow_pickle)
 
 
-# ---------------------------------------------------------------- checks before any work
+# ---------------------------------------------------------------- checks before any work (library: ptlens.pipeline)
+
+from ptlens.pipeline import check_lineage_tensors, check_output_dir  # noqa: E402,F401  (re-exported for the commands)
 
 
-def check_output_dir(path: Path, what: str = "--output-dir") -> None:
-    """Fail in one line, before any work, when ``path`` cannot hold results; creates nothing.
+# ---------------------------------------------------------------- options shared by the commands (one definition each)
 
-    Checked by creating (and removing) a probe directory in the nearest existing ancestor, since
-    permission bits say nothing for root and nothing about read-only or virtual filesystems (/proc).
-    ``what`` names the argument in the message.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise PtlensError(f"{what} {path}: exists and is not a folder")
-    probe_in = path.absolute()
-    while not probe_in.exists():
-        probe_in = probe_in.parent
-    if not probe_in.is_dir():
-        raise PtlensError(f"{what} {path}: cannot create it, {probe_in} is a file")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".ptlens-probe-", dir=probe_in))
-    except OSError as e:
-        raise PtlensError(f"{what} {path}: not writable ({e.strerror or e} in {probe_in})") from None
+PresetOpt = typer.Option(None, "--preset", help="A named lineage (see `ptlens presets`); default: the embedded tiny lineage.")
+ModelsOpt = typer.Option(None, "--models", help="label=SPEC items in order (SPEC: folder, hub id or id@revision); "
+                         "space-separated after one --models, or repeated.")
+ExtraArg = typer.Argument(None, metavar="[LABEL=SPEC]...", help="More lineage items (same as --models).")
+OutOpt = typer.Option(Path("analysis_results"), "--output-dir", help="Where results go (--output_dir works too).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …")
+PickleOpt = typer.Option(False, "--allow-pickle", help="Accept pickle *.bin checkpoints (loaded with weights_only=True).")
+MissingOpt = typer.Option(False, "--allow-missing", help="Compare only the tensors present when a checkpoint lacks some "
+                          "(default: an error, as it usually means different architectures).")
+ProblemsOpt = typer.Option("builtin", "--problems", help="builtin, gsm8k, math500 or a .jsonl file with id/question/answer.")
+MaxNewTokensOpt = typer.Option(512, "--max-new-tokens", help="Token limit of each answer.")
+SeedOpt = typer.Option(0, "--seed", help="Seed for problems, sampling and bootstrap.")
+TemperatureOpt = typer.Option(0.6, "--temperature", help="Sampling temperature.")
+TopPOpt = typer.Option(0.95, "--top-p", help="Nucleus sampling: the smallest set of tokens with this much probability.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace stored results made with other settings.")
 
 
-def check_lineage_tensors(lineage, layer_pattern: Optional[str], allow_missing: bool,
-                          allow_pickle: bool = False) -> dict[str, list[str]]:
-    """Tensors absent from some checkpoints, from the safetensors headers alone (cheap, before the scan).
+def instruction_option():
+    """--instruction, with the default and help text of the behaviour engines (imported only when asked)."""
+    from ptlens.behavior.engines import AUTO_INSTRUCTION, DEFAULT_INSTRUCTION
 
-    A tensor missing from a checkpoint almost always means checkpoints of different models (a 2-layer
-    and a 4-layer one): an error naming the checkpoint and a few tensors, unless ``allow_missing``.
-    """
-    from ptlens.weights.index import CheckpointIndex
-    from ptlens.weights.scan import plan_tensors
-
-    indexes = [CheckpointIndex.from_dir(c.path, allow_pickle=allow_pickle) for c in lineage.checkpoints]
-    _, missing, _ = plan_tensors(indexes, lineage.names, layer_pattern)
-    if missing and not allow_missing:
-        by_cp: dict[str, list[str]] = {}
-        for name, where in missing.items():
-            for cp in where:
-                by_cp.setdefault(cp, []).append(name)
-        cp, names = max(by_cp.items(), key=lambda kv: len(kv[1]))
-        shown = ", ".join(names[:3]) + (f" … ({len(names)} in all)" if len(names) > 3 else "")
-        others = f"; {len(by_cp) - 1} other checkpoint(s) also lack tensors" if len(by_cp) > 1 else ""
-        raise PtlensError(f"checkpoint {cp} lacks {len(names)} tensor(s) the others have: {shown}{others} — "
-                          "not the same architecture? (--allow-missing compares only the tensors present)")
-    return missing
+    return typer.Option(AUTO_INSTRUCTION, "--instruction",
+                        help="Appended to every question. 'auto': what the checkpoint declares in ptlens_stage.json, "
+                             f"else '{DEFAULT_INSTRUCTION}'; '' for none.")
 
 
 # ---------------------------------------------------------------- tables at any width

@@ -7,7 +7,20 @@ imports torch until a model is loaded.
 from ptlens.behavior.grading import Grade, answer_key, grade
 from ptlens.behavior.metrics import ProblemSamples, compare_models, maj_at_k, pass_at_k
 from ptlens.behavior.problems import Problem, builtin_problems, load_problems
-from ptlens.behavior.run import BehaviorConfig, BehaviorResult, SampleRecord, load_samples, run_behavior
+from ptlens.results.store import SampleRecord, load_samples
+
+_DRIVER = ("BehaviorConfig", "BehaviorResult", "run_behavior")
+
+
+def __getattr__(name: str):
+    """The sampling driver (``ptlens.behavior.run``) loads on first use, so that reading stored results
+    (the report, ``ptlens.behavior.metrics``) never imports it."""
+    if name in _DRIVER:
+        from ptlens.behavior import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'ptlens.behavior' has no attribute {name!r}")
+
 
 __all__ = [
     "BehaviorConfig",

@@ -12,40 +12,43 @@ from typing import List, Optional
 
 import typer
 
-from ptlens.behavior.engines import AUTO_INSTRUCTION, DEFAULT_INSTRUCTION, engine_names
-from ptlens.clikit import lineage_from_options, user_errors
+from ptlens.behavior.engines import engine_names
+from ptlens.clikit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt, PresetOpt,
+                           ProblemsOpt, SeedOpt, TemperatureOpt, TopPOpt, instruction_option, lineage_from_options,
+                           user_errors)
 from ptlens.errors import PtlensError
+from ptlens.pipeline import validate_behavior  # noqa: F401  (re-exported: it lived here)
 
 _LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
-INSTRUCTION_HELP = ("Appended to every question. 'auto': what the checkpoint declares in ptlens_stage.json, "
-                    f"else '{DEFAULT_INSTRUCTION}'; '' for none.")
+InstructionOpt = instruction_option()
 
 
 @user_errors
 def behavior(
-    extra: Optional[List[str]] = typer.Argument(None, metavar="[LABEL=SPEC]...", help="More lineage items (same as --models)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="A named lineage (see `ptlens presets`)."),
-    models: Optional[List[str]] = typer.Option(None, "--models", help="Lineage in order, as label=SPEC (SPEC: folder, hub id, id@revision)."),
-    problems: str = typer.Option("builtin", "--problems", help="builtin, gsm8k, math500 or a .jsonl file with id/question/answer."),
+    extra: Optional[List[str]] = ExtraArg,
+    preset: Optional[str] = PresetOpt,
+    models: Optional[List[str]] = ModelsOpt,
+    problems: str = ProblemsOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N problems (builtin: default 60)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for problems, sampling and bootstrap."),
+    seed: int = SeedOpt,
     n_samples: int = typer.Option(16, "--n-samples", help="Samples per problem and model."),
-    temperature: float = typer.Option(0.6, "--temperature"),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
+    temperature: float = TemperatureOpt,
+    top_p: float = TopPOpt,
+    max_new_tokens: int = MaxNewTokensOpt,
     engine: str = typer.Option("auto", "--engine", help=f"{', '.join(engine_names())} (auto: vLLM when found and a GPU is present)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
+    device: str = DeviceOpt,
     batch_size: int = typer.Option(64, "--batch-size", help="Sequences per generate call."),
-    output_dir: Path = typer.Option(Path("analysis_results"), "--output-dir", help="Where results go (--output_dir works too)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing samples made with other settings."),
-    instruction: str = typer.Option(AUTO_INSTRUCTION, "--instruction", help=INSTRUCTION_HELP),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow *.bin checkpoints (loaded with weights_only=True)."),
+    output_dir: Path = OutOpt,
+    overwrite: bool = OverwriteOpt,
+    instruction: str = InstructionOpt,
+    allow_pickle: bool = PickleOpt,
 ) -> None:
     """Compare the lineage's models on the same math problems: accuracy, pass@k, diversity, calibration, length."""
     from rich.console import Console
 
-    from ptlens.behavior.run import BehaviorConfig, run_behavior
+    from ptlens.behavior.run import BehaviorConfig
     from ptlens.clikit import check_output_dir
+    from ptlens.pipeline import Reporter, run_behavior
 
     config = BehaviorConfig(problems=problems, limit=limit, seed=seed, n_samples=n_samples, temperature=temperature,
                             top_p=top_p, max_new_tokens=max_new_tokens, engine=engine, device=device,
@@ -54,29 +57,27 @@ def behavior(
     validate_behavior(config)
     check_output_dir(output_dir)
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
-    result = run_behavior(lineage, config, output_dir, progress=True)
-    _print_summary(Console(), result.results)
+    reporter = Reporter()
+    reporter.behavior_progress = True
+    result = run_behavior(lineage, config, output_dir, reporter=reporter)
+    print_summary(Console(), result.results)
     Console(stderr=True).print(f"results: {result.results_path}\nsamples: {result.samples_path}", markup=False, highlight=False)
 
 
-def validate_behavior(bcfg) -> None:
-    """Every behaviour option checked before the first step: a bad one must not cost a weight scan."""
-    from ptlens.behavior.engines import pick_engine
-    from ptlens.behavior.problems import load_problems
-
-    bcfg.validate()
-    pick_engine(bcfg.engine, bcfg.device)
-    load_problems(bcfg.problems, bcfg.limit, bcfg.seed)
-
-
-def _print_summary(console, results: dict) -> None:
+def print_summary(console, results: dict) -> None:
+    """The behaviour tables (per model, intervals below each value) on ``console``."""
     for t in summary_tables(results, console.width):
         console.print(t)
 
 
-SUMMARY_COLUMNS = (("accuracy", "accuracy"), ("pass@{k}", "pass@{k}"), ("maj@{k}", "maj@{k}"),
-                   ("distinct_answers", "distinct answers"), ("token_entropy", "entropy (nats)"),
-                   ("length_mean", "length (tokens)"), ("ece", "ECE"))
+def _summary_columns() -> tuple[tuple[str, str], ...]:
+    """(metric key, header) of the console table: the registry's behaviour metrics marked for the console."""
+    from ptlens.results import registry as REG
+
+    return tuple((m.name, m.label) for m in REG.behaviour_metrics(REG.CONSOLE))
+
+
+SUMMARY_COLUMNS = _summary_columns()
 
 
 def summary_tables(results: dict, width: int = 80) -> list:
@@ -113,15 +114,15 @@ def _quick_item(spec: str, fallback: str) -> str:
 def quick(
     a: str = typer.Argument(..., help="First model: folder, hub id or id@revision (optionally label=SPEC)."),
     b: str = typer.Argument(..., help="Second model."),
-    problems: str = typer.Option("builtin", "--problems", help="builtin, gsm8k, math500 or a .jsonl file."),
+    problems: str = ProblemsOpt,
     limit: int = typer.Option(3, "--limit", help="How many problems."),
-    seed: int = typer.Option(0, "--seed"),
-    temperature: float = typer.Option(0.6, "--temperature"),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-    device: str = typer.Option("auto", "--device"),
-    instruction: str = typer.Option(AUTO_INSTRUCTION, "--instruction", help=INSTRUCTION_HELP),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow *.bin checkpoints (loaded with weights_only=True)."),
+    seed: int = SeedOpt,
+    temperature: float = TemperatureOpt,
+    top_p: float = TopPOpt,
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Token limit of each answer."),
+    device: str = DeviceOpt,
+    instruction: str = InstructionOpt,
+    allow_pickle: bool = PickleOpt,
 ) -> None:
     """A fast first look: two models answer a few problems side by side, live, then a one-screen table."""
     from rich.console import Console

@@ -168,11 +168,14 @@ def cross_ppl_figure(results: dict, path: Path) -> Path:
 def write_figures(results: dict, records: Sequence, out_dir: Path) -> list[Path]:
     """Every behaviour figure into ``out_dir``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    from ptlens.results.files import BEHAVIOR_FIGURES  # every output name is defined there
+
     names = list(results["models"])
+    f = {k: out_dir / Path(v).name for k, v in BEHAVIOR_FIGURES.items()}
     return [
-        pass_at_k_figure(results, out_dir / "pass_at_k.png"),
-        accuracy_histogram_figure(results, out_dir / "accuracy_histogram.png"),
-        distributions_figure(records, names, out_dir / "entropy_length.png"),
-        calibration_figure(results, out_dir / "calibration.png"),
-        cross_ppl_figure(results, out_dir / "cross_ppl_heatmap.png"),
+        pass_at_k_figure(results, f["pass_at_k"]),
+        accuracy_histogram_figure(results, f["accuracy_histogram"]),
+        distributions_figure(records, names, f["entropy_length"]),
+        calibration_figure(results, f["calibration"]),
+        cross_ppl_figure(results, f["cross_ppl_heatmap"]),
     ]

@@ -30,7 +30,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -54,14 +54,17 @@ from ptlens.behavior.engines import (
     prompt_ids,
 )
 from ptlens.behavior.grading import answer_key, grade
-from ptlens.behavior.metrics import ProblemSamples, accuracy_by_tag, compare_models, headline_indices
+from ptlens.behavior.metrics import accuracy_by_tag, compare_models, headline_indices
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import PtlensError
 from ptlens.io import write_json
+from ptlens.results import files as F
+from ptlens.results.store import BEHAVIOR_SCHEMA as SCHEMA_VERSION
+from ptlens.results.store import SampleRecord, load_samples, problem_samples, save_behavior_results, write_samples
 
-RESULTS_FILE = "model_comparison_results.json"
-NUCLEI_DIR = "nuclei"
-SCHEMA_VERSION = 1
+RESULTS_FILE = F.BEHAVIOR_RESULTS
+SETTINGS, SAMPLES, SCORES = (Path(f).name for f in (F.BEHAVIOR_SETTINGS, F.SAMPLES_JSONL, F.SCORES_JSONL))
+NUCLEI_DIR = Path(F.NUCLEI_DIR).name
 
 
 @dataclass
@@ -111,43 +114,6 @@ class BehaviorConfig:
 
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(self.temperature, self.top_p, self.max_new_tokens)
-
-
-@dataclass
-class SampleRecord:
-    """One line of ``samples.jsonl``: a model's answer to a problem, graded and (after the run) scored."""
-
-    model: str
-    label: str
-    problem_id: str
-    sample: int
-    prompt: str
-    response: str
-    gold: str
-    extracted: str | None
-    answer_key: str
-    correct: bool
-    tokens: int
-    truncated: bool
-    finish: str
-    seed: int
-    token_ids: list[int]
-    logprob_sum: float | None = None
-    mean_logprob: float | None = None
-    entropy_sum: float | None = None
-    mean_entropy: float | None = None
-    cross_logprobs: dict[str, dict[str, float]] = field(default_factory=dict)
-    """scorer model → {"logprob_sum", "tokens", "mean_logprob", "kl_sum", "kl_inf_tokens"} of this response under it
-    (the KL fields: from this model's sampling distribution to the scorer's; None when vocabularies differ)."""
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.model, self.problem_id, self.sample)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SampleRecord":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass
@@ -324,14 +290,14 @@ def _settings_fingerprint(lineage, config: BehaviorConfig, problems: Sequence[Pr
 
 
 def _check_settings(bdir: Path, want: dict, overwrite: bool) -> None:
-    f = bdir / "settings.json"
+    f = bdir / SETTINGS
     if overwrite:
-        for name in ("settings.json", "scores.jsonl", "samples.jsonl"):
+        for name in (SETTINGS, SCORES, SAMPLES):
             (bdir / name).unlink(missing_ok=True)
         _drop_nuclei(bdir)
         return
     if not f.is_file():
-        if (bdir / "samples.jsonl").exists():
+        if (bdir / SAMPLES).exists():
             raise PtlensError(f"{bdir}: samples without settings.json; rerun with --overwrite")
         return
     try:
@@ -416,7 +382,7 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     """
     config.validate()
     output_dir = Path(output_dir)
-    bdir = output_dir / "behavior"
+    bdir = output_dir / F.BEHAVIOR_DIR
     problems = load_problems(config.problems, config.limit, config.seed)
     engine = pick_engine(config.engine, config.device)
     ctxs = []
@@ -432,10 +398,10 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     want = {**_settings_fingerprint(lineage, config, problems, ctxs), "engine": engine}  # resolved: auto → hf
     _check_settings(bdir, want, config.overwrite)
     bdir.mkdir(parents=True, exist_ok=True)
-    write_json(bdir / "settings.json", {**want, "batch_size": config.batch_size})
+    write_json(bdir / SETTINGS, {**want, "batch_size": config.batch_size})
 
-    samples = Journal(bdir / "samples.jsonl")
-    scores = Journal(bdir / "scores.jsonl")
+    samples = Journal(bdir / SAMPLES)
+    scores = Journal(bdir / SCORES)
     try:
         with _Progress(progress) as bar:
             if config.shard_count > 1:
@@ -443,14 +409,14 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
                     e = _generate(ctx, problems, config, engine, samples, bar, on_batch, engines)
                     if e is not None:
                         e.close()
-                return BehaviorResult(output_dir / RESULTS_FILE, bdir / "samples.jsonl", {}, [])
+                return BehaviorResult(output_dir / RESULTS_FILE, bdir / SAMPLES, {}, [])
             _generate_and_score(ctxs, problems, config, engine, samples, scores, bar, on_batch, engines)
     finally:
         samples.close()
         scores.close()
     records = _merge(samples.rows, scores.rows, [c.name for c in ctxs], [p.id for p in problems])
-    _write_samples(bdir / "samples.jsonl", records)
-    results = _results(lineage, config, engine, problems, records, ctxs, (bdir / "scores.jsonl").stat().st_mtime)
+    write_samples(bdir / SAMPLES, records)
+    results = _results(lineage, config, engine, problems, records, ctxs, (bdir / SCORES).stat().st_mtime)
     results_path = output_dir / RESULTS_FILE
     figures: list[Path] = []
     if config.figures:
@@ -458,8 +424,8 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
 
         figures = write_figures(results, records, bdir)
         results["figures"] = [str(p.relative_to(output_dir)) for p in figures]
-    write_json(results_path, results)
-    return BehaviorResult(results_path, bdir / "samples.jsonl", results, figures)
+    save_behavior_results(output_dir, results)
+    return BehaviorResult(results_path, bdir / SAMPLES, results, figures)
 
 
 class _Borrowed(Engine):
@@ -732,47 +698,8 @@ def _merge(sample_rows: list[dict], score_rows: list[dict], names: list[str],
     return out
 
 
-def _write_samples(path: Path, records: Sequence[SampleRecord]) -> None:
-    from ptlens.io import atomic_open
-
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
-
-
-def load_samples(output_dir: str | Path) -> list[SampleRecord]:
-    """The merged samples of a finished run (for reports and custom analyses)."""
-    path = Path(output_dir) / "behavior" / "samples.jsonl"
-    if not path.is_file():
-        raise PtlensError(f"{path}: no behaviour samples (run ptlens behavior first)")
-    return [SampleRecord.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
-
-
-def problem_samples(records: Sequence[SampleRecord], names: Sequence[str],
-                    problem_ids: Sequence[str]) -> dict[str, list[ProblemSamples]]:
-    """Group merged samples per model and problem, in the given orders, for the metrics."""
-    groups: dict[tuple[str, str], list[SampleRecord]] = {}
-    for r in records:
-        groups.setdefault((r.model, r.problem_id), []).append(r)
-    out: dict[str, list[ProblemSamples]] = {}
-    for name in names:
-        out[name] = []
-        for pid in problem_ids:
-            rs = sorted(groups.get((name, pid), []), key=lambda r: r.sample)
-            if not rs:
-                raise PtlensError(f"model {name} has no samples for problem {pid}")
-            others = {o for r in rs for o in r.cross_logprobs}
-            cross = {o: ([r.cross_logprobs[o]["logprob_sum"] for r in rs], [int(r.cross_logprobs[o]["tokens"]) for r in rs])
-                     for o in others if all(o in r.cross_logprobs for r in rs)}
-            cross_kl = {o: ([float(r.cross_logprobs[o]["kl_sum"]) for r in rs],
-                            [int(r.cross_logprobs[o]["kl_inf_tokens"]) for r in rs])
-                        for o in cross if all(r.cross_logprobs[o].get("kl_sum") is not None for r in rs)}
-            out[name].append(ProblemSamples(
-                problem_id=pid, correct=[r.correct for r in rs], keys=[r.answer_key for r in rs],
-                texts=[r.response for r in rs], lengths=[r.tokens for r in rs], truncated=[r.truncated for r in rs],
-                logprob_sums=[float(r.logprob_sum) for r in rs], entropy_sums=[float(r.entropy_sum) for r in rs],
-                cross=cross, cross_kl=cross_kl))
-    return out
+# SampleRecord, write_samples, load_samples and problem_samples live in ptlens.results.store (the report reads
+# samples without importing this driver); they are imported above under their old names.
 
 
 def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Problem],

@@ -5,6 +5,17 @@ activation difference lens); A + ΔW[part] → behaviour of the hybrids (delta t
 Definitions: DESIGN.md "Mechanism"; user guide: docs/MECHANISM.md.
 """
 
-from ptlens.mechanism.run import MechanismConfig, MechanismResult, run_mechanism, stored_mechanism
+_RUN = ("MechanismConfig", "MechanismResult", "run_mechanism", "stored_mechanism")
+
+
+def __getattr__(name: str):
+    """The driver (``ptlens.mechanism.run``, which loads the sampling engines) loads on first use, so that the
+    report, reading ``mechanism/summary.json`` through ``ptlens.mechanism.report``, never imports it."""
+    if name in _RUN:
+        from ptlens.mechanism import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'ptlens.mechanism' has no attribute {name!r}")
+
 
 __all__ = ["MechanismConfig", "MechanismResult", "run_mechanism", "stored_mechanism"]

@@ -11,26 +11,26 @@ from typing import List, Optional
 
 import typer
 
-from ptlens.behavior.engines import AUTO_INSTRUCTION
-from ptlens.clikit import console, lineage_from_options, user_errors
+from ptlens.clikit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, ModelsOpt, OutOpt, PickleOpt, PresetOpt, ProblemsOpt,
+                           console, instruction_option, lineage_from_options, user_errors)
 
 
 @user_errors
 def mechanism(
-    extra: Optional[List[str]] = typer.Argument(None, metavar="[LABEL=SPEC]...", help="More lineage items (same as --models)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="A named lineage (see `ptlens presets`)."),
-    models: Optional[List[str]] = typer.Option(None, "--models", help="Lineage in order, as label=SPEC (SPEC: folder, hub id, id@revision)."),
-    problems: str = typer.Option("builtin", "--problems", help="builtin, gsm8k, math500 or a .jsonl file with id/question/answer."),
+    extra: Optional[List[str]] = ExtraArg,
+    preset: Optional[str] = PresetOpt,
+    models: Optional[List[str]] = ModelsOpt,
+    problems: str = ProblemsOpt,
     limit: int = typer.Option(32, "--limit", help="Problems for the activation pass and the transplants (greedy)."),
     transitions: str = typer.Option("consecutive", "--transitions", help="consecutive, or all (also first → each later)."),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
+    max_new_tokens: int = MaxNewTokensOpt,
     transplant: bool = typer.Option(True, "--transplant/--no-transplant", help="Measure delta transplants (the costly part)."),
     seed: int = typer.Option(0, "--seed", help="Problem selection and bootstrap."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
-    output_dir: Path = typer.Option(Path("analysis_results"), "--output-dir", "--output_dir", help="Where results go."),
-    instruction: str = typer.Option(AUTO_INSTRUCTION, "--instruction", help="Appended to every question ('auto': what the checkpoint declares)."),
+    device: str = DeviceOpt,
+    output_dir: Path = OutOpt,
+    instruction: str = instruction_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute even when stored results match."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow *.bin checkpoints (loaded with weights_only=True)."),
+    allow_pickle: bool = PickleOpt,
 ) -> None:
     """Which layers and modules carry each stage's behaviour change: activation diffs and delta transplants."""
     from ptlens.mechanism.run import MechanismConfig
@@ -44,14 +44,10 @@ def mechanism(
 
 def run_step(lineage, config, output_dir: Path) -> dict:
     """Run (or reuse) the mechanism step and print its one-screen summary; returns the stored summary."""
-    from ptlens.mechanism.run import run_mechanism
+    from ptlens.cli import ConsoleReporter
+    from ptlens.pipeline import run_mechanism
 
-    with console.status("mechanism …") as status:
-        result = run_mechanism(lineage, config, output_dir, progress=lambda m: status.update(m))
-    if result.reused:
-        console.print(f"[dim]mechanism: reusing {output_dir}/mechanism/summary.json (same lineage and settings)[/]")
-    print_summary(result.summary, output_dir)
-    return result.summary
+    return run_mechanism(lineage, config, output_dir, reporter=ConsoleReporter()).summary
 
 
 def print_summary(summary: dict, output_dir: Path) -> None:

@@ -111,11 +111,13 @@ def transplant_figure(rows: list[dict], path: Path) -> Path | None:
 
 
 def write_figures(summary: dict, folder: Path) -> dict[str, Path]:
+    from ptlens.results.files import MECHANISM_FIGURES  # every output name is defined there
+
     out = {}
-    p = depth_figure(summary.get("layers") or [], folder / "depth_profile.png")
+    p = depth_figure(summary.get("layers") or [], folder / Path(MECHANISM_FIGURES["depth_profile"]).name)
     if p:
         out["depth_figure"] = p
-    p = transplant_figure(summary.get("transplant") or [], folder / "transplant.png")
+    p = transplant_figure(summary.get("transplant") or [], folder / Path(MECHANISM_FIGURES["transplant"]).name)
     if p:
         out["transplant_figure"] = p
     return out

@@ -187,14 +187,16 @@ def mechanism_record(summary: dict | None, adl: dict | None = None, adl_top: int
 
 def mechanism_section(out_dir: str | Path, embed: bool = True) -> dict | None:
     """The record of ``OUT/mechanism`` (figures as data URIs when ``embed``), or None when it holds no results."""
+    from ptlens.results import files as F  # every output name is defined there
+
     out = Path(out_dir)
-    f = out / "mechanism" / "summary.json"
+    f = out / F.MECHANISM_SUMMARY
     if not f.is_file():
         return None
     data = f.read_bytes()
     try:
         summary = json.loads(data)
-        adl_f = out / "mechanism" / "adl.json"
+        adl_f = out / F.MECHANISM_ADL
         adl = json.loads(adl_f.read_text()) if adl_f.is_file() else None
     except ValueError:
         return None
@@ -212,7 +214,7 @@ def mechanism_section(out_dir: str | Path, embed: bool = True) -> dict | None:
             if embed:
                 fig["src"] = "data:image/png;base64," + base64.b64encode((out / p).read_bytes()).decode("ascii")
             rec["figures"].append(fig)
-    rec["input"] = ("mechanism/summary.json", hashlib.sha256(data).hexdigest())
+    rec["input"] = (F.MECHANISM_SUMMARY, hashlib.sha256(data).hexdigest())
     return rec
 
 

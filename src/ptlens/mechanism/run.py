@@ -48,9 +48,10 @@ from ptlens.behavior.metrics import resample_weights
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import ArchitectureMismatch, PtlensError
 from ptlens.io import read_json, write_json, write_text
+from ptlens.results import files as F
 
 SCHEMA_VERSION = 1
-DIR = "mechanism"
+DIR = F.MECHANISM_DIR
 
 PLAIN_TEXTS = (
     "The river runs through the old town and under three stone bridges.",
@@ -161,7 +162,7 @@ def _fingerprint(lineage, config: MechanismConfig, problems: Sequence[Problem]) 
 
 def stored_mechanism(lineage, config: MechanismConfig, output_dir: str | Path) -> dict | None:
     """The stored summary, if it was made from this lineage with these settings and its files are all there."""
-    s = read_json(Path(output_dir) / DIR / "summary.json")
+    s = read_json(Path(output_dir) / F.MECHANISM_SUMMARY)
     if s is None:
         return None
     problems = load_problems(config.problems, config.limit, config.seed)
@@ -216,8 +217,8 @@ def run_mechanism(lineage, config: MechanismConfig, output_dir: str | Path,
         timings[name] = round(time.perf_counter() - ts, 3)
     from ptlens.io import versions
 
-    files = {"layers": f"{DIR}/layers.csv", "adl": f"{DIR}/adl.json", "transplant": f"{DIR}/transplant.csv",
-             "summary": f"{DIR}/summary.json"}
+    files = {"layers": F.MECHANISM_LAYERS_CSV, "adl": F.MECHANISM_ADL, "transplant": F.MECHANISM_TRANSPLANT_CSV,
+             "summary": F.MECHANISM_SUMMARY}
     summary = {
         "schema": SCHEMA_VERSION, "kind": "ptlens.mechanism", "command": sys.argv,
         "fingerprint": _fingerprint(lineage, config, problems), "settings": config.fingerprint(),

@@ -22,10 +22,13 @@ from ptlens.report.browser import build_browser
 from ptlens.report.inputs import RESULTS, SAMPLES, SUMMARY, ReportInputs, load_inputs
 from ptlens.report.stages import Transitions, stages_of
 from ptlens.report.trajectory import trajectories
-from ptlens.report.verdicts import (CLEAR, HYPOTHESES, MINIMAL, NOT_MEASURED, UNEXPECTED, Criteria, Verdict,
-                                    all_verdicts, behaviour_pair, efficiency_rows, has_test, pass_at_k_crossings)
+from ptlens.report.verdicts import (CLEAR, HYPOTHESES, MINIMAL, NOT_MEASURED, QUESTION_KEYS, UNEXPECTED, Criteria,
+                                    Verdict, all_verdicts, behaviour_pair, efficiency_rows, has_test,
+                                    pass_at_k_crossings)
+from ptlens.results import files as FILES
+from ptlens.results import registry as REG
 
-HTML_FILE, MD_FILE, VERDICTS_FILE = "report.html", "report.md", "report/verdicts.json"
+HTML_FILE, MD_FILE, VERDICTS_FILE = FILES.REPORT_HTML, FILES.REPORT_MD, FILES.VERDICTS_JSON
 
 FIGURE_TEXT = {
     "overview": ("Weight changes per transition (sft_vs_rlvr_comparison.png)",
@@ -118,17 +121,15 @@ def _weights_section(s: dict) -> dict:
     k = (s.get("settings") or {}).get("k", 16)
     trans = [t["name"] for t in s.get("transitions") or []]
     kinds = {t["name"]: t.get("kind", "") for t in s.get("transitions") or []}
+    shown = REG.metrics(table=REG.REPORT)  # the registry says which metrics this table shows, and how
     rows = []
     for t in trans:
         r = tr.row("model", t)
         if r is None:
             continue
-        rows.append([t, kinds[t], fmt(r.get("rel_change")), fmt(r.get("rms_change")), pct(r.get("changed_exact")),
-                     pct(r.get("changed_tol")), fmt(r.get("stable_rank_wmean")), fmt(r.get(f"top{k}_energy_wmean")),
-                     fmt(r.get("subspace_angle_u_mean_wmean")), fmt(r.get("principal_overlap_wmean"))])
+        rows.append([t, kinds[t], *[(pct if m.pct else fmt)(r.get(m.aggregate_key(k))) for m in shown]])
     model = table("tbl-weights-model", "Whole model, parameter-weighted over all tensors",
-                  ["transition", "kind", "rel. change", "RMS change", "changed (exact)", "changed (>tol)", "stable rank",
-                   f"top-{k} energy", "subspace angle (°)", "principal overlap"], rows,
+                  ["transition", "kind", *[m.header(k) for m in shown]], rows,
                   "Spectral columns are parameter-weighted means over 2-D matrices; – where not computed.")
     groups = sorted({r["key"][0] for r in (s.get("aggregates") or {}).get("group") or []})
     grows = [[t, *[fmt(tr.value("group", t, "rel_change", [g])) for g in groups],
@@ -162,10 +163,8 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
     models = r.get("models") or {}
     ks = r.get("ks") or []
     kmax = max(ks) if ks else None
-    cols = [("accuracy", "accuracy"), *([(f"pass@{kmax}", f"pass@{kmax}"), (f"maj@{kmax}", f"maj@{kmax}")] if kmax else []),
-            ("distinct_answers", "distinct answers"), ("distinct_4", "distinct-4"), ("answer_confidence", "confidence"),
-            ("token_entropy", "entropy (nats)"), ("length_mean", "length (tokens)"), ("truncated", "truncated"),
-            ("ece", "ECE"), ("brier", "Brier")]
+    cols = [(m.column(kmax), m.header(kmax)) for m in REG.behaviour_metrics(REG.REPORT)
+            if kmax or "{k}" not in m.name]  # which metrics, in which order: the registry
     rows = [[name, *[est_cell((m.get("metrics") or {}).get(key)) for key, _ in cols]] for name, m in models.items()]
     n_prob = next((m.get("n_problems") for m in models.values()), None)
     head = r.get("headline_problems") or {}
@@ -291,6 +290,7 @@ def _figures(inp: ReportInputs, criteria: Criteria, eff_rows, trajs) -> dict[str
     """Key → {path (relative), title, caption, anchor}; only figures whose file exists."""
     from ptlens.report import figures as F
 
+    files = FILES
     out = inp.out_dir
     found: dict[str, str] = {}
     s, r = inp.summary, inp.results
@@ -308,9 +308,9 @@ def _figures(inp: ReportInputs, criteria: Criteria, eff_rows, trajs) -> dict[str
         for p in listed_b:
             found[Path(p).stem] = p
     if s is not None:
-        made = {"sample_efficiency": F.efficiency_figure(eff_rows, out / "report" / "sample_efficiency.png"),
-                "convergence": F.convergence_figure(trajs, out / "report" / "convergence.png"),
-                "transfer": F.transfer_figure(s, r, out / "report" / "transfer.png", criteria.cosine_threshold)}
+        made = {"sample_efficiency": F.efficiency_figure(eff_rows, out / files.REPORT_FIGURES["sample_efficiency"]),
+                "convergence": F.convergence_figure(trajs, out / files.REPORT_FIGURES["convergence"]),
+                "transfer": F.transfer_figure(s, r, out / files.REPORT_FIGURES["transfer"], criteria.cosine_threshold)}
         for k, p in made.items():
             if p is not None:
                 found[k] = str(p.relative_to(out))
@@ -335,12 +335,14 @@ def _redraw_weights(inp: ReportInputs) -> dict[str, str]:
 
 
 def _redraw_behaviour(inp: ReportInputs) -> list[str]:
+    """The behaviour figures, redrawn from the stored results and samples (the figure writers only: no sampling
+    driver is imported)."""
     try:
         from ptlens.behavior.figures import write_figures
-        from ptlens.behavior.run import SampleRecord
+        from ptlens.results.store import SampleRecord
 
         recs = [SampleRecord.from_dict(x) for x in inp.samples or []]
-        paths = write_figures(inp.results, recs, inp.out_dir / "behavior")
+        paths = write_figures(inp.results, recs, inp.out_dir / FILES.BEHAVIOR_DIR)
         return [str(p.relative_to(inp.out_dir)) for p in paths]
     except Exception:  # noqa: BLE001 - a figure we cannot redraw is left out; the numbers stay
         return []
@@ -391,7 +393,7 @@ def _methods(inp: ReportInputs, criteria: Criteria) -> dict:
     for m in (inp.results or {}).get("models_info") or []:
         prompts.append([m.get("name", ""), m.get("prompt_format") or "–", m.get("instruction") or "none",
                         ", ".join(m.get("stop_strings") or []) or "–"])
-    return {"weights": M.WEIGHT_DEFINITIONS, "behaviour": M.BEHAVIOUR_DEFINITIONS, "efficiency": M.EFFICIENCY_DEFINITIONS,
+    return {"weights": M.weight_definitions(), "behaviour": M.BEHAVIOUR_DEFINITIONS, "efficiency": M.EFFICIENCY_DEFINITIONS,
             "settings": settings, "criteria": M.decision_text(criteria, inp.results, inp.summary),
             "criteria_values": asdict(criteria),
             "hypotheses": list(HYPOTHESES.values()), "prompts": prompts}
@@ -445,6 +447,7 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
         "lineage": lineage_rows,
         "stages": [st.label for st in stages],
         "verdicts": [_verdict_view(v, figures) for v in verdicts],
+        "verdict": {QUESTION_KEYS[v.question]: _verdict_view(v, figures) for v in verdicts},
         "verdict_objects": verdicts,
         "weights": _weights_section(s) if s else None,
         "behaviour": _behaviour_section(r, extra) if r else None,

@@ -136,7 +136,7 @@ def simulate_records(rng: np.random.Generator, n_problems: int, n_samples: int, 
     pooled wrong answer; length 1 + Poisson(mean); text: 2 to 10 words from the problem's words (short, to keep distinct-n cheap).
     With ``effect`` 0 both models draw from one distribution: any clear difference is a false alarm.
     """
-    from ptlens.behavior.run import SampleRecord
+    from ptlens.results.store import SampleRecord
 
     p = rng.beta(2.0, 2.0, n_problems) * (1.0 - effect)
     wrong = rng.dirichlet(np.ones(3), n_problems)
@@ -177,7 +177,7 @@ def simulate_verdict(rng: np.random.Generator, n_problems: int, n_samples: int, 
     distinct-1..3, which the verdict does not read.
     """
     from ptlens.behavior.metrics import compare_models
-    from ptlens.behavior.run import problem_samples
+    from ptlens.results.store import problem_samples
 
     names = ("sft", "rlvr")
     recs = simulate_records(rng, n_problems, n_samples, effect, names)

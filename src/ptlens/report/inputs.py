@@ -1,17 +1,23 @@
-"""What ``ptlens report`` reads: the stored results of the weight scan and the behaviour run, nothing else."""
+"""What ``ptlens report`` reads: the stored results of the weight scan and the behaviour run, nothing else.
+
+Every file is read through :mod:`ptlens.results.store` (names, schema versions, checks); the report
+imports no sampling or scanning code.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptlens.errors import PtlensError
+from ptlens.results import files as F
+from ptlens.results.store import (BehaviorResults, WeightSummary, parse_behavior_results, parse_weight_summary,
+                                  read_document, read_sample_rows)
 
-SUMMARY = "weights/summary.json"
-RESULTS = "model_comparison_results.json"
-SAMPLES = "behavior/samples.jsonl"
+SUMMARY = F.WEIGHT_SUMMARY
+RESULTS = F.BEHAVIOR_RESULTS
+SAMPLES = F.SAMPLES_JSONL
 
 
 @dataclass
@@ -22,27 +28,13 @@ class ReportInputs:
     samples: list[dict] | None = None
     hashes: dict[str, str] = field(default_factory=dict)
     """Relative path → sha256 of every input file read."""
+    weights: WeightSummary | None = None
+    behavior: BehaviorResults | None = None
+    """The typed records behind ``summary`` and ``results`` (which are their dicts, as the sections read them)."""
 
     @property
     def lineage(self) -> dict:
         return (self.summary or {}).get("lineage") or (self.results or {}).get("lineage") or {"checkpoints": []}
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise PtlensError(f"{path}: unreadable ({e.strerror})") from None
-
-
-def _json(path: Path, data: bytes, what: str) -> dict:
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise PtlensError(f"{path}: not valid JSON ({e}); rerun `ptlens {what}` to write it again") from None
-    if not isinstance(obj, dict):
-        raise PtlensError(f"{path}: expected a JSON object; rerun `ptlens {what}` to write it again")
-    return obj
 
 
 def load_inputs(out_dir: str | Path) -> ReportInputs:
@@ -53,33 +45,20 @@ def load_inputs(out_dir: str | Path) -> ReportInputs:
     inp = ReportInputs(out)
     f = out / SUMMARY
     if f.is_file():
-        data = _read(f)
+        doc, data = read_document(f, "weights")
+        inp.weights = parse_weight_summary(doc, data, f)[0]
         inp.hashes[SUMMARY] = hashlib.sha256(data).hexdigest()
-        inp.summary = _json(f, data, "weights")
-        for key in ("lineage", "transitions", "aggregates"):
-            if key not in inp.summary:
-                raise PtlensError(f"{f}: field {key!r} missing (not written by ptlens weights?)")
+        inp.summary = doc
     f = out / RESULTS
     if f.is_file():
-        data = _read(f)
+        doc, data = read_document(f, "behavior")
+        inp.behavior = parse_behavior_results(doc, data, f)[0]
         inp.hashes[RESULTS] = hashlib.sha256(data).hexdigest()
-        inp.results = _json(f, data, "behavior")
-        if not isinstance(inp.results.get("models"), dict):
-            raise PtlensError(f"{f}: field 'models' missing (not written by ptlens behavior?)")
+        inp.results = doc
     f = out / SAMPLES
     if f.is_file():
-        data = _read(f)
+        rows, data = read_sample_rows(f)
         inp.hashes[SAMPLES] = hashlib.sha256(data).hexdigest()
-        rows = []
-        for i, line in enumerate(data.decode("utf-8", errors="replace").split("\n")):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise PtlensError(f"{f}: line {i + 1} is not JSON") from None
-            if isinstance(row, dict):
-                rows.append(row)
         inp.samples = rows
     if inp.summary is None and inp.results is None:
         raise PtlensError(f"{out}: no stored results ({SUMMARY} or {RESULTS}); run `ptlens weights` or "

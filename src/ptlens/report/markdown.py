@@ -70,11 +70,12 @@ def render_markdown(ctx: dict) -> str:
             "|---|---|---|---|---|---|"]
     out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in ctx["lineage"]]
     out.append("")
-    sections = [("1. Learning dynamics", v[0], ctx["weights"], ctx["weight_figures"]),
-                ("2. Reasoning behaviour", v[1], ctx["behaviour"], ctx["behaviour_figures"]),
-                ("3. Sample efficiency", v[2], ctx["efficiency"],
+    vk = ctx["verdict"]
+    sections = [("1. Learning dynamics", vk["dynamics"], ctx["weights"], ctx["weight_figures"]),
+                ("2. Reasoning behaviour", vk["behaviour"], ctx["behaviour"], ctx["behaviour_figures"]),
+                ("3. Sample efficiency", vk["efficiency"], ctx["efficiency"],
                  [ctx["figures"][k] for k in ("sample_efficiency", "convergence") if k in ctx["figures"]]),
-                ("4. Transfer", v[3], ctx["transfer"], [ctx["figures"][k] for k in ("transfer",) if k in ctx["figures"]])]
+                ("4. Transfer", vk["transfer"], ctx["transfer"], [ctx["figures"][k] for k in ("transfer",) if k in ctx["figures"]])]
     for title, verdict, sec, figs in sections:
         out += [f"## {title}", ""] + _verdict(verdict)
         if not sec:

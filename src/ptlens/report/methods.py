@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-WEIGHT_DEFINITIONS = [
-    ("ΔW", "W_B − W_A for one tensor and one transition A → B, in float32 or wider on upcast copies; rows present in "
-           "only one checkpoint (a resized vocabulary) are excluded and reported as added rows."),
-    ("rel_change", "‖ΔW‖_F / ‖W_A‖_F; for a set of tensors √Σ‖ΔW‖² / √Σ‖W_A‖² (parameter-weighted, never a mean of ratios)."),
-    ("rms_change", "‖ΔW‖_F / √n, n = number of entries."),
-    ("changed_exact", "Share of entries whose stored values differ bit for bit (compared in the coarser of the two stored "
-                      "dtypes); for a set Σ changed / Σ entries. In bfloat16 updates below half a unit in the last place "
-                      "leave a weight unchanged, so small updates register on fewer (and smaller) weights."),
-    ("changed_tol", "Share of entries with |ΔW| > tol (tolerance in the scan settings)."),
-    ("update_sparsity", "1 − changed_exact."),
-    ("cosine_ab", "cos(W_A, W_B)."),
-    ("changed_magnitude_ratio", "Mean |W_A| over changed entries ÷ mean |W_A| over all entries."),
-    ("delta_cosine", "cos(ΔW_T1, ΔW_T2) of two transitions over the same tensors: > 0 the later update continues the "
-                     "earlier one, < 0 partly undoes it, ≈ 0 unrelated directions."),
-    ("spectral approximation", "--spectral topk: randomized block-Krylov SVD (k = the scan's k) with a correction from "
-                               "the last Krylov steps; measured error ≤ 1% on Gaussian, low-rank + noise and power-law "
-                               "matrices up to 4096 × 14336 (docs/validation/weights.md), and a per-value estimate "
-                               "(sigma1_err, stable_rank_err, top*_energy_err in tensors.csv: twice the last steps' "
-                               "change, empirical, not a bound). --spectral full: exact SVDs of W_A, W_B and ΔW."),
-    ("stable_rank", "‖ΔW‖_F² / σ₁(ΔW)² (2-D matrices; a set reports the parameter-weighted mean over its matrices)."),
-    ("top-k energy", "Σ_{i≤k} σ_i(ΔW)² / ‖ΔW‖_F² for k = 1 and k of the scan settings."),
-    ("subspace angle", "Principal angles between the top-k left (u) and right (v) singular subspaces of W_A and W_B, "
-                       "mean and max in degrees."),
-    ("spectral_drift", "Mean over i ≤ k of |σ_i(W_B) − σ_i(W_A)| / σ_i(W_A)."),
-    ("principal_overlap", "(|P ∩ C| / |C|) / α with P the α = 5% largest-magnitude entries of the rank-k reconstruction "
-                          "of W_A and C the changed entries: 1 = chance, < 1 the update avoids principal weights."),
+from ptlens.results import registry as REG
+
+DELTA_DEFINITION = ("ΔW", "W_B − W_A for one tensor and one transition A → B, in float32 or wider on upcast copies; rows "
+                          "present in only one checkpoint (a resized vocabulary) are excluded and reported as added rows.")
+SPECTRAL_APPROXIMATION = (
+    "spectral approximation", "--spectral topk: randomized block-Krylov SVD (k = the scan's k) with a correction from "
+                              "the last Krylov steps; measured error ≤ 1% on Gaussian, low-rank + noise and power-law "
+                              "matrices up to 4096 × 14336 (docs/validation/weights.md), and a per-value estimate "
+                              "(sigma1_err, stable_rank_err, top*_energy_err in tensors.csv: twice the last steps' "
+                              "change, empirical, not a bound). --spectral full: exact SVDs of W_A, W_B and ΔW.")
+DERIVED_DEFINITIONS = [
     ("output_focus", "rel_change of the output layers (the last quarter of the layers, at least one, plus the LM head) ÷ "
                      "rel_change of all other tensors of the same transition (used by hypothesis W1)."),
     ("attention/mlp", "rel_change of the attention group ÷ rel_change of the MLP group (hypothesis W2)."),
 ]
+
+
+def weight_definitions() -> list[tuple[str, str]]:
+    """The weight definitions of the methods section: ΔW, then every registered metric (ptlens.results.registry),
+    the spectral approximation before the spectral ones, then the derived quantities the verdicts use."""
+    return [DELTA_DEFINITION, *REG.methods_definitions(REG.ELEMENTWISE), *REG.methods_definitions(REG.PAIR),
+            SPECTRAL_APPROXIMATION, *REG.methods_definitions(REG.SPECTRAL), *DERIVED_DEFINITIONS]
+
+
+WEIGHT_DEFINITIONS = weight_definitions()
 
 BEHAVIOUR_DEFINITIONS = [
     ("accuracy", "Mean correctness over all samples (≈ pass@1); a sample is correct when its final answer matches the "

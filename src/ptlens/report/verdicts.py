@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
 from ptlens.report.stages import ITEM_FIELDS, Stage, Transitions, comparison_pair, stages_of
+from ptlens.results import files as FILES
 
 # verdict labels
 CLEAR, MINIMAL, UNEXPECTED, NOT_MEASURED = "clear difference", "minimal", "unexpected", "not measured"
@@ -48,6 +49,9 @@ DESCRIBED = "descriptive"
 NO_CHANGE = "no change beyond rounding"
 
 QUESTIONS = ("Learning dynamics", "Reasoning behaviour", "Sample efficiency", "Transfer")
+QUESTION_KEYS = {"Learning dynamics": "dynamics", "Reasoning behaviour": "behaviour", "Sample efficiency": "efficiency",
+                 "Transfer": "transfer"}
+"""The key by which the template and the markdown address each question's verdict (never its position)."""
 STUDY = "the study's hypotheses (from the user's analysis plan)"
 
 
@@ -433,7 +437,7 @@ def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> 
             f"{criteria.weight_factor:g}× (magnitude per unit of learning rate × steps; raw magnitude is descriptive); "
             "unexpected when a hypothesised direction (W1, W2, L1) is clearly reversed.")
     if not summary:
-        return _combine(q, [], crit, None, None, "", "no weight results (weights/summary.json) in this folder")
+        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
     tr = Transitions(summary)
     stages = stages_of(summary.get("lineage") or {})
     pair = comparison_pair(stages)
@@ -472,8 +476,8 @@ def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> 
         checks = [c if c.outcome in (NOT_MEASURED, DESCRIBED) else
                   Check(c.name, NO_CLEAR, c.evidence, c.hypothesis, c.rule + f"; not clear: {note}") for c in checks]
     elif not any(null_pairs(tr.row("model", t)) for t in (ta, tb)):
-        note = "no null available (weights/summary.json has no _null fields): raw values compared"
-    return _combine(q, checks, crit, "sft_vs_rlvr_comparison.png", "#tbl-weights-model",
+        note = f"no null available ({FILES.WEIGHT_SUMMARY} has no _null fields): raw values compared"
+    return _combine(q, checks, crit, FILES.OVERVIEW_FIGURE, "#tbl-weights-model",
                     _comparison_text(f"{an} ({ta})", f"{bn} ({tb})", hyp), note=note)
 
 
@@ -568,7 +572,7 @@ def reasoning_behaviour(results: dict | None, criteria: Criteria = Criteria(),
     checks = [difference_check(name, m, a, ma.get(m), b, mb.get(m), (diff or {}).get(m), criteria, rel,
                                direction if hyp else 0, hid if hyp else None, padj, family)
               for (name, m, rel, direction, hid, _), padj in zip(plan, adjusted)]
-    return _combine(q, checks, crit, "behavior/pass_at_k.png", "#tbl-behaviour", _comparison_text(a, b, hyp),
+    return _combine(q, checks, crit, FILES.BEHAVIOR_FIGURES["pass_at_k"], "#tbl-behaviour", _comparison_text(a, b, hyp),
                     "no paired test is stored for the compared models" if any(c.outcome == NOT_MEASURED for c in checks)
                     else "")
 
@@ -658,7 +662,7 @@ def sample_efficiency(summary: dict | None, criteria: Criteria = Criteria()) -> 
             "different data, objectives and learning rates, and weight change is not learning; a rate, not a "
             "controlled comparison.")
     if not summary:
-        return _combine(q, [], crit, None, None, "", "no weight results (weights/summary.json) in this folder")
+        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
     stages = stages_of(summary.get("lineage") or {})
     pair = comparison_pair(stages)
     rows = {r.stage: r for r in efficiency_rows(summary)}
@@ -688,7 +692,7 @@ def sample_efficiency(summary: dict | None, criteria: Criteria = Criteria()) -> 
         check = Check(name, DESCRIBED, ev, None,
                       f"descriptive: {ra.item_field} and {rb.item_field} are different kinds of items, so their rates "
                       "are not compared")
-    return _combine(q, [check], crit, "report/sample_efficiency.png", "#tbl-efficiency", f"{sa.label} vs {sb.label}")
+    return _combine(q, [check], crit, FILES.REPORT_FIGURES["sample_efficiency"], "#tbl-efficiency", f"{sa.label} vs {sb.label}")
 
 
 # ---------------------------------------------------------------- 4. transfer
@@ -727,7 +731,7 @@ def transfer(summary: dict | None, results: dict | None = None, criteria: Criter
             f"parameters: independent updates have cos ≈ N(0, 1/n)). {STUDY[0].upper() + STUDY[1:]} name no direction "
             "here, so this question is never 'unexpected'; the verdict names the outcome (mixed when pairs differ).")
     if not summary:
-        return _combine(q, [], crit, None, None, "", "no weight results (weights/summary.json) in this folder")
+        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
     tr = Transitions(summary)
     stages = [s for s in stages_of(summary.get("lineage") or {}) if s.start is not None]
     spans = [(s, tr.stage_transition(s)) for s in stages]
@@ -758,7 +762,7 @@ def transfer(summary: dict | None, results: dict | None = None, criteria: Criter
             if "a_only" in ss and "b_only" in ss:
                 extra.append(Evidence(f"problems solved by {cmp_['a']} but no longer by {cmp_['b']}", float(ss["a_only"])))
                 extra.append(Evidence(f"problems newly solved by {cmp_['b']}", float(ss["b_only"])))
-    v = _combine(q, checks, crit, "report/transfer.png", "#tbl-transfer", "whole-stage updates of the lineage's stages",
+    v = _combine(q, checks, crit, FILES.REPORT_FIGURES["transfer"], "#tbl-transfer", "whole-stage updates of the lineage's stages",
                  "fewer than two stage transitions with a stored Δ cosine")
     if extra and v.label != NOT_MEASURED:
         v = Verdict(v.question, v.label, v.criterion, v.evidence + extra, v.figure, v.table, v.checks, v.comparison,

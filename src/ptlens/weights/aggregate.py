@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from ptlens.results import registry as REG
 from ptlens.weights import kernels as K
 from ptlens.weights import metrics as M
 from ptlens.weights import null as N
@@ -20,7 +21,8 @@ from ptlens.weights.scan import PairRecord, TensorRecord
 SCOPES = ("all", "no_embed_head")
 
 
-NULLED_SPECTRAL = ("stable_rank", "rank_fraction", "principal_overlap")
+NULLED_SPECTRAL = tuple(m.name for m in REG.metrics(REG.SPECTRAL) if m.null)
+"""Spectral metrics with a ``_null`` (stable_rank, rank_fraction, principal_overlap): from the metric registry."""
 
 
 def _weighted_spectral(recs: list[TensorRecord]) -> dict[str, float]:

@@ -76,7 +76,9 @@ def _layer_axis(ax) -> None:
 def overview_filename(summary: dict) -> str:
     """``sft_vs_rlvr_comparison.png`` when the lineage has an sft and an rlvr stage; else a name that claims no pair."""
     labels = {c.get("label") for c in (summary.get("lineage") or {}).get("checkpoints") or []}
-    return "sft_vs_rlvr_comparison.png" if {"sft", "rlvr"} <= labels else "weight_changes_overview.png"
+    from ptlens.results import files as F
+
+    return F.OVERVIEW_FIGURE if {"sft", "rlvr"} <= labels else F.OVERVIEW_FIGURE_OTHER
 
 
 def _rows(summary: dict, agg: str, transition: str) -> list[dict]:
@@ -251,13 +253,15 @@ def overview(summary: dict, path: Path) -> Path | None:
 
 
 def weight_figures(summary: dict, out_dir: Path) -> dict[str, Path]:
-    wdir = Path(out_dir) / "weights"
+    from ptlens.results.files import WEIGHT_FIGURES as W  # every output name is defined there
+
+    out = Path(out_dir)
     made = {
-        "heatmap_rel_change": heatmap(summary, "rel_change", wdir / "heatmap_rel_change.png"),
-        "heatmap_changed_exact": heatmap(summary, "changed_exact", wdir / "heatmap_changed_exact.png"),
-        "layers_rel_change": layer_curves(summary, "rel_change", wdir / "layers_rel_change.png"),
-        "layers_changed_exact": layer_curves(summary, "changed_exact", wdir / "layers_changed_exact.png"),
-        "spectral": spectral_curves(summary, wdir / "spectral.png"),
+        "heatmap_rel_change": heatmap(summary, "rel_change", out / W["heatmap_rel_change"]),
+        "heatmap_changed_exact": heatmap(summary, "changed_exact", out / W["heatmap_changed_exact"]),
+        "layers_rel_change": layer_curves(summary, "rel_change", out / W["layers_rel_change"]),
+        "layers_changed_exact": layer_curves(summary, "changed_exact", out / W["layers_changed_exact"]),
+        "spectral": spectral_curves(summary, out / W["spectral"]),
         "overview": overview(summary, Path(out_dir) / overview_filename(summary)),
     }
     return {k: v for k, v in made.items() if v is not None}

@@ -6,8 +6,11 @@ a finding.
 
 from __future__ import annotations
 
+from ptlens.results import registry as REG
 
-def _f(v, pct: bool = False, digits: int = 3) -> str:
+
+def fmt_value(v, pct: bool = False, digits: int = 3) -> str:
+    """A weight metric for a table: – for None, a percentage for shares, 3 significant digits, e notation when tiny."""
     if v is None:
         return "–"
     if pct:
@@ -15,6 +18,18 @@ def _f(v, pct: bool = False, digits: int = 3) -> str:
     if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
         return f"{v:.{digits - 1}e}"
     return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits + 1}g}"
+
+
+_f = fmt_value
+
+
+def metric_cell(r: dict, m: REG.Metric, k: int, with_null: bool = False) -> str:
+    """One registered metric of an aggregate row, formatted as the registry says (its null beside it if asked)."""
+    if with_null and m.null:
+        v = _f(r.get(m.aggregate_key(k)), pct=m.pct, digits=m.digits)
+        n = r.get(m.null_key(k))
+        return v if n is None else f"{v} (null {_f(n, pct=m.pct, digits=m.digits)})"
+    return _f(r.get(m.aggregate_key(k)), pct=m.pct, digits=m.digits)
 
 
 def _vn(r: dict, key: str, null_key: str | None = None, pct: bool = False) -> str:
@@ -55,21 +70,15 @@ def weight_report_markdown(s: dict) -> str:
     out += ["## How large, how sparse, how low-rank: whole model", "",
             "Parameter-weighted over all tensors (√Σ‖ΔW‖² / √Σ‖W_A‖²; changed shares = Σ changed / Σ entries). "
             "The second block leaves out embeddings and the LM head.", ""]
+    shown = REG.metrics(table=REG.WEIGHT_MD)  # which metrics, in which format: the registry
     for scope, title in (("model", "all tensors"), ("model_no_embed_head", "without embeddings / head")):
         rows = []
         for t in trans:
             r = next((x for x in agg[scope] if x["transition"] == t), None)
             if r is None:
                 continue
-            rows.append([t, _f(r["rel_change"]), _f(r["rms_change"]), _vn(r, "changed_exact", pct=True),
-                         _vn(r, "changed_tol", pct=True), _vn(r, "changed_magnitude_ratio"),
-                         _f(r["cosine_ab"], digits=7),
-                         _vn(r, "stable_rank_wmean"), _f(r.get(f"top{k}_energy_wmean")),
-                         _vn(r, "principal_overlap_wmean"), _f(r.get("subspace_angle_u_mean_wmean"))])
-        out += [f"**{title}**", "", _table(
-            ["transition", "rel. change", "RMS change", "changed (exact)", "changed (>tol)", "changed-magnitude ratio",
-             "cos(W_A, W_B)", "stable rank", f"top-{k} energy", "principal overlap", "top-k subspace angle (°)"],
-            rows), ""]
+            rows.append([t, *[metric_cell(r, m, k, with_null=True) for m in shown]])
+        out += [f"**{title}**", "", _table(["transition", *[m.header(k) for m in shown]], rows), ""]
 
     out += ["## Which module groups move most", ""]
     groups = sorted({r["key"][0] for r in agg["group"]})

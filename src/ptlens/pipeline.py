@@ -1,0 +1,358 @@
+"""The library pipeline: weights → behaviour → mechanism → report, as functions with config dataclasses.
+
+``ptlens run`` and the other commands are thin skins over these; from Python::
+
+    import ptlens
+    res = ptlens.run(output_dir="out", limit=12, n_samples=4)          # the embedded tiny lineage
+    res = ptlens.run(["base=meta-llama/Llama-3.1-8B", "sft=allenai/Llama-3.1-Tulu-3-8B-SFT"], spectral="off")
+    res.report["verdicts"], res.weights["aggregates"]["model"]
+
+Each step stores its results (names in :mod:`ptlens.results.files`); :func:`run` reuses a stored
+weight scan made from the same lineage with the same settings, skips behaviour (and mechanism)
+when a checkpoint has no tokenizer, and ends with the report. What the pipeline tells as it goes
+goes to a :class:`Reporter`: silent by default, the CLI's prints tables and progress.
+
+The step functions are ``run_weights``, ``run_behavior``, ``run_mechanism`` and ``run_report``
+(not ``ptlens.weights`` …: those names are the subpackages).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Mapping, Optional, Sequence, Union
+
+from ptlens.errors import PtlensError
+from ptlens.results import files as F
+
+if TYPE_CHECKING:  # heavy modules (torch) load only when a step runs
+    from ptlens.behavior.run import BehaviorConfig, BehaviorResult
+    from ptlens.mechanism.run import MechanismConfig, MechanismResult
+    from ptlens.resolve import Lineage
+    from ptlens.weights import ScanConfig
+
+Models = Union["Lineage", Sequence[str], Mapping[str, str], None]
+
+
+# ---------------------------------------------------------------- what the pipeline tells its caller
+
+
+class Reporter:
+    """Hooks the pipeline calls as it goes; every one does nothing here. The CLI subclasses it to print."""
+
+    behavior_progress: bool = False
+    """Show the behaviour step's progress bars (rich, on stderr)."""
+
+    def message(self, text: str) -> None:
+        """A one-line note: a reused step, what is being written."""
+
+    def warning(self, text: str) -> None:
+        """A one-line warning: a skipped step."""
+
+    def weights_progress(self, description: str) -> tuple[ContextManager, Optional[Callable[[int, int, str], None]]]:
+        """A context manager around the scan and its progress callback (bytes done, bytes total, tensor)."""
+        return contextlib.nullcontext(), None
+
+    def weights_done(self, summary: dict, output_dir: Path, missing: dict) -> None:
+        """The weight step's summary (stored or just written)."""
+
+    def behavior_done(self, result: "BehaviorResult") -> None:
+        """The behaviour step finished; ``result.results`` is model_comparison_results.json."""
+
+    def mechanism_status(self) -> ContextManager[Callable[[str], None]]:
+        """A context manager giving a callable that receives the mechanism step's progress lines."""
+        return contextlib.nullcontext(lambda _m: None)
+
+    def mechanism_done(self, result: "MechanismResult", output_dir: Path) -> None:
+        """The mechanism step finished (or was reused: ``result.reused``)."""
+
+    def report_done(self, result: dict) -> None:
+        """The report is written; ``result`` is :func:`ptlens.report.build.build_report`'s return value."""
+
+
+# ---------------------------------------------------------------- checks before any work
+
+
+def check_output_dir(path: Path, what: str = "--output-dir") -> None:
+    """Fail in one line, before any work, when ``path`` cannot hold results; creates nothing.
+
+    Checked by creating (and removing) a probe directory in the nearest existing ancestor, since
+    permission bits say nothing for root and nothing about read-only or virtual filesystems (/proc).
+    ``what`` names the argument in the message.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PtlensError(f"{what} {path}: exists and is not a folder")
+    probe_in = path.absolute()
+    while not probe_in.exists():
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise PtlensError(f"{what} {path}: cannot create it, {probe_in} is a file")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ptlens-probe-", dir=probe_in))
+    except OSError as e:
+        raise PtlensError(f"{what} {path}: not writable ({e.strerror or e} in {probe_in})") from None
+
+
+def check_lineage_tensors(lineage, layer_pattern: Optional[str], allow_missing: bool,
+                          allow_pickle: bool = False) -> dict[str, list[str]]:
+    """Tensors absent from some checkpoints, from the safetensors headers alone (cheap, before the scan).
+
+    A tensor missing from a checkpoint almost always means checkpoints of different models (a 2-layer
+    and a 4-layer one): an error naming the checkpoint and a few tensors, unless ``allow_missing``.
+    """
+    from ptlens.weights.index import CheckpointIndex
+    from ptlens.weights.scan import plan_tensors
+
+    indexes = [CheckpointIndex.from_dir(c.path, allow_pickle=allow_pickle) for c in lineage.checkpoints]
+    _, missing, _ = plan_tensors(indexes, lineage.names, layer_pattern)
+    if missing and not allow_missing:
+        by_cp: dict[str, list[str]] = {}
+        for name, where in missing.items():
+            for cp in where:
+                by_cp.setdefault(cp, []).append(name)
+        cp, names = max(by_cp.items(), key=lambda kv: len(kv[1]))
+        shown = ", ".join(names[:3]) + (f" … ({len(names)} in all)" if len(names) > 3 else "")
+        others = f"; {len(by_cp) - 1} other checkpoint(s) also lack tensors" if len(by_cp) > 1 else ""
+        raise PtlensError(f"checkpoint {cp} lacks {len(names)} tensor(s) the others have: {shown}{others} — "
+                          "not the same architecture? (--allow-missing compares only the tensors present)")
+    return missing
+
+
+def validate_behavior(config: "BehaviorConfig") -> None:
+    """Every behaviour option checked before the first step: a bad one must not cost a weight scan."""
+    from ptlens.behavior.engines import pick_engine
+    from ptlens.behavior.problems import load_problems
+
+    config.validate()
+    pick_engine(config.engine, config.device)
+    load_problems(config.problems, config.limit, config.seed)
+
+
+def has_tokenizer(path: Optional[Path]) -> bool:
+    """Whether a checkpoint folder can be prompted (behaviour and mechanism need a tokenizer)."""
+    return path is not None and any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json"))
+
+
+def lineage_of(models: Models = None, preset: Optional[str] = None, allow_pickle: bool = False) -> "Lineage":
+    """A resolved lineage from a :class:`Lineage`, ``["label=SPEC", …]``, ``{label: spec}`` or a preset
+    (neither: the embedded tiny lineage)."""
+    from ptlens.resolve import Lineage, resolve_lineage
+
+    if isinstance(models, Lineage):
+        return models
+    if isinstance(models, Mapping):
+        models = [f"{k}={v}" for k, v in models.items()]
+    return resolve_lineage(models=list(models) if models else None, preset=preset, allow_pickle=allow_pickle)
+
+
+# ---------------------------------------------------------------- weights
+
+
+@dataclass
+class WeightsResult:
+    summary: dict
+    """weights/summary.json (:class:`ptlens.results.WeightSummary` as a dict)."""
+    reused: bool
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    """Tensors absent from some checkpoints (compared only where present; only with allow_missing)."""
+
+
+def stored_weights(lineage, cfg: "ScanConfig", output_dir: Path) -> Optional[dict]:
+    """The stored weight summary, if it was made from this lineage with these settings."""
+    from ptlens.io import read_json
+
+    s = read_json(Path(output_dir) / F.WEIGHT_SUMMARY)
+    if s is None:
+        return None
+    try:
+        from ptlens.results.store import parse_weight_summary
+
+        parse_weight_summary(s, path=Path(output_dir) / F.WEIGHT_SUMMARY)
+    except PtlensError:
+        return None  # a newer or broken file is scanned again, not reused
+    same_lineage = [(c["path"], c.get("resolved_revision")) for c in s["lineage"]["checkpoints"]] == [
+        (str(c.path), c.resolved_revision) for c in lineage.checkpoints]
+    same_cfg = {k: v for k, v in s["settings"].items() if k in asdict(cfg)} == json.loads(json.dumps(asdict(cfg)))
+    return s if same_lineage and same_cfg else None
+
+
+def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str | Path = "analysis_results", *,
+                figures: bool = True, allow_missing: bool = False, reuse: bool = False,
+                reporter: Optional[Reporter] = None) -> WeightsResult:
+    """Scan every tensor of the lineage once; write tensors.csv, summary.json, figures, weight_analysis_report.md.
+
+    ``reuse``: return the stored summary instead when it was made from this lineage with these settings.
+    """
+    from ptlens.weights import ScanConfig, scan_lineage, write_outputs
+
+    rep = reporter or Reporter()
+    cfg = config or ScanConfig()
+    cfg.validate()
+    out = Path(output_dir)
+    lineage = lineage_of(lineage, allow_pickle=cfg.allow_pickle)
+    missing = check_lineage_tensors(lineage, cfg.layer_pattern, allow_missing, cfg.allow_pickle)
+    summary = stored_weights(lineage, cfg, out) if reuse else None
+    if summary is not None:
+        rep.message(f"weights: reusing {out}/{F.WEIGHT_SUMMARY} (same lineage and settings)")
+        return WeightsResult(summary, True, missing)
+    prog, update = rep.weights_progress("weights")
+    with prog:
+        result = scan_lineage(lineage, cfg, progress=update)
+    rep.message(f"writing tables, figures and {F.WEIGHT_REPORT_MD} …")
+    return WeightsResult(write_outputs(result, out, figures=figures), False, missing)
+
+
+# ---------------------------------------------------------------- behaviour, mechanism, report
+
+
+def run_behavior(lineage, config: Optional["BehaviorConfig"] = None, output_dir: str | Path = "analysis_results", *,
+                 reporter: Optional[Reporter] = None) -> "BehaviorResult":
+    """Every model answers the same problems: samples, grades, scores, metrics, figures (resumable)."""
+    from ptlens.behavior.run import BehaviorConfig
+    from ptlens.behavior.run import run_behavior as drive
+
+    rep = reporter or Reporter()
+    cfg = config or BehaviorConfig()
+    result = drive(lineage_of(lineage, allow_pickle=cfg.allow_pickle), cfg, output_dir,
+                   progress=rep.behavior_progress)
+    rep.behavior_done(result)
+    return result
+
+
+def run_mechanism(lineage, config: Optional["MechanismConfig"] = None, output_dir: str | Path = "analysis_results", *,
+                  reporter: Optional[Reporter] = None) -> "MechanismResult":
+    """Activation diffs and delta transplants per transition (reused when stored with the same settings)."""
+    from ptlens.mechanism.run import MechanismConfig
+    from ptlens.mechanism.run import run_mechanism as drive
+
+    rep = reporter or Reporter()
+    cfg = config or MechanismConfig()
+    with rep.mechanism_status() as update:
+        result = drive(lineage_of(lineage, allow_pickle=cfg.allow_pickle), cfg, output_dir, progress=update)
+    if result.reused:
+        rep.message(f"mechanism: reusing {output_dir}/{F.MECHANISM_SUMMARY} (same lineage and settings)")
+    rep.mechanism_done(result, Path(output_dir))
+    return result
+
+
+def run_report(output_dir: str | Path = "analysis_results", *, reporter: Optional[Reporter] = None,
+               **kwargs: Any) -> dict:
+    """report.html, report.md and report/verdicts.json from the stored results alone (``build_report``)."""
+    from ptlens.report.build import build_report
+
+    result = build_report(output_dir, **kwargs)
+    (reporter or Reporter()).report_done(result)
+    return result
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def _scan_config():
+    from ptlens.weights import ScanConfig
+
+    return ScanConfig()
+
+
+def _behavior_config():
+    from ptlens.behavior.run import BehaviorConfig
+
+    return BehaviorConfig()
+
+
+def _mechanism_config():
+    from ptlens.mechanism.run import MechanismConfig
+
+    return MechanismConfig()
+
+
+@dataclass
+class RunConfig:
+    """Everything ``ptlens run`` needs besides the lineage: one config per step, and what spans steps."""
+
+    output_dir: Path = Path("analysis_results")
+    scan: "ScanConfig" = field(default_factory=_scan_config)
+    behavior: "BehaviorConfig" = field(default_factory=_behavior_config)
+    mechanism: Optional["MechanismConfig"] = field(default_factory=_mechanism_config)
+    """None: no mechanism step."""
+    allow_missing: bool = False
+    overwrite: bool = False
+    """Recompute every step instead of reusing stored results (the weight scan is reused only without it)."""
+    figures: bool = True
+
+    @classmethod
+    def from_options(cls, output_dir: str | Path = "analysis_results", *, device: str = "auto", spectral: str = "topk",
+                     problems: str = "builtin", limit: Optional[int] = None, n_samples: int = 16,
+                     max_new_tokens: int = 512, engine: str = "auto", overwrite: bool = False,
+                     allow_pickle: bool = False, allow_missing: bool = False, mechanism: bool = True,
+                     figures: bool = True) -> "RunConfig":
+        """The configs ``ptlens run``'s flags make (same names, same defaults)."""
+        from ptlens.behavior.run import BehaviorConfig
+        from ptlens.mechanism.run import MechanismConfig
+        from ptlens.weights import ScanConfig
+
+        return cls(
+            output_dir=Path(output_dir),
+            scan=ScanConfig(spectral=spectral, device=device, allow_pickle=allow_pickle),
+            behavior=BehaviorConfig(problems=problems, limit=limit, n_samples=n_samples, max_new_tokens=max_new_tokens,
+                                    engine=engine, device=device, overwrite=overwrite, allow_pickle=allow_pickle,
+                                    figures=figures),
+            mechanism=MechanismConfig(problems=problems, limit=min(limit or 32, 32), max_new_tokens=max_new_tokens,
+                                      device=device, allow_pickle=allow_pickle, overwrite=overwrite, figures=figures)
+            if mechanism else None,
+            allow_missing=allow_missing, overwrite=overwrite, figures=figures)
+
+    def validate(self) -> None:
+        """Every option of every step, before any work."""
+        self.scan.validate()
+        validate_behavior(self.behavior)
+        if self.mechanism is not None:
+            self.mechanism.validate()
+        check_output_dir(self.output_dir)
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    lineage: "Lineage"
+    weights: WeightsResult
+    behavior: Optional["BehaviorResult"] = None
+    """None when skipped (``behavior_skipped`` names the checkpoints without a tokenizer)."""
+    behavior_skipped: list[str] = field(default_factory=list)
+    mechanism: Optional["MechanismResult"] = None
+    report: dict = field(default_factory=dict)
+
+
+def run(models: Models = None, *, preset: Optional[str] = None, config: Optional[RunConfig] = None,
+        reporter: Optional[Reporter] = None, **options: Any) -> RunResult:
+    """The main job: weights, behaviour, mechanism and report for a lineage (default: the embedded tiny lineage).
+
+    ``options`` are :meth:`RunConfig.from_options`'s (``output_dir``, ``limit``, ``n_samples``, ``spectral`` …),
+    used when no ``config`` is given. Rerunning reuses the stored weight scan and mechanism results made with the
+    same settings and resumes an interrupted behaviour run.
+    """
+    if config is not None and options:
+        raise PtlensError(f"give either config or options ({', '.join(options)}), not both")
+    cfg = config or RunConfig.from_options(**options)
+    rep = reporter or Reporter()
+    cfg.validate()
+    lineage = lineage_of(models, preset, cfg.scan.allow_pickle)
+    out = cfg.output_dir
+    w = run_weights(lineage, cfg.scan, out, figures=cfg.figures, allow_missing=cfg.allow_missing,
+                    reuse=not cfg.overwrite, reporter=rep)
+    rep.weights_done(w.summary, out, w.missing)
+    res = RunResult(out, lineage, w)
+    res.behavior_skipped = [c.name for c in lineage.checkpoints if not has_tokenizer(c.path)]
+    if res.behavior_skipped:
+        rep.warning(f"behaviour skipped: no tokenizer in {', '.join(res.behavior_skipped)} (weights-only lineage)")
+    else:
+        res.behavior = run_behavior(lineage, cfg.behavior, out, reporter=rep)
+        if cfg.mechanism is not None:
+            res.mechanism = run_mechanism(lineage, cfg.mechanism, out, reporter=rep)
+    res.report = run_report(out, reporter=rep)
+    return res
