@@ -305,6 +305,27 @@ def test_vllm_engine_on_cpu_samples_grades_journals_and_resumes(lab, vllm, tmp_p
     assert sum(s.correct for s in samples) > 0  # the toy likes "4": some answers are right
 
 
+def test_vllm_serves_the_shipped_lineage(vllm, tmp_path):
+    """The embedded lineage runs under the vLLM engine (its head_dim is one vLLM's CPU attention takes): the rlvr
+    checkpoint answers builtin problems, the answers are graded and scored, and most in-distribution ones are right."""
+    import json as _json
+
+    from ptlens.resolve.tiny import SHIPPED, shipped_manifest
+
+    manifest = _json.loads(shipped_manifest().read_text())
+    if manifest["model"].get("head_dim") not in (32, 64):
+        pytest.skip("shipped lineage predates head_dim 32: rerun `ptlens lab --ship`")
+    cfg = config(problems="builtin:1,2", limit=12, n_samples=2, max_new_tokens=48, temperature=0.6, top_p=0.95,
+                 engine="vllm", engine_options=VLLM_OPTIONS, batch_size=24)
+    result = run_behavior(resolve_lineage(models=[f"rlvr={SHIPPED / 'rlvr'}"]), cfg, tmp_path / "run", progress=False)
+    assert result.results["settings"]["engine"] == "vllm"
+    samples = load_samples(tmp_path / "run")
+    assert len(samples) == 24 and all(s.mean_logprob < 0 and s.tokens > 0 for s in samples)
+    for s in samples:
+        assert s.correct == grade(s.response, s.gold).correct
+    assert sum(s.correct for s in samples) / len(samples) >= 0.5, [s.response for s in samples[:4]]
+
+
 @pytest.fixture()
 def ray_cluster(vllm):
     """A real Ray head on this machine (2 CPUs, its own temp dir), stopped after the test by its process group."""

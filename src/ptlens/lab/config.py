@@ -51,12 +51,17 @@ class PretrainPlan:
 
 @dataclass(frozen=True)
 class SFTPlan:
-    """Question → worked solution → ``\\boxed{answer}`` with TRL's SFTTrainer, loss on the answer only."""
+    """Question → worked solution → ``\\boxed{answer}`` with TRL's SFTTrainer, loss on the answer only.
 
-    steps: int = 300
+    400 steps over 12,800 examples (one epoch): with head_dim 32 the model learns to copy the question's numbers
+    late (in-distribution greedy accuracy 6% at step 100, 16% at 200, 81% at 300, 84% at 400 of this schedule),
+    and the earlier 300-step schedule, whose learning rate had decayed by then, stopped mid-way at 31%.
+    """
+
+    steps: int = 400
     batch_size: int = 32
     learning_rate: float = 1e-3
-    examples: int = 6_000
+    examples: int = 12_800
     checkpoints: int = 2
 
 
