@@ -16,6 +16,9 @@ from ptlens.clikit import (check_lineage_tensors, check_output_dir, console, key
                            user_errors)
 from ptlens.errors import PtlensError
 
+EXECUTOR_HELP = ("Where the weight scan's per-tensor tasks run: local (this process) or ray (Ray tasks on the "
+                 "cluster of RAY_ADDRESS, else a local one; needs pip install 'ptlens[ray]').")
+
 app = typer.Typer(
     name="ptlens",
     help="What did post-training do to a language model? Weights, behaviour and a verdict for base → SFT → DPO → RLVR lineages.",
@@ -146,6 +149,7 @@ def weights(
     allow_pickle: bool = PickleOpt,
     allow_missing: bool = MissingOpt,
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
 ) -> None:
     """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report."""
     from ptlens.weights import ScanConfig
@@ -155,19 +159,26 @@ def weights(
     cfg = ScanConfig(spectral=spectral, k=k, tolerance=tolerance, layer_pattern=layer_pattern, device=device,
                      workers=workers, allow_pickle=allow_pickle)
     cfg.validate()
+    ex = _executor(executor)
     check_output_dir(output_dir)
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
     missing = check_lineage_tensors(lineage, layer_pattern, allow_missing, allow_pickle)
-    summary = run_weights(lineage, cfg, output_dir, figures)
+    summary = run_weights(lineage, cfg, output_dir, figures, executor=ex)
     print_weight_summary(summary, output_dir, missing)
 
 
-def run_weights(lineage, cfg, output_dir: Path, figures: bool = True) -> dict:
+def _executor(name: str):
+    from ptlens.weights.executors import get_executor  # the package imports torch: not at CLI start-up
+
+    return get_executor(name)
+
+
+def run_weights(lineage, cfg, output_dir: Path, figures: bool = True, executor="local") -> dict:
     from ptlens.weights import scan_lineage, write_outputs
 
     prog, update = byte_progress("weights")
     with prog:
-        result = scan_lineage(lineage, cfg, progress=update)
+        result = scan_lineage(lineage, cfg, progress=update, executor=executor)
     console.print("[dim]writing tables, figures and weight_analysis_report.md …[/]")
     return write_outputs(result, output_dir, figures=figures)
 
@@ -236,6 +247,7 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace stored results made with other settings."),
     allow_pickle: bool = PickleOpt,
     allow_missing: bool = MissingOpt,
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
 ) -> None:
     """The main job: weights, behaviour and report for a lineage (default: the embedded tiny lineage).
 
@@ -250,12 +262,13 @@ def run(
     bcfg = BehaviorConfig(problems=problems, limit=limit, n_samples=n_samples, max_new_tokens=max_new_tokens,
                           engine=engine, device=device, overwrite=overwrite, allow_pickle=allow_pickle)
     validate_behavior(bcfg)
+    ex = _executor(executor)
     check_output_dir(output_dir)
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
     missing_tensors = check_lineage_tensors(lineage, None, allow_missing, allow_pickle)
     summary = stored_weights(lineage, cfg, output_dir) if not overwrite else None
     if summary is None:
-        summary = run_weights(lineage, cfg, output_dir)
+        summary = run_weights(lineage, cfg, output_dir, executor=ex)
     else:
         console.print(f"[dim]weights: reusing {output_dir}/weights/summary.json (same lineage and settings)[/]")
     print_weight_summary(summary, output_dir, missing_tensors)
