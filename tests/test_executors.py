@@ -201,7 +201,7 @@ def ray_head():
         time.sleep(2)
         yield {"python": python, "address": f"127.0.0.1:{port}", "temp": Path(temp), "env": env}
     finally:
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
             try:
                 os.killpg(head.pid, sig)
             except ProcessLookupError:

@@ -122,8 +122,9 @@ class RayExecutor:
         ray = import_ray()
         started = False
         if not ray.is_initialized():
-            # address None: ray.init honours RAY_ADDRESS, else starts a local cluster for this run
-            ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
+            # "local": a new cluster for this run; ray.init() alone would join whatever cluster the last
+            # ``ray start`` on this machine recorded in /tmp/ray, and wait forever if that one is gone
+            ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
             started = True
         try:
             remote = ray.remote(type(self).task_fn)
