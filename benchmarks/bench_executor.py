@@ -100,6 +100,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="ptlens-bexec-"))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(REPO / "src")
+    env.setdefault("RAY_AUTH_MODE", "disabled")  # `ray start` enables token auth when ~/.ray/auth_token exists
     env.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"ptlens-numba-{Path(py).parent.parent.name}"))
     print(f"lineage {root}: {total / 1e9:.2f} GB in {len(files)} files; warming the page cache …", flush=True)
     run_measured([sys.executable, "-c", RAW_READ, *files])

@@ -186,7 +186,9 @@ def ray_head():
         port = s.getsockname()[1]
     temp = tempfile.mkdtemp(prefix="pte", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     # workers import this checkout's ptlens; numba caches apart, since this Python's numba differs from the main one's
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
+    # RAY_AUTH_MODE: `ray start` turns token auth on by itself when ~/.ray/auth_token exists, and a driver then
+    # needs the same setting; this private head and its drivers run without auth, whatever is in $HOME
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_MODE": "disabled",
            "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / f"ptlens-numba-{Path(python).parent.parent.name}")}
     head = subprocess.Popen([str(ray), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
@@ -198,7 +200,11 @@ def ray_head():
             assert head.poll() is None, head.stderr.read().decode()[-2000:]
             assert time.time() < deadline, "ray start took over 3 minutes"
             time.sleep(0.5)
-        time.sleep(2)
+        probe = f"import ray; ray.init(address='127.0.0.1:{port}'); ray.shutdown()"
+        while subprocess.run([python, "-c", probe], capture_output=True, env=env, timeout=120).returncode != 0:
+            assert head.poll() is None, head.stderr.read().decode()[-2000:]  # a driver can join: the head is up
+            assert time.time() < deadline, "the Ray head did not accept a driver within 3 minutes"
+            time.sleep(1)
         yield {"python": python, "address": f"127.0.0.1:{port}", "temp": Path(temp), "env": env}
     finally:
         for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
