@@ -17,7 +17,7 @@ from ptlens.clikit import (check_lineage_tensors, check_output_dir, console, key
 from ptlens.errors import PtlensError
 
 EXECUTOR_HELP = ("Where the weight scan's per-tensor tasks run: local (this process) or ray (Ray tasks on the "
-                 "cluster of RAY_ADDRESS, else a local one; needs pip install 'ptlens[ray]').")
+                 "cluster of RAY_ADDRESS, else a local one; needs pip install 'ptlens\\[ray]').")
 
 app = typer.Typer(
     name="ptlens",
