@@ -19,6 +19,9 @@ from ptlens.errors import PtlensError
 from ptlens.pipeline import Reporter
 from ptlens.results import files as F
 
+EXECUTOR_HELP = ("Where the weight scan's per-tensor tasks run: local (this process) or ray (Ray tasks on the "
+                 "cluster of RAY_ADDRESS, else a local one; needs pip install 'ptlens\\[ray]').")
+
 app = typer.Typer(
     name="ptlens",
     help="What did post-training do to a language model? Weights, behaviour and a verdict for base → SFT → DPO → RLVR lineages.",
@@ -139,6 +142,7 @@ def weights(
     allow_pickle: bool = PickleOpt,
     allow_missing: bool = MissingOpt,
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
 ) -> None:
     """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report."""
     from ptlens.pipeline import run_weights
@@ -149,9 +153,13 @@ def weights(
     cfg = ScanConfig(spectral=spectral, k=k, tolerance=tolerance, layer_pattern=layer_pattern, device=device,
                      workers=workers, allow_pickle=allow_pickle)
     cfg.validate()
+    from ptlens.weights.executors import get_executor  # imports torch: not at CLI start-up
+
+    ex = get_executor(executor)
     check_output_dir(output_dir)
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
-    w = run_weights(lineage, cfg, output_dir, figures=figures, allow_missing=allow_missing, reporter=ConsoleReporter())
+    w = run_weights(lineage, cfg, output_dir, figures=figures, allow_missing=allow_missing, reporter=ConsoleReporter(),
+                    executor=ex)
     print_weight_summary(w.summary, output_dir, w.missing)
 
 
@@ -265,6 +273,7 @@ def run(
     overwrite: bool = OverwriteOpt,
     allow_pickle: bool = PickleOpt,
     allow_missing: bool = MissingOpt,
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
 ) -> None:
     """The main job: weights, behaviour and report for a lineage (default: the embedded tiny lineage).
 
@@ -275,7 +284,7 @@ def run(
 
     cfg = RunConfig.from_options(output_dir, device=device, spectral=spectral, problems=problems, limit=limit,
                                  n_samples=n_samples, max_new_tokens=max_new_tokens, engine=engine, overwrite=overwrite,
-                                 allow_pickle=allow_pickle, allow_missing=allow_missing)
+                                 allow_pickle=allow_pickle, allow_missing=allow_missing, executor=executor)
     # the pipeline checks every option and the folder before it resolves (and maybe downloads) the lineage
     run_pipeline(model_items(models, extra), preset=preset, config=cfg, reporter=ConsoleReporter())
 

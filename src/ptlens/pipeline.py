@@ -183,10 +183,11 @@ def stored_weights(lineage, cfg: "ScanConfig", output_dir: Path) -> Optional[dic
 
 def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str | Path = "analysis_results", *,
                 figures: bool = True, allow_missing: bool = False, reuse: bool = False,
-                reporter: Optional[Reporter] = None) -> WeightsResult:
+                reporter: Optional[Reporter] = None, executor: Any = "local") -> WeightsResult:
     """Scan every tensor of the lineage once; write tensors.csv, summary.json, figures, weight_analysis_report.md.
 
     ``reuse``: return the stored summary instead when it was made from this lineage with these settings.
+    ``executor``: where the per-tensor tasks run (a name in ``ptlens.weights.executors.EXECUTORS`` or an executor).
     """
     from ptlens.weights import ScanConfig, scan_lineage, write_outputs
 
@@ -202,7 +203,7 @@ def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str 
         return WeightsResult(summary, True, missing)
     prog, update = rep.weights_progress("weights")
     with prog:
-        result = scan_lineage(lineage, cfg, progress=update)
+        result = scan_lineage(lineage, cfg, progress=update, executor=executor)
     rep.message(f"writing tables, figures and {F.WEIGHT_REPORT_MD} …")
     return WeightsResult(write_outputs(result, out, figures=figures), False, missing)
 
@@ -284,13 +285,15 @@ class RunConfig:
     overwrite: bool = False
     """Recompute every step instead of reusing stored results (the weight scan is reused only without it)."""
     figures: bool = True
+    executor: Any = "local"
+    """Where the weight scan's tasks run: ``local`` or ``ray`` (or an executor object)."""
 
     @classmethod
     def from_options(cls, output_dir: str | Path = "analysis_results", *, device: str = "auto", spectral: str = "topk",
                      problems: str = "builtin", limit: Optional[int] = None, n_samples: int = 16,
                      max_new_tokens: int = 512, engine: str = "auto", overwrite: bool = False,
                      allow_pickle: bool = False, allow_missing: bool = False, mechanism: bool = True,
-                     figures: bool = True) -> "RunConfig":
+                     figures: bool = True, executor: Any = "local") -> "RunConfig":
         """The configs ``ptlens run``'s flags make (same names, same defaults)."""
         from ptlens.behavior.run import BehaviorConfig
         from ptlens.mechanism.run import MechanismConfig
@@ -305,7 +308,7 @@ class RunConfig:
             mechanism=MechanismConfig(problems=problems, limit=min(limit or 32, 32), max_new_tokens=max_new_tokens,
                                       device=device, allow_pickle=allow_pickle, overwrite=overwrite, figures=figures)
             if mechanism else None,
-            allow_missing=allow_missing, overwrite=overwrite, figures=figures)
+            allow_missing=allow_missing, overwrite=overwrite, figures=figures, executor=executor)
 
     def validate(self) -> None:
         """Every option of every step, before any work."""
@@ -313,6 +316,10 @@ class RunConfig:
         validate_behavior(self.behavior)
         if self.mechanism is not None:
             self.mechanism.validate()
+        if isinstance(self.executor, str):
+            from ptlens.weights.executors import get_executor
+
+            self.executor = get_executor(self.executor)  # an unknown name or a missing Ray: one line, before any work
         check_output_dir(self.output_dir)
 
 
@@ -344,7 +351,7 @@ def run(models: Models = None, *, preset: Optional[str] = None, config: Optional
     lineage = lineage_of(models, preset, cfg.scan.allow_pickle)
     out = cfg.output_dir
     w = run_weights(lineage, cfg.scan, out, figures=cfg.figures, allow_missing=cfg.allow_missing,
-                    reuse=not cfg.overwrite, reporter=rep)
+                    reuse=not cfg.overwrite, reporter=rep, executor=cfg.executor)
     rep.weights_done(w.summary, out, w.missing)
     res = RunResult(out, lineage, w)
     res.behavior_skipped = [c.name for c in lineage.checkpoints if not has_tokenizer(c.path)]

@@ -15,7 +15,6 @@ Entries where either side is NaN/Inf are left out of every sum and counted in ``
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -131,15 +130,17 @@ def _pair_careful(a1, b1, a2, b2, acc):
 
 
 @njit(parallel=True, cache=True)
-def _fused(R, shift, XB, ta, tb, ca, cb, pa1, pb1, pa2, pb2, tol, nworkers):
+def _fused(R, shift, XB, ta, tb, ca, cb, pa1, pb1, pa2, pb2, tol, nparts):
+    """Partial sums over ``nparts`` fixed runs of tiles, added in order: the split of the work, hence every
+    rounding, depends on the chunk's length only, never on how many threads run the parts."""
     nck, m = len(R), R[0].shape[0]
     T = ta.shape[0]
     P = pa1.shape[0]
     ntiles = (m + _TILE - 1) // _TILE
-    per = (ntiles + nworkers - 1) // nworkers
-    part_t = np.zeros((nworkers, T, T_FIELDS))
-    part_p = np.zeros((nworkers, P, P_FIELDS))
-    for w in prange(nworkers):
+    per = (ntiles + nparts - 1) // nparts
+    part_t = np.zeros((nparts, T, T_FIELDS))
+    part_p = np.zeros((nparts, P, P_FIELDS))
+    for w in prange(nparts):
         bits = np.empty((nck, _TILE), dtype=np.uint32)
         F = bits.view(np.float32)
         cs = np.empty((nck, 2))
@@ -243,9 +244,18 @@ def stats_numba(R, XB, trans, cmp, pairs, tol: float) -> tuple[np.ndarray, np.nd
     cmp = np.asarray(cmp, dtype=np.int64).reshape(-1, 2)
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     p1, p2 = trans[pairs[:, 0]] if len(pairs) else trans[:0], trans[pairs[:, 1]] if len(pairs) else trans[:0]
-    nworkers = max(1, min(numba.get_num_threads(), -(-R[0].shape[0] // _TILE)))
     return _fused(R, shift, XB, trans[:, 0].copy(), trans[:, 1].copy(), cmp[:, 0].copy(), cmp[:, 1].copy(),
-                  _i64(p1[:, 0]), _i64(p1[:, 1]), _i64(p2[:, 0]), _i64(p2[:, 1]), float(tol), nworkers)
+                  _i64(p1[:, 0]), _i64(p1[:, 1]), _i64(p2[:, 0]), _i64(p2[:, 1]), float(tol), n_parts(R[0].shape[0]))
+
+
+_PARTS = 64
+
+
+def n_parts(m: int) -> int:
+    """Partial-sum runs for a chunk of ``m`` entries: up to 64 (enough to balance any core count we meet),
+    fixed by the length alone so that a Ray worker with one thread and the driver with 16 add the same
+    numbers in the same order — tensors.csv is bit-identical whatever the threads."""
+    return max(1, min(_PARTS, -(-m // _TILE)))
 
 
 def stats_torch(X: torch.Tensor, XB: torch.Tensor, trans, cmp, pairs, tol: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,12 @@
 """The weight scan: one streaming pass over every tensor of every checkpoint of a lineage.
 
-For each tensor name, the same row chunk is read from all N checkpoints at once, and one
-fused kernel call computes the element-wise sums of every consecutive and cumulative
+The scan is cut into data-only tasks, one per tensor name (``plan_scan``); ``scan_tensor(task)``
+is a pure function of its task, and ``merge_results`` puts the results back in plan order, so an
+executor (``executors.py``: in-process, Ray) may run the tasks anywhere, in any order, and retry
+them, without changing a byte of the output.
+
+For each tensor name, the same row chunk is read from all N checkpoints at once, and one fused
+kernel call computes the element-wise sums of every consecutive and cumulative
 transition from it: each byte of each checkpoint is read once, whatever the number of
 transitions. Memory is bounded by the chunk budget, not by the model's size. Spectral
 metrics then stream the same tensor's rows (from the page cache) through a randomized SVD.
@@ -10,12 +15,13 @@ metrics then stream the same tensor's rows (from the page cache) through a rando
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -25,7 +31,7 @@ from ptlens.resolve import Lineage
 from ptlens.weights import kernels as K
 from ptlens.weights import metrics as M
 from ptlens.weights import null as N
-from ptlens.weights.index import DTYPES, CheckpointIndex, Reader
+from ptlens.weights.index import DTYPES, CheckpointIndex, Reader, TensorInfo
 from ptlens.weights.names import TensorRole, parse_name
 
 Progress = Callable[[int, int, str], None]
@@ -276,63 +282,176 @@ def _return_freed_memory():
             libc.mallopt(-3, 32 << 20)
 
 
-class _Scanner:
-    def __init__(self, lineage: Lineage, config: ScanConfig, progress: Progress | None):
-        config.validate()
-        self.cfg = config
-        self.lineage = lineage
-        self.names = lineage.names
-        if any(c.path is None for c in lineage.checkpoints):
-            raise PtlensError("lineage has unresolved checkpoints (no local folder)")
-        self.indexes = [CheckpointIndex.from_dir(c.path, allow_pickle=config.allow_pickle) for c in lineage.checkpoints]
-        self.readers = [Reader(ix) for ix in self.indexes]
-        labels = [c.label for c in lineage.checkpoints]
-        self.transitions = transitions_for(self.names, labels)
-        self.pairs = delta_pairs_for(self.transitions, labels)
-        dev = config.device
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(dev)
-        backend = config.backend
-        if backend == "auto":
-            backend = "torch" if self.device.type == "cuda" else "numba"
-        self.backend = backend
+@dataclass(frozen=True)
+class TensorTask:
+    """One tensor's share of a scan, as plain data: what to read (file, byte offset, dtype, shape per
+    checkpoint) and what to compute. Picklable and free of open files, so any process that sees the
+    same paths (a Ray worker on a shared filesystem) can run it; ``index`` is its place in the scan."""
+
+    index: int
+    name: str
+    infos: tuple[TensorInfo | None, ...]  # one per checkpoint of the lineage; None where absent
+    transitions: tuple[Transition, ...]
+    pairs: tuple[tuple[int, int], ...]
+    config: ScanConfig
+    device: str  # resolved: "cpu", "cuda", "cuda:1"
+    backend: str  # resolved: "numba" or "torch"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this tensor over all checkpoints: what the task reads (at least once)."""
+        return sum(i.nbytes for i in self.infos if i is not None)
+
+
+@dataclass
+class TensorResult:
+    """What one task returns: its rows of tensors.csv and delta-cosine sums, and the bytes it read."""
+
+    index: int
+    name: str
+    records: list[TensorRecord]
+    pairs: list[PairRecord]
+    bytes_read: int
+    seconds: float
+
+
+def resolve_device(config: ScanConfig) -> tuple[str, str]:
+    """(device, backend) that ``auto`` means on this machine."""
+    dev = config.device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    backend = config.backend
+    if backend == "auto":
+        backend = "torch" if torch.device(dev).type == "cuda" else "numba"
+    return dev, backend
+
+
+@dataclass
+class ScanPlan:
+    """A lineage's scan cut into tasks, plus what the merge needs that no task computes."""
+
+    tasks: list[TensorTask]
+    transitions: list[Transition]
+    missing: dict[str, list[str]]
+    skipped: dict[str, str]
+    tied: dict[str, bool]
+    config: ScanConfig
+    device: str
+    backend: str
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tasks)
+
+
+def plan_scan(lineage: Lineage, config: ScanConfig) -> ScanPlan:
+    """Read the checkpoints' headers (no weights) and make one task per tensor present in two or more."""
+    config.validate()
+    if any(c.path is None for c in lineage.checkpoints):
+        raise PtlensError("lineage has unresolved checkpoints (no local folder)")
+    names = lineage.names
+    indexes = [CheckpointIndex.from_dir(c.path, allow_pickle=config.allow_pickle) for c in lineage.checkpoints]
+    labels = [c.label for c in lineage.checkpoints]
+    transitions = transitions_for(names, labels)
+    pairs = tuple(delta_pairs_for(transitions, labels))
+    device, backend = resolve_device(config)
+    plans, missing, skipped = plan_tensors(indexes, names, config.layer_pattern)
+    tasks = [TensorTask(i, p.name, tuple(ix.tensors.get(p.name) for ix in indexes), tuple(transitions), pairs,
+                        config, device, backend) for i, p in enumerate(plans)]
+    tied = {n: ix.tied_embeddings for n, ix in zip(names, indexes)}
+    return ScanPlan(tasks, transitions, missing, skipped, tied, config, device, backend)
+
+
+def scan_tensor(task: TensorTask, progress: Callable[[int, str], None] | None = None) -> TensorResult:
+    """Every metric of one tensor over every transition: opens the files it needs, reads, closes them.
+
+    A function of ``task`` alone (no state shared between tasks), so tasks may run in any order, in
+    any process, and any number of times (a retried task gives the same result). ``progress(nbytes,
+    name)`` is called after each chunk with the bytes it read.
+    """
+    t0 = time.perf_counter()
+    with _TensorScan(task, progress) as s:
+        records, pairs = s.run()
+        return TensorResult(task.index, task.name, records, pairs, s.bytes_done, time.perf_counter() - t0)
+
+
+def merge_results(plan: ScanPlan, lineage: Lineage, results: Iterable[TensorResult], seconds: float) -> ScanResult:
+    """Put task results back in the plan's tensor order: any split of the tasks over workers, finishing in any
+    order, gives the same records in the same order — hence the same tensors.csv and, since the aggregates
+    sum the records' sums in that order, bit-identical aggregates. A task missing or given twice is an error."""
+    by_index: dict[int, TensorResult] = {}
+    for r in results:
+        if r.index in by_index:
+            raise PtlensError(f"scan merge: tensor {r.name} returned twice")
+        by_index[r.index] = r
+    if sorted(by_index) != list(range(len(plan.tasks))):
+        lost = [t.name for t in plan.tasks if t.index not in by_index]
+        raise PtlensError(f"scan merge: no result for {len(lost)} tensor(s): {', '.join(lost[:5])}")
+    ordered = [by_index[i] for i in range(len(plan.tasks))]
+    records = [rec for r in ordered for rec in r.records]
+    pairs = [pr for r in ordered for pr in r.pairs]
+    return ScanResult(lineage, plan.config, plan.transitions, records, pairs,
+                      plan.missing, plan.tied, plan.skipped, sum(r.bytes_read for r in ordered), seconds,
+                      plan.device, plan.backend)
+
+
+def prefetch(task: TensorTask) -> None:
+    """Ask the kernel to start reading a task's bytes from disk, so the next tensor's I/O overlaps this one's compute."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for info in task.infos:
+        if info is None or info.start < 0:
+            continue
+        try:
+            fd = os.open(info.file, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, info.start, info.nbytes, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+class _TensorScan:
+    """The working state of one task (its open files, its chunk size, a byte counter); lives inside ``scan_tensor``."""
+
+    def __init__(self, task: TensorTask, progress: Callable[[int, str], None] | None):
+        self.task = task
+        self.cfg = task.config
+        self.transitions = list(task.transitions)
+        self.pairs = list(task.pairs)
+        self.device = torch.device(task.device)
+        self.backend = task.backend
         self.progress = progress
         self.bytes_done = 0
-        self.chunk_elems = max(1, config.chunk_mb * (1 << 20) // 4)
+        self.chunk_elems = max(1, self.cfg.chunk_mb * (1 << 20) // 4)
         self._spool = np.empty(0, dtype=np.float32)
+        self.infos = task.infos
+        self.readers = [None if i is None else Reader(CheckpointIndex(root=i.file.parent, tensors={task.name: i}))
+                        for i in task.infos]
 
-    def run(self) -> ScanResult:
-        with _return_freed_memory():
-            return self._run()
+    def __enter__(self) -> "_TensorScan":
+        return self
 
-    def _run(self) -> ScanResult:
-        t0 = time.perf_counter()
-        plans, missing, skipped = plan_tensors(self.indexes, self.names, self.cfg.layer_pattern)
-        total = sum(p.nbytes(c) for p in plans for c in range(len(self.names)))
-        records: list[TensorRecord] = []
-        pair_records: list[PairRecord] = []
-        if self.cfg.workers:
-            from ptlens.threads import apply
-
-            apply(self.cfg.workers)
-        for i, plan in enumerate(plans):
-            if i + 1 < len(plans):
-                for r in self.readers:
-                    r.prefetch(plans[i + 1].name)
-            recs, prs = self._tensor(plan, total)
-            records += recs
-            pair_records += prs
+    def __exit__(self, *exc) -> None:
         for r in self.readers:
-            r.close()
-        tied = {n: ix.tied_embeddings for n, ix in zip(self.names, self.indexes)}
-        return ScanResult(self.lineage, self.cfg, self.transitions, records, pair_records, missing, tied,
-                          skipped, self.bytes_done, time.perf_counter() - t0, str(self.device), self.backend)
+            if r is not None:
+                r.close()
+
+    def run(self) -> tuple[list[TensorRecord], list[PairRecord]]:
+        t = self.task
+        present = [i for i in t.infos if i is not None]
+        role = parse_name(t.name)
+        plan = _TensorPlan(t.name, role, [None if i is None else (i.shape[0] if i.shape else 1) for i in t.infos],
+                           tuple(present[0].shape[1:]), [None if i is None else i.dtype for i in t.infos])
+        return self._tensor(plan)
 
     # -- element-wise ---------------------------------------------------------------
 
-    def _tensor(self, p: _TensorPlan, total: int) -> tuple[list[TensorRecord], list[PairRecord]]:
-        N = len(self.names)
+    def _tensor(self, p: _TensorPlan) -> tuple[list[TensorRecord], list[PairRecord]]:
+        N = len(self.infos)
         present = [c for c in range(N) if p.rows[c] is not None]
         active = [t for t, tr in enumerate(self.transitions) if tr.a in present and tr.b in present]
         sums = {t: np.zeros(K.T_FIELDS) for t in active}
@@ -365,14 +484,14 @@ class _Scanner:
                     xb = raws[local[self.transitions[t].b]].double()
                     added[t][0] += c1 - c0
                     added[t][1] += float((xb * xb).sum())
-                self._advance(sum(r.numel() * r.element_size() for r in raws), total, p.name)
+                self._advance(sum(r.numel() * r.element_size() for r in raws), p.name)
             r0 = r1
         records = []
         for t in active:
             tr = self.transitions[t]
             rec = TensorRecord(
                 tensor=p.name, transition=tr.name, kind=p.role.kind, group=p.role.group, layer=p.role.layer,
-                shape=self.indexes[tr.b].tensors[p.name].shape,
+                shape=self.infos[tr.b].shape,
                 dtype_a=p.dtypes[tr.a], dtype_b=p.dtypes[tr.b], rows_a=p.rows[tr.a], rows_b=p.rows[tr.b],
                 sums=sums[t], added_rows=added[t][0], added_rows_norm=math.sqrt(added[t][1]))
             rec.metrics = M.finalize(sums[t])
@@ -396,7 +515,7 @@ class _Scanner:
             return self.readers[c].rows(name, int(idx[0]), int(idx[-1]) + 1).reshape(len(idx), row_elems)
         # map the tensor and copy out the sampled rows: only their pages are touched
         raw = torch.from_numpy(self.readers[c].map_rows(name, 0, int(idx[-1]) + 1))
-        dt = DTYPES[self.indexes[c].tensors[name].dtype]
+        dt = DTYPES[self.infos[c].dtype]
         return raw.view(dt).reshape(-1, row_elems)[torch.from_numpy(idx)].clone()
 
     def _nulls(self, p: _TensorPlan, present: list[int], active: list[int], records: list[TensorRecord]):
@@ -461,10 +580,10 @@ class _Scanner:
             return K.stats_numba(X.numpy(), XB.numpy().view(np.uint32), trans, cmp, pairs, tol)
         return K.stats_torch(X, XB, trans, cmp, pairs, tol)
 
-    def _advance(self, nbytes: int, total: int, name: str) -> None:
+    def _advance(self, nbytes: int, name: str) -> None:
         self.bytes_done += nbytes
         if self.progress:
-            self.progress(self.bytes_done, total, name)
+            self.progress(nbytes, name)
 
     # -- spectral -------------------------------------------------------------------
 
@@ -622,6 +741,29 @@ class _Scanner:
                     records[i].spectral["principal_overlap_null"] = N.principal_overlap_null(rs, threshold, ch.cpu())
 
 
-def scan_lineage(lineage: Lineage, config: ScanConfig | None = None, progress: Progress | None = None) -> ScanResult:
-    """Scan every tensor of every checkpoint once; see the module docstring."""
-    return _Scanner(lineage, config or ScanConfig(), progress).run()
+def scan_lineage(lineage: Lineage, config: ScanConfig | None = None, progress: Progress | None = None,
+                 executor: str | object = "local") -> ScanResult:
+    """Scan every tensor of every checkpoint once (see the module docstring): plan tasks from the headers,
+    run them on ``executor`` (a name in ``executors.EXECUTORS`` or an executor object), merge in plan order."""
+    from ptlens.weights.executors import get_executor
+
+    config = config or ScanConfig()
+    t0 = time.perf_counter()
+    plan = plan_scan(lineage, config)
+    ex = get_executor(executor) if isinstance(executor, str) else executor
+    results = ex.map(plan.tasks, _bytes_progress(progress, plan.nbytes))
+    return merge_results(plan, lineage, results, time.perf_counter() - t0)
+
+
+def _bytes_progress(progress: Progress | None, total: int) -> Callable[[int, str], None] | None:
+    """Adapt the CLI's (done, total, item) progress to the executors' (nbytes just read, item) calls."""
+    if progress is None:
+        return None
+    done = 0
+
+    def step(nbytes: int, name: str) -> None:
+        nonlocal done
+        done += nbytes
+        progress(done, total, name)
+
+    return step

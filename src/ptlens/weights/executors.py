@@ -1,0 +1,176 @@
+"""Where the weight scan's tasks run: one registry, one class per way of running them.
+
+An executor takes the plan's ``TensorTask``s and returns their ``TensorResult``s (any order;
+``scan.merge_results`` restores the plan's). Tasks are plain data and ``scan_tensor`` is a pure
+function of its task, so an executor only decides *where* each runs and how often it is retried:
+
+- ``local`` (default): one after another in this process, the next tensor's bytes prefetched
+  while the current one computes; threads as ``--workers`` / ``ptlens.threads`` choose.
+- ``ray``: one Ray task per tensor on the cluster of ``RAY_ADDRESS`` (a local one started by
+  ``ray.init()`` when unset), each sized by Ray resources — ``num_cpus`` (= ``--workers``,
+  default 1, also the task's thread count), ``memory`` from the tensor's size (``task_memory``),
+  one GPU when the scan's device is CUDA — and retried up to ``max_retries`` times when its
+  worker dies. Each worker opens the checkpoint files itself, at the paths the driver planned
+  with: the files must be at the same path on every node (a shared filesystem, or the same HF
+  cache layout).
+
+A new executor is one class with ``name`` and ``map(tasks, progress)``, added to ``EXECUTORS``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, Sequence
+
+from ptlens.errors import PtlensError
+
+StepProgress = Callable[[int, str], None]
+RAY_HINT = "--executor ray needs Ray, which is not installed here: pip install 'ptlens[ray]'"
+
+
+class LocalExecutor:
+    """Every task in this process, in plan order: the streaming scan as it always ran."""
+
+    name = "local"
+
+    def map(self, tasks: Sequence, progress: StepProgress | None = None) -> list:
+        from ptlens.weights.scan import _return_freed_memory, prefetch, scan_tensor
+
+        if tasks and tasks[0].config.workers:
+            from ptlens.threads import apply
+
+            apply(tasks[0].config.workers)
+        out = []
+        with _return_freed_memory():
+            for i, task in enumerate(tasks):
+                if i + 1 < len(tasks):
+                    prefetch(tasks[i + 1])
+                out.append(scan_tensor(task, progress))
+        return out
+
+
+_MIB = 1 << 20
+_OVERHEAD = 384 * _MIB  # a worker's interpreter with torch and numba loaded
+
+
+def task_memory(task) -> int:
+    """Peak bytes one task may hold, for Ray's ``memory`` resource (scheduling, not a hard limit).
+
+    From the scan's own bounds: the element-wise pass holds one float32 chunk per checkpoint plus
+    its bit patterns; ``topk`` holds the matrices resident when they fit ``spectral_resident_mb``,
+    else a spool of one chunk per W and ΔW; ``full`` materialises W_A, W_B and ΔW with SVD
+    workspace (about 4 float32 copies of the matrix at once). Never more than a matrix's worth per
+    term, so small tensors ask for little and many run side by side.
+    """
+    cfg = task.config
+    present = [i for i in task.infos if i is not None]
+    n = len(present)
+    elems = max(i.numel for i in present) if present else 0
+    matrix = 4 * elems
+    chunk = min(cfg.chunk_mb * _MIB, matrix)
+    need = 2 * n * chunk
+    matrix_task = bool(present) and len(present[0].shape) == 2
+    if cfg.spectral == "topk" and matrix_task:
+        deltas = len(task.transitions)
+        need += max(min((n + 1) * matrix, cfg.spectral_resident_mb * _MIB), (n + deltas) * chunk)
+    elif cfg.spectral == "full" and matrix_task:
+        need += 4 * matrix
+    return _OVERHEAD + need
+
+
+def _run_task(task, threads: int):
+    """A Ray task's body: thread settings for this worker, then the pure per-tensor scan."""
+    from ptlens import threads as T
+
+    T.configure_environment(threads)  # no-spin waits for runtimes this worker has not loaded yet
+    from ptlens.weights.scan import _return_freed_memory, scan_tensor
+
+    T.apply(threads)
+    with _return_freed_memory():
+        return scan_tensor(task)
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise PtlensError(RAY_HINT) from None
+    return ray
+
+
+class RayExecutor:
+    """One Ray task per tensor, resources sized per task, retried when a worker dies."""
+
+    name = "ray"
+    task_fn = staticmethod(_run_task)  # what each Ray task runs; a subclass may wrap it
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.max_retries = max_retries
+
+    def options(self, task) -> dict:
+        """Ray resources and retry policy of one task."""
+        cpus = self.num_cpus or task.config.workers or 1
+        opts = {"num_cpus": cpus, "memory": task_memory(task), "max_retries": self.max_retries,
+                "retry_exceptions": False}  # a PtlensError (corrupt file) fails at once; a dead worker is retried
+        if task.device.startswith("cuda"):
+            opts["num_gpus"] = 1
+        return opts
+
+    def map(self, tasks: Sequence, progress: StepProgress | None = None) -> list:
+        ray = import_ray()
+        started = False
+        if not ray.is_initialized():
+            # "local": a new cluster for this run; ray.init() alone would join whatever cluster the last
+            # ``ray start`` on this machine recorded in /tmp/ray, and wait forever if that one is gone
+            ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
+            started = True
+        try:
+            remote = ray.remote(type(self).task_fn)
+            pending = {}
+            # largest first: the long tensors (embedding, head) start at once instead of ending the run alone
+            for task in sorted(tasks, key=lambda t: (-t.nbytes, t.index)):
+                opts = self.options(task)
+                run_task = _for_device(task, opts)
+                ref = remote.options(**opts).remote(run_task, opts["num_cpus"])
+                pending[ref] = task
+            out = []
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    task = pending.pop(ref)
+                    result = ray.get(ref)
+                    if progress:
+                        progress(result.bytes_read, task.name)
+                    out.append(result)
+            return out
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _for_device(task, opts: dict):
+    """A CUDA task runs on the GPU Ray gives it, which the worker sees as its first device."""
+    if "num_gpus" in opts:
+        from dataclasses import replace
+
+        return replace(task, device="cuda:0")
+    return task
+
+
+EXECUTORS: dict[str, type] = {"local": LocalExecutor, "ray": RayExecutor}
+
+
+def get_executor(name: str):
+    """An executor by its registry name; ``ray`` is checked to be importable now, before any work."""
+    cls = EXECUTORS.get(name)
+    if cls is None:
+        raise PtlensError(f"--executor must be one of {', '.join(EXECUTORS)}, not {name!r}")
+    if name == "ray":
+        import_ray()
+    return cls()
+
+
+def executor_names() -> Iterable[str]:
+    return EXECUTORS.keys()
