@@ -306,8 +306,9 @@ def test_vllm_engine_on_cpu_samples_grades_journals_and_resumes(lab, vllm, tmp_p
 
 
 def test_vllm_serves_the_shipped_lineage(vllm, tmp_path):
-    """The embedded lineage runs under the vLLM engine (its head_dim is one vLLM's CPU attention takes): the rlvr
-    checkpoint answers builtin problems, the answers are graded and scored, and most in-distribution ones are right."""
+    """The embedded lineage runs under the vLLM engine (its head_dim is one vLLM's CPU attention takes): its sft and
+    rlvr checkpoints answer builtin problems, the answers are graded and scored, and most in-distribution ones are
+    right."""
     import json as _json
 
     from ptlens.resolve.tiny import SHIPPED, shipped_manifest
@@ -315,15 +316,18 @@ def test_vllm_serves_the_shipped_lineage(vllm, tmp_path):
     manifest = _json.loads(shipped_manifest().read_text())
     if manifest["model"].get("head_dim") not in (32, 64):
         pytest.skip("shipped lineage predates head_dim 32: rerun `ptlens lab --ship`")
-    cfg = config(problems="builtin:1,2", limit=12, n_samples=2, max_new_tokens=48, temperature=0.6, top_p=0.95,
-                 engine="vllm", engine_options=VLLM_OPTIONS, batch_size=24)
-    result = run_behavior(resolve_lineage(models=[f"rlvr={SHIPPED / 'rlvr'}"]), cfg, tmp_path / "run", progress=False)
+    cfg = config(problems="builtin:1,2", limit=8, n_samples=2, max_new_tokens=48, temperature=0.6, top_p=0.95,
+                 engine="vllm", engine_options=VLLM_OPTIONS, batch_size=16)
+    lineage = resolve_lineage(models=[f"sft={SHIPPED / 'sft'}", f"rlvr={SHIPPED / 'rlvr'}"])
+    result = run_behavior(lineage, cfg, tmp_path / "run", progress=False)
     assert result.results["settings"]["engine"] == "vllm"
     samples = load_samples(tmp_path / "run")
-    assert len(samples) == 24 and all(s.mean_logprob < 0 and s.tokens > 0 for s in samples)
+    assert len(samples) == 2 * 8 * 2 and all(s.mean_logprob < 0 and s.tokens > 0 for s in samples)
     for s in samples:
         assert s.correct == grade(s.response, s.gold).correct
-    assert sum(s.correct for s in samples) / len(samples) >= 0.5, [s.response for s in samples[:4]]
+    for name in ("sft", "rlvr"):
+        mine = [s for s in samples if s.model == name]
+        assert sum(s.correct for s in mine) / len(mine) >= 0.5, [s.response for s in mine[:4]]
 
 
 @pytest.fixture()
@@ -336,6 +340,10 @@ def ray_cluster(vllm):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     temp = tempfile.mkdtemp(prefix="ptr", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    # `ray start` turns token auth on by itself when ~/.ray/auth_token exists (another Ray run may leave one), and
+    # drivers then need the same setting: this private head and every driver of the test run without auth
+    old_auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     head = subprocess.Popen([str(ray), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
                              "--block"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -362,6 +370,10 @@ def ray_cluster(vllm):
         except ProcessLookupError:
             pass
         shutil.rmtree(temp, ignore_errors=True)
+        if old_auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = old_auth
 
 
 def test_ray_data_llm_engine_on_a_local_cluster(lab, vllm, ray_cluster, tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from ptlens.errors import PtlensError
 @user_errors
 def lab(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where checkpoints and lineage.json go [default: ./ptlens-lab]."),
-    quick: bool = typer.Option(False, "--quick", help="The same pipeline with a fraction of the steps, for tests: a few minutes instead of the full run's ~7 on 2 cores."),
+    quick: bool = typer.Option(False, "--quick", help="The same pipeline with a fraction of the steps, for tests: a few minutes instead of the full run's ~14 (measured with 1 thread beside other jobs)."),
     controlled: bool = typer.Option(False, "--controlled", help="Also train two arms from the SFT checkpoint: more SFT vs GRPO, same prompts and examples."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice: data, initialisation, sampling."),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
@@ -56,12 +56,12 @@ def lab(
 def _summary(out: Console, manifest: Path) -> None:
     data = json.loads(manifest.read_text())
     t = Table(title=f"[bold]{escape(str(manifest))}[/]", title_justify="left")
-    for col in ("stage", "steps", "data", "lr", "wall s", "accuracy: greedy", "sampled"):
+    for col in ("stage", "steps", "data", "lr", "wall s", "greedy: in / held-out", "sampled: in / held-out"):
         t.add_column(col)
     for s in data["stages"]:
         f = s["facts"]
         items = ", ".join(f"{f[k]:,} {k}" for k in ("examples", "pairs", "prompts", "episodes") if f.get(k))
-        acc = [", ".join(f"{k} {v:.0%}" for k, v in by_tag.items() if k in ("in-distribution", "held-out"))
+        acc = [" / ".join(f"{by_tag[k]:.0%}" if k in by_tag else "–" for k in ("in-distribution", "held-out"))
                for by_tag in s.get("accuracy", {}).values()]
         t.add_row(s["label"], str(s.get("steps", "")), items, f"{f.get('learning_rate', 0):g}",
                   f"{s.get('wall_time_s', 0):.0f}", *acc)
