@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from ray_head import ray_head as start_ray_head
 import torch
 
 from ptlens.behavior.engines import (
@@ -331,49 +328,13 @@ def test_vllm_serves_the_shipped_lineage(vllm, tmp_path):
 
 
 @pytest.fixture()
-def ray_cluster(vllm):
+def ray_cluster(vllm, monkeypatch):
     """A real Ray head on this machine (2 CPUs, its own temp dir), stopped after the test by its process group."""
-    ray = Path(vllm["python"]).parent / "ray"
-    if not ray.exists():
-        pytest.skip(f"{ray}: no Ray CLI beside the vLLM Python (pip install 'ray[data]')")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    temp = tempfile.mkdtemp(prefix="ptr", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    # `ray start` turns token auth on by itself when ~/.ray/auth_token exists (another Ray run may leave one), and
-    # drivers then need the same setting: this private head and every driver of the test run without auth
-    old_auth = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    head = subprocess.Popen([str(ray), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-                             "--block"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while not list(Path(temp).glob("session_*/logs/raylet.out")) or not list(Path(temp).glob("session_latest")):
-            assert head.poll() is None, head.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "ray start took over 3 minutes"
-            time.sleep(1)
-        time.sleep(3)
-        yield {"address": f"127.0.0.1:{port}", "temp": Path(temp)}
-    finally:
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(head.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                head.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(head.pid, signal.SIGKILL)  # raylet, GCS and workers share the head's process group
-        except ProcessLookupError:
-            pass
-        shutil.rmtree(temp, ignore_errors=True)
-        if old_auth is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = old_auth
+    if not (Path(vllm["python"]).parent / "ray").exists():
+        pytest.skip(f"no Ray CLI beside {vllm['python']} (pip install 'ray[data]')")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the drivers ptlens starts, like the head (see ray_head)
+    with start_ray_head(vllm["python"]) as head:
+        yield head
 
 
 def test_ray_data_llm_engine_on_a_local_cluster(lab, vllm, ray_cluster, tmp_path, monkeypatch):

@@ -12,19 +12,16 @@ import json
 import os
 import pickle
 import random
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import numba
 import numpy as np
 import pytest
+from ray_head import ray_head as start_ray_head
 import torch
 
 from ptlens.errors import PtlensError
@@ -180,43 +177,11 @@ def ray_head():
     python = _ray_python()
     if python is None:
         pytest.skip("no Python with Ray: run scripts/install-vllm-cpu.sh (makes .venv-vllm) or set PTLENS_RAY_PYTHON")
-    ray = Path(python).parent / "ray"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    temp = tempfile.mkdtemp(prefix="pte", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     # workers import this checkout's ptlens; numba caches apart, since this Python's numba differs from the main one's
-    # RAY_AUTH_MODE: `ray start` turns token auth on by itself when ~/.ray/auth_token exists, and a driver then
-    # needs the same setting; this private head and its drivers run without auth, whatever is in $HOME
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_MODE": "disabled",
+    env = {"PYTHONPATH": str(REPO / "src"),
            "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / f"ptlens-numba-{Path(python).parent.parent.name}")}
-    head = subprocess.Popen([str(ray), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-                             "--block"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                            env=env)
-    try:
-        deadline = time.time() + 180
-        while not list(Path(temp).glob("session_latest/logs/raylet.out")):
-            assert head.poll() is None, head.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "ray start took over 3 minutes"
-            time.sleep(0.5)
-        probe = f"import ray; ray.init(address='127.0.0.1:{port}'); ray.shutdown()"
-        while subprocess.run([python, "-c", probe], capture_output=True, env=env, timeout=120).returncode != 0:
-            assert head.poll() is None, head.stderr.read().decode()[-2000:]  # a driver can join: the head is up
-            assert time.time() < deadline, "the Ray head did not accept a driver within 3 minutes"
-            time.sleep(1)
-        yield {"python": python, "address": f"127.0.0.1:{port}", "temp": Path(temp), "env": env}
-    finally:
-        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(head.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                head.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                pass
-        shutil.rmtree(temp, ignore_errors=True)
+    with start_ray_head(python, env, prefix="pte") as head:
+        yield head
 
 
 def _cli(head, executor: str, out: Path, address: bool) -> subprocess.CompletedProcess:
