@@ -240,7 +240,7 @@ class DyingRay(RayExecutor):
 
 
 write_tensors_csv(scan_lineage(lineage, cfg), out / "local.csv")
-write_tensors_csv(scan_lineage(lineage, cfg, executor=DyingRay(max_retries=2)), out / "ray.csv")
+write_tensors_csv(scan_lineage(lineage, cfg, executor=DyingRay(max_retries=2, driver_helps=False)), out / "ray.csv")
 print("victim", victim)
 """
 

@@ -18,7 +18,7 @@ about (SFT and RLVR; without them, the first and the last trained stage):
   unstructured update of the same ‖ΔW‖_F, stored in the same dtype, would give — when the
   scan stored ``<metric>_null``; *clear* when the two stages' null-normalised values differ
   by a stated factor. Raw magnitudes (rel_change) are *descriptive*: they follow the learning
-  rate; only magnitude per unit of optimiser travel (learning rate × steps) is compared;
+  rate, and so is magnitude per unit of optimiser travel (learning rate × steps), which has no null;
 - sample efficiency: descriptive (items of different kinds are not compared);
 - transfer: each pair of stage updates *reinforces*, *undoes* or is *unrelated* by its cosine.
 
@@ -99,7 +99,7 @@ class Criteria:
     relative_effect: float = 0.10
     """Minimum |difference| ÷ the first model's value for metrics with units (tokens, nats, answers per problem)."""
     weight_factor: float = 2.0
-    """Magnitude per unit of optimiser travel: clear when the ratio is ≥ this or ≤ its inverse."""
+    """Magnitude per unit of optimiser travel: the factor shown beside the (descriptive) ratio; no longer a decision."""
     pattern_factor: float = 1.5
     """Ratios describing where or how a stage changes the weights (breadth, focus, attention/MLP balance, stable rank,
     principal overlap), each relative to its null when stored."""
@@ -132,9 +132,9 @@ class Criteria:
             f"≥ {self.pattern_factor:g}× or ≤ 1/{self.pattern_factor:g} (breadth, output-layer focus, attention/MLP "
             f"balance, stable rank, principal overlap). A transition within {self.null_margin:.0%} of its null on every "
             "stored metric, or with no stored value changed, reads 'no change beyond rounding' and its checks are not clear.",
-            f"Magnitude (rel_change) is descriptive: it follows the learning rate and the number of steps. It is compared "
-            f"only per unit of optimiser travel, rel_change ÷ (learning rate × steps), when the stage facts give both "
-            f"for both stages: clear at ≥ {self.weight_factor:g}× or ≤ 1/{self.weight_factor:g}.",
+            "Magnitude (rel_change) is descriptive: it follows the learning rate and the number of steps. Per unit of "
+            "optimiser travel, rel_change ÷ (learning rate × steps), it is shown when the stage facts give both, and "
+            "still descriptive: it has no null, and one peak learning rate stands for different schedules.",
             f"Sample efficiency: weight change per distinct training item is descriptive when the stages count different "
             f"kinds of items (examples, pairs, prompts); between items of one kind clear at ≥ {self.efficiency_factor:g}× "
             "either way (still not a controlled comparison: data, objectives and learning rates differ).",
@@ -417,7 +417,10 @@ def magnitude_check(tr: Transitions, sa: Stage, ta: str, sb: Stage, tb: str, cri
                         "rel_change/(lr×steps)", sa.label, ra / xa, sb.label, rb / xb, criteria.weight_factor)
         ev = [Evidence(f"rel_change [{sa.label}]", ra), Evidence(f"lr × steps [{sa.label}] = {wa}", xa),
               Evidence(f"rel_change [{sb.label}]", rb), Evidence(f"lr × steps [{sb.label}] = {wb}", xb)]
-        return Check(c.name, c.outcome, ev + c.evidence, None, c.rule)
+        return Check(c.name, DESCRIBED, ev + c.evidence, None,
+                     "descriptive: no null exists for this ratio, and the peak learning rate stands for stages with "
+                     "different schedules and optimiser states, so a threshold on it would have no known false-alarm "
+                     "rate; it is shown, not decided on")
     ev = [Evidence(f"rel_change [{sa.label}]", ra), Evidence(f"rel_change [{sb.label}]", rb)]
     if ra is not None and rb is not None and ra > 0:
         ev.append(Evidence(f"ratio {sb.label}/{sa.label}", rb / ra))
@@ -434,7 +437,7 @@ def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> 
     crit = (f"Compare the two stages' whole-stage weight updates (exact, parameter-weighted), each metric divided by its "
             f"null (an unstructured update of the same size) where the scan stored one: clear when a ratio is beyond "
             f"{P:g}× (breadth, output-layer focus, attention/MLP balance, stable rank, principal overlap) or "
-            f"{criteria.weight_factor:g}× (magnitude per unit of learning rate × steps; raw magnitude is descriptive); "
+            "(magnitude, raw or per unit of learning rate × steps, is descriptive: it has no null); "
             "unexpected when a hypothesised direction (W1, W2, L1) is clearly reversed.")
     if not summary:
         return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")

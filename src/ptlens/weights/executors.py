@@ -104,10 +104,12 @@ class RayExecutor:
     name = "ray"
     task_fn = staticmethod(_run_task)  # what each Ray task runs; a subclass may wrap it
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3,
+                 driver_helps: bool = True):
         self.address = address
         self.num_cpus = num_cpus
         self.max_retries = max_retries
+        self.driver_helps = driver_helps
 
     def options(self, task) -> dict:
         """Ray resources and retry policy of one task."""
@@ -119,6 +121,13 @@ class RayExecutor:
         return opts
 
     def map(self, tasks: Sequence, progress: StepProgress | None = None) -> list:
+        """Largest tasks to Ray first; the driver itself scans the smallest ones until Ray's first result.
+
+        New Ray worker processes spend seconds importing torch and numba before their first task: the
+        driver, idle meanwhile, takes tasks from the small end of the queue (with the workers' thread
+        count, so every value is computed the same way whichever process ran it) and stops as soon as a
+        worker delivers, so that it does not compete with warm workers for the cores.
+        """
         ray = import_ray()
         started = False
         if not ray.is_initialized():
@@ -128,26 +137,57 @@ class RayExecutor:
             started = True
         try:
             remote = ray.remote(type(self).task_fn)
-            pending = {}
             # largest first: the long tensors (embedding, head) start at once instead of ending the run alone
-            for task in sorted(tasks, key=lambda t: (-t.nbytes, t.index)):
-                opts = self.options(task)
-                run_task = _for_device(task, opts)
-                ref = remote.options(**opts).remote(run_task, opts["num_cpus"])
-                pending[ref] = task
+            queue = sorted(tasks, key=lambda t: (-t.nbytes, t.index))
+            slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            pending: dict = {}
             out = []
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+            helping = self.driver_helps and not any(t.device.startswith("cuda") for t in queue)
+
+            def submit() -> None:  # keep every CPU of the cluster busy, one task queued beyond
+                while queue and len(pending) <= slots:
+                    task = queue.pop(0)
+                    opts = self.options(task)
+                    pending[remote.options(**opts).remote(_for_device(task, opts), opts["num_cpus"])] = task
+
+            def collect(timeout: float | None) -> bool:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
                 for ref in done:
                     task = pending.pop(ref)
                     result = ray.get(ref)
                     if progress:
                         progress(result.bytes_read, task.name)
                     out.append(result)
+                return bool(done)
+
+            threads_before = _torch_threads()
+            while queue or pending:
+                submit()
+                if helping and queue:
+                    if collect(0):
+                        helping = False  # a worker is up: leave the cores to the workers
+                        continue
+                    task = queue.pop()
+                    out.append(_run_task(task, self.options(task)["num_cpus"]))
+                    if progress:
+                        progress(out[-1].bytes_read, task.name)
+                else:
+                    collect(None)
+            if threads_before:
+                from ptlens.threads import apply
+
+                apply(threads_before)  # the driver's own settings again, after helping with the workers' count
             return out
         finally:
             if started:
                 ray.shutdown()
+
+
+def _torch_threads() -> int | None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def _for_device(task, opts: dict):
