@@ -427,8 +427,7 @@ def magnitude_check(tr: Transitions, sa: Stage, ta: str, sb: Stage, tb: str, cri
     why = "; ".join(f"{s.label}: no {w} in the stage facts" for s, x, w in ((sa, xa, wa), (sb, xb, wb)) if not x)
     return Check("Magnitude: relative change of the whole model", DESCRIBED if ra is not None and rb is not None
                  else NOT_MEASURED, ev, None,
-                 f"descriptive: rel_change follows the learning rate and the number of steps, so it is not compared "
-                 f"unless normalised by learning rate × steps ({why})")
+                 f"descriptive: rel_change follows the learning rate and the number of steps ({why})")
 
 
 def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> Verdict:
