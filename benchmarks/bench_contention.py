@@ -23,6 +23,14 @@ throughout, so every number is inflated and noisy), ``--args "--limit 10 --n-sam
 | after, ``--spin``* (OMP_WAIT_POLICY=ACTIVE, 2 threads) | 0 | 76.6 | 25.5 | 1.01 | 1.01 |
 | after, ``--spin``* | 1 | 136.2 | 25.5 | 1.80 | 1.01 |
 
+Remeasured later that day on a quiet machine (load ≈ 1 before each case), the defaults (``python
+benchmarks/bench_contention.py``: full ``ptlens run``, retrained lineage, cross_kl from kept nuclei):
+
+| code | competitors | wall s | CPU s (user + sys) | wall ÷ idle | CPU ÷ idle |
+|---|---|---|---|---|---|
+| after | 0 | 151.7 | 151.8 (147.6 + 4.3) | 1.00 | 1.00 |
+| after | 1 | 153.0 | 151.7 (148.4 + 3.4) | 1.01 | 1.00 |
+
 \* measured before ``--spin`` also set GOMP_SPINCOUNT/KMP_BLOCKTIME: ptlens's GOMP_SPINCOUNT=0 still
 applied, so these rows show 2 threads without spinning, not the old behaviour ("before" rows do).
 """

@@ -83,9 +83,15 @@ def _run_task(task, threads: int):
     from ptlens import threads as T
 
     T.configure_environment(threads)  # no-spin waits for runtimes this worker has not loaded yet
+    return _scan_here(task, threads)
+
+
+def _scan_here(task, threads: int):
+    """A task in this process on ``threads`` threads, the environment left as it is (the driver's share of a Ray scan)."""
+    from ptlens.threads import apply
     from ptlens.weights.scan import _return_freed_memory, scan_tensor
 
-    T.apply(threads)
+    apply(threads)
     with _return_freed_memory():
         return scan_tensor(task)
 
@@ -168,7 +174,7 @@ class RayExecutor:
                         helping = False  # a worker is up: leave the cores to the workers
                         continue
                     task = queue.pop()
-                    out.append(_run_task(task, self.options(task)["num_cpus"]))
+                    out.append(_scan_here(task, self.options(task)["num_cpus"]))
                     if progress:
                         progress(out[-1].bytes_read, task.name)
                 else:
