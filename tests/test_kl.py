@@ -207,25 +207,31 @@ def test_cross_kl_statistics_and_results_fields():
     assert "b" not in res["cross_kl"]["a"] and "b" in res["cross_ppl"]["a"]
 
 
+def _toy_lineage(root, digit_bias: float, biases, noise: float, n_problems: int):
+    """Toy chat models that like digits (plus each one's own biases) and ``n_problems`` one-line sums."""
+    import json
+
+    from ptlens.behavior.toy import make_toy_model
+
+    specs = []
+    for i, bias in enumerate(biases):
+        make_toy_model(root / f"m{i}", seed=i, logit_bias={**{c: digit_bias for c in "0123456789"}, **bias}, noise=noise)
+        specs.append(f"m{i}={root / f'm{i}'}")
+    problems = root / "p.jsonl"
+    problems.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + 2?", "answer": str(i + 2)}) + "\n"
+                                for i in range(n_problems)))
+    return specs, problems
+
+
 def test_behavior_run_stores_the_kl_of_each_response(tmp_path):
     """In a real run, each stored kl_sum is the KL along that response between the two models' sampling
     distributions, each model on its own prompt; results hold cross_kl and cross_kl_inf_share both ways."""
-    import json
-
     from transformers import AutoModelForCausalLM
 
     from ptlens.behavior.run import BehaviorConfig, load_samples, run_behavior
-    from ptlens.behavior.toy import make_toy_model
     from ptlens.resolve import resolve_lineage
 
-    digits = {c: 3.0 for c in "0123456789"}
-    specs = []
-    for i, bias in enumerate(({"</s>": 1.0}, {"4": 4.0, "</s>": 3.5})):
-        make_toy_model(tmp_path / f"m{i}", seed=i, logit_bias={**digits, **bias}, noise=0.3)
-        specs.append(f"m{i}={tmp_path / f'm{i}'}")
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + 2?", "answer": str(i + 2)}) + "\n"
-                                for i in range(2)))
+    specs, problems = _toy_lineage(tmp_path, 3.0, ({"</s>": 1.0}, {"4": 4.0, "</s>": 3.5}), 0.3, 2)
     cfg = BehaviorConfig(problems=str(problems), n_samples=2, max_new_tokens=5, batch_size=4, n_boot=50, seed=1,
                          device="cpu", engine="hf", figures=False, temperature=0.7, top_p=0.9)
     res = run_behavior(resolve_lineage(models=specs), cfg, tmp_path / "out", progress=False).results
@@ -251,21 +257,12 @@ def test_behavior_run_stores_the_kl_of_each_response(tmp_path):
 def test_kept_nuclei_give_the_kl_of_the_reloaded_sampler(tmp_path, monkeypatch):
     """cross_kl from the nuclei each sampler kept while scoring itself equals cross_kl with the sampler reloaded
     and rerun (the path a resumed run takes); the kept nuclei are removed once every score is on disk."""
-    import json
-
     from ptlens.behavior import engines
     from ptlens.behavior.run import NUCLEI_DIR, BehaviorConfig, load_samples, run_behavior
-    from ptlens.behavior.toy import make_toy_model
     from ptlens.resolve import resolve_lineage
 
-    digits = {c: 2.0 for c in "0123456789"}
-    specs = []
-    for i, bias in enumerate(({"</s>": 1.0}, {"4": 3.0, "</s>": 2.5}, {"7": 3.0, "</s>": 2.0})):
-        make_toy_model(tmp_path / f"m{i}", seed=i, logit_bias={**digits, **bias}, noise=0.4)
-        specs.append(f"m{i}={tmp_path / f'm{i}'}")
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + 2?", "answer": str(i + 2)}) + "\n"
-                                for i in range(3)))
+    specs, problems = _toy_lineage(tmp_path, 2.0, ({"</s>": 1.0}, {"4": 3.0, "</s>": 2.5}, {"7": 3.0, "</s>": 2.0}),
+                                   0.4, 3)
     cfg = BehaviorConfig(problems=str(problems), n_samples=3, max_new_tokens=6, batch_size=4, n_boot=20, seed=2,
                          device="cpu", engine="hf", figures=False, temperature=0.8, top_p=0.9)
     lineage = resolve_lineage(models=specs)
