@@ -57,7 +57,7 @@ from ptlens.behavior.grading import answer_key, grade
 from ptlens.behavior.metrics import accuracy_by_tag, compare_models, headline_indices
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import PtlensError
-from ptlens.io import write_json
+from ptlens.io import atomic_open, write_json
 from ptlens.results import files as F
 from ptlens.results.store import BEHAVIOR_SCHEMA as SCHEMA_VERSION
 from ptlens.results.store import SampleRecord, load_samples, problem_samples, save_behavior_results, write_samples
@@ -616,16 +616,12 @@ def save_nuclei(folder: Path, model: str, start: int, keys: Sequence[tuple[str, 
     have = [(k, n) for k, n in zip(keys, nuclei) if n is not None]
     if not have:
         return
-    d = folder / model
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{start:09d}.npz"
-    with open(tmp, "wb") as f:
+    with atomic_open(folder / model / f"{start:09d}.npz", "wb") as f:
         np.savez(f, problem_ids=np.array([k[0] for k, _ in have]), samples=np.array([k[1] for k, _ in have]),
                  positions=np.array([n.positions for _, n in have], dtype=np.int64),
                  widths=np.concatenate([np.diff(n.offsets.cpu().numpy()) for _, n in have]).astype(np.int64),
                  ids=np.concatenate([n.ids.cpu().numpy() for _, n in have]).astype(np.int64),
                  logp=np.concatenate([n.logp.cpu().float().numpy() for _, n in have]))
-    os.replace(tmp, d / f"{start:09d}.npz")
 
 
 def load_nuclei(folder: Path, model: str) -> dict[tuple[str, int], Nucleus]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ptlens.errors import PtlensError
+from ptlens.io import write_json
 from ptlens.lab.config import LabConfig
 from ptlens.behavior.problems import HELD_OUT, IN_DISTRIBUTION
 from ptlens.lab.data import SEED_DPO, SEED_EVAL, SEED_PRETRAIN, SEED_RL, SEED_SFT, pretrain_corpus, problems
@@ -110,12 +111,6 @@ class _Run:
 def _save_steps(total: int, count: int) -> set[int]:
     """The trajectory: ``count - 1`` evenly spaced intermediate steps (the final one is saved apart)."""
     return {round(total * i / count) for i in range(1, count)} - {0, total}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def clear_previous(root: Path) -> None:
@@ -351,7 +346,7 @@ def _run_lineage(config: LabConfig, progress: Callable[[str], None]) -> Path:
             d = c["in-distribution"][SAMPLED]
             progress(f"rlvr - sft, sampled in-distribution accuracy: {d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]")
     manifest = root / "lineage.json"
-    _write_json(manifest, {
+    write_json(manifest, {
         "manifest_version": MANIFEST_VERSION,
         "description": f"tiny lab lineage: a {n_params / 1e6:.2f}M-parameter Llama with a character tokenizer, "
                        f"trained from scratch on CPU on builtin arithmetic problems (levels "
@@ -531,7 +526,7 @@ def _run_controlled(config: LabConfig, start: Path, progress: Callable[[str], No
         "trainer": "trl.GRPOTrainer", "grpo_config": rp.options(), "history": arm.history, "role": "arm"}))
 
     manifest = root / "lineage.json"
-    _write_json(manifest, {
+    write_json(manifest, {
         "manifest_version": MANIFEST_VERSION,
         "description": "controlled comparison: from one SFT checkpoint, more SFT vs GRPO on the same prompts and "
                        "the same number of examples (compare each arm with the first checkpoint)",
