@@ -8,6 +8,11 @@ writing) and peak resident memory (ru_maxrss from wait4). Ratios are to the raw 
 ptlens's element-wise scan.
 
     python benchmarks/bench_weights.py /tmp/lin8b-2 [--skip naive,modeldelta] [--device cuda] [--json out.json]
+    python benchmarks/bench_weights.py /tmp/lin1b --labels sft,rlvr     # the seed's main case: one pair
+
+With ``--labels`` only those checkpoints are read; ptlens gets them as its ``--models`` and each
+peer runs the transitions ptlens reports (consecutive pairs, and the first checkpoint to each later
+one): one pass for a pair, five for a 4-checkpoint lineage.
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 LABELS = ["base", "sft", "dpo", "rlvr"]
-TRANSITIONS = [(0, 1), (1, 2), (2, 3), (0, 2), (0, 3)]
 
 
-def lineage_bytes(root: Path) -> int:
-    return sum(f.stat().st_size for l in LABELS for f in (root / l).glob("*.safetensors"))
+def transitions(n: int) -> list[tuple[int, int]]:
+    """The transitions ptlens reports for ``n`` checkpoints: consecutive ones, then the first to each later one."""
+    return [(i, i + 1) for i in range(n - 1)] + [(0, j) for j in range(2, n)]
+
+
+def lineage_bytes(root: Path, labels: list[str] = LABELS) -> int:
+    return sum(f.stat().st_size for l in labels for f in (root / l).glob("*.safetensors"))
 
 
 def run_measured(argv: list[str], env: dict | None = None) -> tuple[float, int, int]:
@@ -78,12 +87,15 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated: naive, modeldelta, modeldelta-nosvd, weightscope, topk")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--labels", default=",".join(LABELS), help="the checkpoints to compare, in order (default: all four)")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))
     root = a.lineage
-    files = [str(f) for l in LABELS for f in sorted((root / l).glob("*.safetensors"))]
-    total = lineage_bytes(root)
-    models = [f"{l}={root / l}" for l in LABELS]
+    labels = a.labels.split(",")
+    pairs = transitions(len(labels))
+    files = [str(f) for l in labels for f in sorted((root / l).glob("*.safetensors"))]
+    total = lineage_bytes(root, labels)
+    models = [f"{l}={root / l}" for l in labels]
     out = Path(tempfile.mkdtemp(prefix="ptlens-bench-"))
     py = sys.executable
     print(f"lineage {root}: {total / 1e9:.2f} GB in {len(files)} files; warming the page cache …", flush=True)
@@ -99,14 +111,18 @@ def main() -> None:
         rows.append((name, wall, rss, code, what, scan))
 
     add("raw read (every byte once)", [[py, "-c", RAW_READ, *files]], "read limit")
-    ptl = [py, "-m", "ptlens", "weights", "--models", *models, "--no-figures", "--device", a.device]
+    ptl = [py, "-m", "ptlens", "weights", "--models", *models, "--device", a.device]
+    n_tr = f"{len(pairs)} transition{'s' if len(pairs) > 1 else ''}"
     add("ptlens --spectral off", [ptl + ["--spectral", "off", "--output-dir", str(out / "off")]],
-        "all element-wise metrics, 5 transitions", out / "off" / "weights" / "summary.json")
+        f"all element-wise metrics and their nulls, {n_tr}; tables and figures", out / "off" / "weights" / "summary.json")
+    add("ptlens --spectral off --no-figures", [ptl + ["--spectral", "off", "--no-figures", "--output-dir", str(out / "nofig")]],
+        "the same, tables only", out / "nofig" / "weights" / "summary.json")
+    ptl = ptl + ["--no-figures"]
     if "topk" not in skip:
         add("ptlens --spectral topk", [ptl + ["--spectral", "topk", "--output-dir", str(out / "topk")]],
             "+ randomized SVD of every W and ΔW (k=16)", out / "topk" / "weights" / "summary.json")
     if "naive" not in skip:
-        add("naive: transformers load + eager diff", [[py, str(HERE / "naive_diff.py"), *[str(root / l) for l in LABELS]]],
+        add("naive: transformers load + eager diff", [[py, str(HERE / "naive_diff.py"), *[str(root / l) for l in labels]]],
             "‖Δ‖, rel. change, changed share; whole models")
     from peers import PEERS
 
@@ -116,8 +132,8 @@ def main() -> None:
         if not peer.available():
             print(f"- {key}: not installed ({peer.install_hint}); skipped")
             continue
-        argvs = [peer.command(root / LABELS[i], root / LABELS[j], out / f"{key}-{i}{j}") for i, j in TRANSITIONS]
-        add(f"{key} (pairwise × 5)", argvs, peer.equivalent)
+        argvs = [peer.command(root / labels[i], root / labels[j], out / f"{key}-{i}{j}") for i, j in pairs]
+        add(f"{key} (pairwise × {len(pairs)})", argvs, peer.equivalent)
 
     base_raw = rows[0][1]
     base_ptl = rows[1][1]

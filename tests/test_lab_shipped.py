@@ -68,7 +68,9 @@ def test_shipped_checkpoints_load_with_transformers_and_generate(manifest):
         text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
         if s["label"] == "base":  # pretraining taught worked equations in plain text, not yet to read the question
             assert re.match(r"\d+ [-+*/] \d+ = \d+\n", text), text
-        else:  # post-training taught the task and the \boxed{} answer format
+        elif s["label"] == "sft":  # the format; half its demonstrations answer without the working, as greedy may
+            assert "\\boxed{" in text, text
+        else:  # preference and RL training selected the worked answers: the task is solved
             assert text.startswith("12 + 7 = 19") and grade(text, "19").correct, (s["label"], text)
 
 
@@ -89,9 +91,9 @@ def test_trajectory_preset_gives_convergence_curves(manifest, tmp_path):
     lineage = resolve_lineage(preset="tiny-trajectory", download=False)
     assert [c.label for c in lineage.checkpoints] == ["base", "sft", "sft", "dpo", "dpo", "rlvr", "rlvr", "rlvr"]
     assert [c.path.name for c in lineage.checkpoints] == [
-        "base", "sft-step0200", "sft", "dpo-step0015", "dpo", "rlvr-step0020", "rlvr-step0040", "rlvr"]
+        "base", "sft-step0400", "sft", "dpo-step0015", "dpo", "rlvr-step0020", "rlvr-step0040", "rlvr"]
     assert [c.facts.prompts for c in lineage.checkpoints[-3:]] == [160, 320, 480]
-    assert [c.step for c in lineage.checkpoints] == [900, 200, 400, 15, 30, 20, 40, 60]
+    assert [c.step for c in lineage.checkpoints] == [900, 400, 800, 15, 30, 20, 40, 60]
     summary = write_outputs(scan_lineage(lineage, ScanConfig(spectral="off")), tmp_path, figures=False)
     curves = {t.stage: t for t in trajectories(summary)}
     assert sorted(curves) == ["dpo", "rlvr", "sft"]
@@ -115,7 +117,9 @@ def test_shipped_lineage_records_precision_tags_and_the_rlvr_comparison(manifest
         assert {"in-distribution", "held-out"} <= set(s["accuracy"]["t0.6"])
     rlvr = next(s for s in manifest["stages"] if s["label"] == "rlvr")
     assert rlvr["stored_entries_changed"] > 0 and len(rlvr["accuracy_curve"]) >= 3
-    pair = next(c for c in manifest["comparisons"] if c["pair"] == "rlvr - sft")
-    d = pair["in-distribution"]["t0.6"]
-    assert d["lo"] <= d["value"] <= d["hi"]
+    for name in ("rlvr - sft", "rlvr - dpo"):  # the RL stage does what RL does: sampled pass@1 up, interval above 0
+        pair = next(c for c in manifest["comparisons"] if c["pair"] == name)
+        d = pair["in-distribution"]["t0.6"]
+        assert 0 < d["lo"] <= d["value"] <= d["hi"], (name, d)
+    assert next(c for c in manifest["comparisons"] if c["pair"] == "rlvr - sft")["in-distribution"]["t0.6"]["value"] >= 0.10
     assert not [w for w in manifest["warnings"] if w["stage"] in ("dpo", "rlvr")], manifest["warnings"]

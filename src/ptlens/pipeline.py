@@ -201,11 +201,19 @@ def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str 
     if summary is not None:
         rep.message(f"weights: reusing {out}/{F.WEIGHT_SUMMARY} (same lineage and settings)")
         return WeightsResult(summary, True, missing)
-    prog, update = rep.weights_progress("weights")
-    with prog:
-        result = scan_lineage(lineage, cfg, progress=update, executor=executor)
-    rep.message(f"writing tables, figures and {F.WEIGHT_REPORT_MD} …")
-    return WeightsResult(write_outputs(result, out, figures=figures), False, missing)
+    # figure workers start now: their matplotlib import overlaps torch's and the scan (ptlens.figpool)
+    from ptlens.figpool import start as start_figure_pool
+
+    pool = start_figure_pool(len(F.WEIGHT_FIGURES) + 1, ["ptlens.weights.figures"]) if figures else None
+    try:
+        prog, update = rep.weights_progress("weights")
+        with prog:
+            result = scan_lineage(lineage, cfg, progress=update, executor=executor)
+        rep.message(f"writing tables, figures and {F.WEIGHT_REPORT_MD} …")
+        return WeightsResult(write_outputs(result, out, figures=figures, pool=pool), False, missing)
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 # ---------------------------------------------------------------- behaviour, mechanism, report

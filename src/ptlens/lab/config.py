@@ -51,18 +51,25 @@ class PretrainPlan:
 
 @dataclass(frozen=True)
 class SFTPlan:
-    """Question → worked solution → ``\\boxed{answer}`` with TRL's SFTTrainer, loss on the answer only.
+    """Question → demonstration with TRL's SFTTrainer, loss on the answer only.
 
-    400 steps over 12,800 examples (one epoch): with head_dim 32 the model learns to copy the question's numbers
-    late (in-distribution greedy accuracy 6% at step 100, 16% at 200, 81% at 300, 84% at 400 of this schedule),
-    and the earlier 300-step schedule, whose learning rate had decayed by then, stopped mid-way at 31%.
+    The demonstrations are uneven, as real SFT mixes are: half give the worked equations then
+    ``\\boxed{answer}``, half only the boxed answer (``answer_only_share``). The model imitates both;
+    without the working it is rarely right, so its sampled accuracy sits well below its greedy
+    one, and DPO's and GRPO's verifiable signals have a behaviour to select (docs/LAB.md: SFT alone
+    on worked solutions left GRPO nothing to improve in seven settings). 800 steps over 25,600 examples
+    (one epoch) keep 12,800 worked solutions, what the earlier all-worked 400-step schedule needed:
+    with head_dim 32 the model learns to copy the question's numbers late (greedy 6% at step 100,
+    16% at 200, 81% at 300 of that schedule).
     """
 
-    steps: int = 400
+    steps: int = 800
     batch_size: int = 32
     learning_rate: float = 1e-3
-    examples: int = 12_800
+    examples: int = 25_600
     checkpoints: int = 2
+    answer_only_share: float = 0.5
+    """Share of demonstrations that give the bare ``\\boxed{answer}`` without the working (``data.sft_targets``)."""
 
 
 @dataclass(frozen=True)

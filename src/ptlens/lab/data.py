@@ -77,6 +77,22 @@ def worked_solution(problem: Problem) -> str:
     return "\n".join(steps + [f"\\boxed{{{problem.answer}}}"])
 
 
+def answer_only(problem: Problem) -> str:
+    """A terse SFT target: the boxed answer with no working, as short answers in real instruction mixes."""
+    return f"\\boxed{{{problem.answer}}}"
+
+
+def sft_targets(probs: list[Problem], answer_only_share: float, seed: int) -> list[str]:
+    """The SFT completions: worked solutions, except a seeded ``answer_only_share`` of bare boxed answers.
+
+    Real SFT mixes hold demonstrations of uneven quality (terse answers, weaker teachers), and the
+    model imitates all of them; answering without the working is far less accurate for a model
+    this small, which is the headroom a verifier's reward finds (docs/LAB.md).
+    """
+    r = random.Random(f"ptlens-lab-sft-mix:{seed}")
+    return [answer_only(p) if r.random() < answer_only_share else worked_solution(p) for p in probs]
+
+
 def plain_solution(problem: Problem) -> str:
     """The same reasoning as pretraining text: no chat headers, no ``\\boxed``."""
     steps = solution_steps(problem.question, problem.answer)

@@ -32,7 +32,8 @@ from ptlens.errors import PtlensError
 from ptlens.io import write_json
 from ptlens.lab.config import LabConfig
 from ptlens.behavior.problems import HELD_OUT, IN_DISTRIBUTION
-from ptlens.lab.data import SEED_DPO, SEED_EVAL, SEED_PRETRAIN, SEED_RL, SEED_SFT, pretrain_corpus, problems
+from ptlens.lab.data import (SEED_DPO, SEED_EVAL, SEED_PRETRAIN, SEED_RL, SEED_SFT, answer_only, pretrain_corpus,
+                             problems, sft_targets)
 
 log = logging.getLogger("ptlens.lab")
 
@@ -242,15 +243,19 @@ def _run_lineage(config: LabConfig, progress: Callable[[str], None]) -> Path:
     # 2. sft
     sp = config.sft
     sft_problems = problems(sp.examples, SEED_SFT, seed, levels)
+    sft_texts = sft_targets(sft_problems, sp.answer_only_share, seed)
+    terse = sum(t == answer_only(p) for p, t in zip(sft_problems, sft_texts))
 
     def sft_facts(step: int) -> dict:
         return {"algorithm": "SFT (TRL SFTTrainer, loss on completion)",
                 "examples": min(len(sft_problems), step * sp.batch_size),
                 "epochs": round(step * sp.batch_size / len(sft_problems), 3), "learning_rate": sp.learning_rate,
-                "notes": "question -> worked equations -> \\boxed{answer}, in the chat template", "source": source}
+                "notes": f"question -> worked equations -> \\boxed{{answer}}, in the chat template; {terse:,} of the "
+                         f"{len(sft_texts):,} demonstrations ({terse / max(1, len(sft_texts)):.0%}) are the bare boxed "
+                         f"answer without the working", "source": source}
 
     sft_run = run_sft(model, tok, sft_problems, steps=sp.steps, batch_size=sp.batch_size, lr=sp.learning_rate,
-                      seed=seed, save_at=_save_steps(sp.steps, sp.checkpoints), progress=progress,
+                      seed=seed, targets=sft_texts, save_at=_save_steps(sp.steps, sp.checkpoints), progress=progress,
                       save=lambda step: run.save(model, "sft", step, sft_facts(step),
                                                  {"examples_seen": step * sp.batch_size}, False))
     final = run.save(model, "sft", sp.steps, sft_facts(sp.steps),
@@ -261,6 +266,7 @@ def _run_lineage(config: LabConfig, progress: Callable[[str], None]) -> Path:
     stages.append(_stage_entry(final, root, {
         "steps": sp.steps, "batch_size": sp.batch_size, "learning_rate": sp.learning_rate,
         "wall_time_s": sft_run.wall_time_s, "seed": seed, "accuracy": acc, "stored_entries_changed": changed,
+        "answer_only_demonstrations": terse,
         "trainer": "trl.SFTTrainer", "history": sft_run.history}))
     prev = final
 
@@ -494,8 +500,9 @@ def _run_controlled(config: LabConfig, start: Path, progress: Callable[[str], No
                 "epochs": round(step * ap.sft_batch_size / len(prompts), 3), "learning_rate": ap.sft_learning_rate,
                 "notes": shared, "source": source}
 
+    # more of the same SFT: demonstrations drawn like the main SFT's, answer-only share included
     arm = run_sft(model, tok, prompts, steps=steps, batch_size=ap.sft_batch_size, lr=ap.sft_learning_rate, seed=seed,
-                  save_at=_save_steps(steps, ap.checkpoints), progress=progress, name="sft-more",
+                  targets=sft_targets(prompts, config.sft.answer_only_share, seed), save_at=_save_steps(steps, ap.checkpoints), progress=progress, name="sft-more",
                   save=lambda step: run.save(model, "sft-more", step, arm_sft_facts(step),
                                              {"examples_seen": step * ap.sft_batch_size}, False))
     final = run.save(model, "sft-more", steps, arm_sft_facts(steps),

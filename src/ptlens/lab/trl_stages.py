@@ -90,13 +90,15 @@ def _train(trainer, model, start: float, steps: int, examples_seen: int, history
 
 
 def run_sft(model, tok, problems: list[Problem], *, steps: int, batch_size: int, lr: float, seed: int,
-            save_at: set[int], save: Callable[[int], None], progress: Progress, name: str = "sft") -> StageRun:
-    """Supervised fine-tuning on question → worked solution, loss on the completion only."""
+            save_at: set[int], save: Callable[[int], None], progress: Progress, name: str = "sft",
+            targets: list[str] | None = None) -> StageRun:
+    """Supervised fine-tuning on question → ``targets`` (default: the worked solutions), loss on the completion only."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    rows = [{"prompt": user_messages(p), "completion": [{"role": "assistant", "content": worked_solution(p)}]}
-            for p in problems]
+    targets = targets if targets is not None else [worked_solution(p) for p in problems]
+    rows = [{"prompt": user_messages(p), "completion": [{"role": "assistant", "content": t}]}
+            for p, t in zip(problems, targets, strict=True)]
     history: list[dict] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ptlens-lab-") as workdir:

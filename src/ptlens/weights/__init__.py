@@ -1,6 +1,19 @@
-"""Weight analysis: index and reader, pure metrics, the streaming scan, aggregates and outputs."""
+"""Weight analysis: index and reader, pure metrics, the streaming scan, aggregates and outputs.
 
-from ptlens.weights.outputs import load_summary, write_outputs
-from ptlens.weights.scan import ScanConfig, ScanResult, TensorRecord, Transition, scan_lineage
+The names below load their modules (torch, numba) on first use, so that a process needing one
+submodule, e.g. a figure worker importing :mod:`ptlens.weights.figures`, does not pay for the rest.
+"""
 
-__all__ = ["ScanConfig", "ScanResult", "TensorRecord", "Transition", "load_summary", "scan_lineage", "write_outputs"]
+_EXPORTS = {"ScanConfig": "scan", "ScanResult": "scan", "TensorRecord": "scan", "Transition": "scan",
+            "scan_lineage": "scan", "load_summary": "outputs", "write_outputs": "outputs"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"ptlens.weights.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'ptlens.weights' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -252,16 +252,31 @@ def overview(summary: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def weight_figures(summary: dict, out_dir: Path) -> dict[str, Path]:
+def _planned(summary: dict, out: Path) -> dict[str, tuple]:
+    """Every weight figure: name → (drawing function, its arguments after the summary)."""
     from ptlens.results.files import WEIGHT_FIGURES as W  # every output name is defined there
 
-    out = Path(out_dir)
-    made = {
-        "heatmap_rel_change": heatmap(summary, "rel_change", out / W["heatmap_rel_change"]),
-        "heatmap_changed_exact": heatmap(summary, "changed_exact", out / W["heatmap_changed_exact"]),
-        "layers_rel_change": layer_curves(summary, "rel_change", out / W["layers_rel_change"]),
-        "layers_changed_exact": layer_curves(summary, "changed_exact", out / W["layers_changed_exact"]),
-        "spectral": spectral_curves(summary, out / W["spectral"]),
-        "overview": overview(summary, Path(out_dir) / overview_filename(summary)),
+    return {
+        "heatmap_rel_change": (heatmap, "rel_change", out / W["heatmap_rel_change"]),
+        "heatmap_changed_exact": (heatmap, "changed_exact", out / W["heatmap_changed_exact"]),
+        "layers_rel_change": (layer_curves, "rel_change", out / W["layers_rel_change"]),
+        "layers_changed_exact": (layer_curves, "changed_exact", out / W["layers_changed_exact"]),
+        "spectral": (spectral_curves, out / W["spectral"]),
+        "overview": (overview, out / overview_filename(summary)),
     }
+
+
+def draw(name: str, summary_file: str, out_dir: str) -> str | None:
+    """One named figure from a summary stored as JSON (what a :class:`ptlens.figpool.FigurePool` worker runs)."""
+    import json
+
+    summary = json.loads(Path(summary_file).read_text())
+    func, *args = _planned(summary, Path(out_dir))[name]
+    made = func(summary, *args)
+    return None if made is None else str(made)
+
+
+def weight_figures(summary: dict, out_dir: Path) -> dict[str, Path]:
+    """Every weight figure under ``out_dir``, drawn in this process (see :func:`ptlens.weights.outputs.draw_figures`)."""
+    made = {n: func(summary, *args) for n, (func, *args) in _planned(summary, Path(out_dir)).items()}
     return {k: v for k, v in made.items() if v is not None}

@@ -80,8 +80,11 @@ def summary_dict(result: ScanResult) -> dict:
     }
 
 
-def write_outputs(result: ScanResult, out_dir: str | Path, figures: bool = True) -> dict:
-    """All weight outputs under ``out_dir``; returns the summary written to summary.json."""
+def write_outputs(result: ScanResult, out_dir: str | Path, figures: bool = True, pool=None) -> dict:
+    """All weight outputs under ``out_dir``; returns the summary written to summary.json.
+
+    ``pool``: a :class:`ptlens.figpool.FigurePool` whose workers draw the figures (started before the scan).
+    """
     from ptlens.weights.report_md import weight_report_markdown
 
     from ptlens.results.store import save_weight_summary
@@ -89,15 +92,32 @@ def write_outputs(result: ScanResult, out_dir: str | Path, figures: bool = True)
     out = Path(out_dir)
     write_tensors_csv(result, out / F.TENSORS_CSV)
     summary = summary_dict(result)
-    figs = {}
-    if figures:
-        from ptlens.weights.figures import weight_figures
-
-        figs = weight_figures(summary, out)
+    figs = draw_figures(summary, out, pool) if figures else {}
     summary["figures"] = {k: str(Path(v).relative_to(out)) for k, v in figs.items()}
     save_weight_summary(out, WeightSummary.from_dict(summary))
     write_text(out / F.WEIGHT_REPORT_MD, weight_report_markdown(summary))
     return summary
+
+
+def draw_figures(summary: dict, out: Path, pool=None) -> dict[str, Path]:
+    """The weight figures; with a :class:`ptlens.figpool.FigurePool`, drawn by its workers in parallel, so this
+    process never imports matplotlib."""
+    if pool is None:
+        from ptlens.weights.figures import weight_figures
+
+        return weight_figures(summary, out)
+    import json
+    import tempfile
+
+    names = [*F.WEIGHT_FIGURES, "overview"]
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=out, prefix=".figures-", delete=False) as f:
+        json.dump(summary, f)
+    try:
+        paths = pool.map([("ptlens.weights.figures:draw", [n, f.name, str(out)]) for n in names])
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+    return {n: Path(p) for n, p in zip(names, paths) if p is not None}
 
 
 def load_summary(out_dir: str | Path) -> dict:

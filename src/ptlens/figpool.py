@@ -1,0 +1,127 @@
+"""Figures drawn by helper processes started at launch, so that their imports overlap the scan.
+
+Drawing a run's figures costs about as much as scanning a 1B pair's weights: importing
+matplotlib, then laying out and rasterising each figure. All of it is single-threaded
+Python, while the scan before it keeps the cores busy only once torch and numba are loaded.
+A :class:`FigurePool` starts its workers when the command starts: each imports matplotlib
+and the figure module while the main process imports torch and scans, then draws figures
+sent to it as ``(function, arguments)`` jobs over a pipe, several figures at once.
+
+Every worker failure (could not start, died, raised) falls back to drawing that figure in the
+calling process, so a pool changes only when figures are drawn, never what is drawn.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+Job = tuple[str, Sequence[Any]]
+"""``("module:function", args)``: small JSON values (pass large inputs as a file's path: jobs are all written
+before any reply is read); the function returns a JSON value, e.g. the figure's path or None."""
+
+
+def _call(job: Job) -> Any:
+    target, args = job
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)(*args)
+
+
+class FigurePool:
+    """``workers`` processes that have imported ``modules`` and draw jobs in parallel."""
+
+    def __init__(self, workers: int, modules: Sequence[str]):
+        from ptlens import threads
+
+        env = dict(os.environ)
+        threads.configure_environment(1, env)  # drawing is single-threaded: no BLAS/OpenMP pools in the workers
+        env.setdefault("MPLBACKEND", "Agg")
+        self.procs: list[subprocess.Popen] = []
+        for _ in range(max(0, workers)):
+            try:
+                self.procs.append(subprocess.Popen([sys.executable, "-m", "ptlens.figpool", *modules],
+                                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1))
+            except OSError:
+                break
+
+    def map(self, jobs: Sequence[Job]) -> list[Any]:
+        """Each job's result, in order; jobs a worker could not draw are drawn here."""
+        results: list[Any] = [None] * len(jobs)
+        done = [False] * len(jobs)
+        live = [p for p in self.procs if p.poll() is None]
+        queues: list[list[int]] = [[] for _ in live]
+        for i in range(len(jobs)):
+            if live:
+                queues[i % len(live)].append(i)
+        for proc, queue in zip(live, queues):  # send everything first: the workers draw while we wait
+            try:
+                for i in queue:
+                    proc.stdin.write(json.dumps({"job": list(jobs[i])}) + "\n")
+                proc.stdin.flush()
+            except (OSError, ValueError):
+                continue
+        for proc, queue in zip(live, queues):
+            for i in queue:
+                try:
+                    reply = json.loads(proc.stdout.readline() or "null")
+                except (OSError, ValueError):
+                    reply = None
+                if reply and "result" in reply:
+                    results[i], done[i] = reply["result"], True
+                else:
+                    break  # this worker is gone or failed: its remaining jobs are drawn below
+        for i, ok in enumerate(done):
+            if not ok:
+                results[i] = _call(jobs[i])
+        return results
+
+    def close(self) -> None:
+        for p in self.procs:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs = []
+
+    def __enter__(self) -> "FigurePool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start(jobs_expected: int, modules: Sequence[str]) -> FigurePool | None:
+    """A pool sized to the figures to come and the cores free for them; None where one worker would not help."""
+    from ptlens import threads
+
+    workers = min(jobs_expected, threads.usable_cores(), 4)
+    return FigurePool(workers, modules) if workers >= 2 else None
+
+
+def _serve(modules: Sequence[str]) -> None:
+    for m in modules:
+        importlib.import_module(m)
+    for line in sys.stdin:
+        try:
+            target, args = json.loads(line)["job"]
+            reply = {"result": _call((target, args))}
+        except Exception:  # reported to the caller, which draws the figure itself
+            reply = {"error": traceback.format_exc(limit=3)}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1:])
