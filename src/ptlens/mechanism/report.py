@@ -130,7 +130,7 @@ def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict
     return {
         "transition": name,
         "first_layer": first,
-        "first_layer_text": "none" if first is None else str(first),
+        "first_layer_text": "none" if first is None else "embeddings" if first == -1 else str(first),
         "peak_kl_layer": None if peak is None else int(peak["layer"]),
         "peak_kl_text": "–" if peak is None else f"layer {peak['layer']}: {_f(_num(peak['logit_lens_kl']))}",
         "carriers": [r["part"] for r in carriers],
