@@ -1,6 +1,6 @@
 """The lab's settings as typed data: the CLI builds a ``LabConfig``, ``run_lab`` consumes it.
 
-Two profiles: the default run (at most ~10 minutes on 2 CPU cores, the one shipped with
+Two profiles: the default run (about 17 minutes with 1 thread on 2 CPU cores; the one shipped with
 ptlens) and ``quick`` (under 2 minutes, for tests: same pipeline, a fraction of the steps).
 """
 
