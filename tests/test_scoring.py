@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ptlens.behavior.engines import (HFModel, KLReference, SamplingSettings, build_prompt, derived_seed,
-                                     load_tokenizer, model_instruction, prompt_ids)
+from ptlens.behavior.engines import (SPLIT_COST, HFModel, KLReference, SamplingSettings, build_prompt,
+                                     derived_seed, load_tokenizer, model_instruction, prompt_ids, response_groups)
 from ptlens.behavior.problems import load_problems
 from ptlens.behavior.toy import make_toy_model
 
@@ -76,15 +76,16 @@ def test_response_logits_equal_the_full_pass(toys):
                 assert float((x - alone).abs().max()) <= 1e-10
 
 
-@pytest.mark.parametrize("budget", [None, 1])
-def test_scores_kl_and_nuclei_equal_the_full_pass(toys, budget):
+@pytest.mark.parametrize("budget,split_cost", [(None, SPLIT_COST), (None, 0), (1, SPLIT_COST)])
+def test_scores_kl_and_nuclei_equal_the_full_pass(toys, budget, split_cost):
     """log-prob, entropy, kept nuclei, KL against kept nuclei and against the reloaded sampler whose prompts
-    differ from the scorer's (another instruction: other lengths) — shared path vs full pass; ``budget`` 1 puts
-    every pair in a batch of its own (the full pass then runs: nothing repeats) and must change nothing."""
+    differ from the scorer's (another instruction: other lengths) — shared path vs full pass; ``split_cost`` 0
+    gives one forward pass per response length (copies of the prompt cache); ``budget`` 1 puts every pair in a
+    batch of its own (the full pass then runs: nothing repeats). Neither may change anything."""
     (a, b), tok = toys
     pairs = _pairs(tok, seed=1)
     for m in (a, b):
-        m.score_token_budget = budget or (1 << 24)
+        m.score_token_budget, m.split_cost = budget or (1 << 24), split_cost
     own_new = a.score(pairs, keep=SETTINGS)
     own_old = a.score(pairs, keep=SETTINGS, share_prompts=False)
     _assert_same(own_new, own_old, 1e-9)
@@ -101,7 +102,31 @@ def test_scores_kl_and_nuclei_equal_the_full_pass(toys, budget):
     kept = a.score([(their[tuple(p)], r) for p, r in pairs], keep=SETTINGS)
     _assert_same(b.score(pairs, KLReference(None, [], SETTINGS, nuclei=[s.nucleus for s in kept])), new, 1e-9)
     for m in (a, b):
-        m.score_token_budget = 1 << 24
+        m.score_token_budget, m.split_cost = 1 << 24, SPLIT_COST
+
+
+def test_response_groups_is_the_cheapest_split():
+    """The dynamic programme's cut equals the cheapest of every contiguous split of the sorted rows (enumerated),
+    keeps every row once, and ends at one pass when a pass costs more than any padding."""
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    for trial in range(60):
+        lengths = [rng.choice([0, 1, 3, 8, 30, 90]) + rng.randrange(3) for _ in range(rng.randrange(1, 9))]
+        cost = rng.choice([0, 5, 40, 300])
+        runs = response_groups(lengths, cost)
+        assert sorted(i for r in runs for i in r) == list(range(len(lengths)))
+        flat = [i for r in runs for i in r]
+        assert [lengths[i] for i in flat] == sorted(lengths)
+
+        def total(parts):
+            return sum(cost + len(p) * max(lengths[i] for i in p) for p in parts)
+
+        best = min(total([flat[a:b] for a, b in zip((0, *cuts), (*cuts, len(flat)))])
+                   for k in range(len(flat)) for cuts in itertools.combinations(range(1, len(flat)), k))
+        assert total(runs) == best
+    assert len(response_groups([1, 2, 90, 91], 10 ** 6)) == 1 and len(response_groups([1, 90], 0)) == 2
 
 
 def test_float32_within_rounding(toys, tmp_path):

@@ -9,6 +9,7 @@ expose.
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import json
@@ -351,6 +352,34 @@ class RowSampler:
         return out
 
 
+SPLIT_COST = 256
+"""The fixed cost of one more forward pass in padded response tokens (see :func:`response_groups`)."""
+
+
+def response_groups(lengths: Sequence[int], split_cost: float = SPLIT_COST) -> list[list[int]]:
+    """Split rows into forward passes by response length, to cut padding: every row of a pass is padded to its
+    longest response, so a batch of 16-token and 90-token responses costs 90 per row.
+
+    Rows sorted by length are cut into runs minimising Σ (``split_cost`` + rows × longest), exactly (dynamic
+    programming over the cut points); a large ``split_cost`` keeps one pass. Returns the runs as row indices,
+    shortest responses first.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: the cheapest split of the j shortest rows
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            c = best[i] + split_cost + (j - i) * lengths[order[j - 1]]
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    runs, j = [], n
+    while j > 0:
+        runs.append(order[cut[j]:j])
+        j = cut[j]
+    return runs[::-1]
+
+
 class HFModel:
     """One transformers causal LM in memory, for sampling and teacher-forced scoring; ``close`` frees it."""
 
@@ -385,6 +414,7 @@ class HFModel:
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self.score_token_budget = score_token_budget or (1 << 28 if self.device.startswith("cuda") else 1 << 24)
         self._shares_prompts = True
+        self.split_cost = SPLIT_COST
         """False once a batch found the model's cache unfit for :meth:`_shared_prompt_logits`."""
 
     def generate(self, rows: Sequence[list[int]], stop: Sequence[str], settings: SamplingSettings,
@@ -536,20 +566,35 @@ class HFModel:
         if not self._plain_cache(cache):
             self._shares_prompts = False
             return None
-        cache.batch_select_indices(torch.tensor([heads[tuple(p)] for p, _ in pairs], device=dev))
-        n = len(pairs)
-        ids = torch.full((n, width_r), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width_p + width_r), dtype=torch.long)
-        pos = torch.arange(width_r, dtype=torch.long).repeat(n, 1)
-        for i, (p, r) in enumerate(pairs):
-            mask[i, :len(p) - 1] = 1
-            pos[i] += len(p) - 1
-            if r:
-                ids[i, :len(r)] = torch.tensor([p[-1], *r[:-1]], dtype=torch.long)
-                mask[i, width_p:width_p + len(r)] = 1
-        logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                            use_cache=True, **{self._cache_kwarg: cache}).logits
-        return [logits[i, :len(r)] for i, (_, r) in enumerate(pairs)]
+        out: list[Any] = [None] * len(pairs)
+        groups = response_groups([len(r) for _, r in pairs], self.split_cost)
+        for g, rows in enumerate(groups):
+            rows = [i for i in rows if pairs[i][1]]
+            if not rows:
+                continue
+            here = cache if g == len(groups) - 1 else copy.deepcopy(cache)  # the forward appends to its cache
+            here.batch_select_indices(torch.tensor([heads[tuple(pairs[i][0])] for i in rows], device=dev))
+            width_r = max(len(pairs[i][1]) for i in rows)
+            ids = torch.full((len(rows), width_r), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width_p + width_r), dtype=torch.long)
+            pos = torch.arange(width_r, dtype=torch.long).repeat(len(rows), 1)
+            for k, i in enumerate(rows):
+                p, r = pairs[i]
+                mask[k, :len(p) - 1] = 1
+                pos[k] += len(p) - 1
+                ids[k, :len(r)] = torch.tensor([p[-1], *r[:-1]], dtype=torch.long)
+                mask[k, width_p:width_p + len(r)] = 1
+            logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                                use_cache=True, **{self._cache_kwarg: here}).logits
+            for k, i in enumerate(rows):
+                out[i] = logits[k, :len(pairs[i][1])]
+        empty = None
+        for i, (_, r) in enumerate(pairs):
+            if not r:
+                if empty is None:
+                    empty = torch.zeros((0, self.vocab_size), dtype=self.model.dtype, device=dev)
+                out[i] = empty
+        return out
 
     @property
     def _cache_kwarg(self) -> str:
