@@ -536,7 +536,8 @@ class HFModel:
         into a key/value cache (a transformers ``DynamicCache``), whose rows are then repeated to the pairs. Each
         pair's row is then the prompt's last token followed by ``response[:-1]``, with explicit positions and a
         2-D mask over [prompt slots | response slots], so its logits are exactly the full pass's logits over the
-        response (the first predicts the response's first token), up to float rounding.
+        response (the first predicts the response's first token), up to float rounding. The rows run in one or
+        more passes by response length (:func:`response_groups`: less padding), each on its own copy of the cache.
 
         None (the caller runs every pair in full) when no prompt repeats in the batch (one prompt forward more,
         nothing saved), when no response has a token, when a prompt has under 2 tokens, and when the model's cache
@@ -560,9 +561,9 @@ class HFModel:
         for p, k in heads.items():
             ids[k, :len(p) - 1] = torch.tensor(p[:-1], dtype=torch.long)
             pmask[k, :len(p) - 1] = 1
-        out = self.model.base_model(input_ids=ids.to(dev), attention_mask=pmask.to(dev), use_cache=True)
-        cache = getattr(out, "cache", None)
-        cache = getattr(out, "past_key_values", None) if cache is None else cache
+        cache = self._new_cache()
+        self.model.base_model(input_ids=ids.to(dev), attention_mask=pmask.to(dev), use_cache=True,
+                              **{self._cache_kwarg: cache})
         if not self._plain_cache(cache):
             self._shares_prompts = False
             return None
@@ -595,6 +596,17 @@ class HFModel:
                     empty = torch.zeros((0, self.vocab_size), dtype=self.model.dtype, device=dev)
                 out[i] = empty
         return out
+
+    def _new_cache(self) -> Any:
+        """An empty ``DynamicCache`` for the model, passed in explicitly: transformers 4.x returns the cache it makes
+        itself as legacy tuples; 5.x lays its layers out from the config (sliding-window ones included)."""
+        import inspect
+
+        from transformers import DynamicCache
+
+        if "config" in inspect.signature(DynamicCache.__init__).parameters:
+            return DynamicCache(config=self.model.config)
+        return DynamicCache()
 
     @property
     def _cache_kwarg(self) -> str:
