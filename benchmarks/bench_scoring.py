@@ -114,6 +114,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 res = score_all(share)
                 times.setdefault((threads, share), []).append(time.perf_counter() - t0)
+                print(f"{threads} thread(s), {'prompt once' if share else 'full'}: {times[(threads, share)][-1]:.1f} s",
+                      flush=True)
                 if share:
                     diff = max(diff, max(abs(a - b) for x, y in zip(res, old) for a, b in zip(x, y)))
                     rel = max(rel, max(abs(a - b) / max(1.0, abs(b)) for x, y in zip(res, old) for a, b in zip(x, y)))
