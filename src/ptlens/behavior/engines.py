@@ -9,6 +9,7 @@ expose.
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import json
@@ -351,6 +352,34 @@ class RowSampler:
         return out
 
 
+SPLIT_COST = 256
+"""The fixed cost of one more forward pass in padded response tokens (see :func:`response_groups`)."""
+
+
+def response_groups(lengths: Sequence[int], split_cost: float = SPLIT_COST) -> list[list[int]]:
+    """Split rows into forward passes by response length, to cut padding: every row of a pass is padded to its
+    longest response, so a batch of 16-token and 90-token responses costs 90 per row.
+
+    Rows sorted by length are cut into runs minimising Σ (``split_cost`` + rows × longest), exactly (dynamic
+    programming over the cut points); a large ``split_cost`` keeps one pass. Returns the runs as row indices,
+    shortest responses first.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: the cheapest split of the j shortest rows
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            c = best[i] + split_cost + (j - i) * lengths[order[j - 1]]
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    runs, j = [], n
+    while j > 0:
+        runs.append(order[cut[j]:j])
+        j = cut[j]
+    return runs[::-1]
+
+
 class HFModel:
     """One transformers causal LM in memory, for sampling and teacher-forced scoring; ``close`` frees it."""
 
@@ -384,6 +413,9 @@ class HFModel:
         self.eos_ids = {int(e) for e in eos} | {int(tokenizer.eos_token_id)}
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self.score_token_budget = score_token_budget or (1 << 28 if self.device.startswith("cuda") else 1 << 24)
+        self._shares_prompts = True
+        self.split_cost = SPLIT_COST
+        """False once a batch found the model's cache unfit for :meth:`_shared_prompt_logits`."""
 
     def generate(self, rows: Sequence[list[int]], stop: Sequence[str], settings: SamplingSettings,
                  seed: int | Sequence[int], streamer: Any = None) -> list[Generation]:
@@ -432,29 +464,46 @@ class HFModel:
         return [finish_generation(self.tokenizer, row, stop, max_new, self.eos_ids, pad) for row in new]
 
     def score(self, pairs: Sequence[tuple[list[int], list[int]]], kl: KLReference | None = None,
-              keep: SamplingSettings | None = None) -> list[TokenScores]:
+              keep: SamplingSettings | None = None, share_prompts: bool = True) -> list[TokenScores]:
         """Teacher-forced log-probs and full-vocabulary entropies (temperature 1) of each response after its prompt.
 
         With ``kl`` (the model that sampled the responses, with its own prompts, or its kept nuclei) each score
         also holds the per-token KL from the sampler's sampling distribution to this model's (:func:`token_kl`).
         With ``keep`` (this model's sampling settings, when it scores its own samples) each score also holds the
         response's :class:`Nucleus`, or None where it is wider than :data:`NUCLEUS_CACHE_WIDTH`.
+
+        ``share_prompts`` (default): the responses of one prompt are batched together and the prompt runs once
+        per batch (:meth:`_shared_prompt_logits`; also for the reloaded sampler's own prompts); False runs every
+        prompt + response in full, the reference the shared path is tested equal to. Same results either way,
+        to float rounding. Batches are bounded by ``score_token_budget`` as rows × (prompt + response) tokens ×
+        vocabulary, whichever path runs (the full path's logits; the shared path's are smaller).
         """
         if kl is not None and len(kl.nuclei if kl.nuclei is not None else kl.prompts) != len(pairs):
             raise ValueError("KLReference needs one sampler prompt (or nucleus) per pair")
         results: list[TokenScores | None] = [None] * len(pairs)
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        if share_prompts:  # one prompt's pairs together, shortest prompts first, shortest responses first within one
+            first: dict[tuple[int, ...], int] = {}
+            for i, (p, _) in enumerate(pairs):
+                first.setdefault(tuple(p), i)
+            order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), first[tuple(pairs[i][0])],
+                                                             len(pairs[i][1])))
+        else:
+            order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
         batches: list[list[int]] = [[]]
         per_token = self.vocab_size * (3 if kl is not None else 1)  # the sampler's logits and the KL's temporaries
+        wide_p = wide_r = 0
         for i in order:
-            width = len(pairs[i][0]) + len(pairs[i][1])
-            if batches[-1] and (len(batches[-1]) + 1) * width * per_token > self.score_token_budget:
+            p, r = pairs[i]
+            wp, wr = max(wide_p, len(p)), max(wide_r, len(r))
+            if batches[-1] and (len(batches[-1]) + 1) * (wp + wr) * per_token > self.score_token_budget:
                 batches.append([])
+                wp, wr = len(p), len(r)
             batches[-1].append(i)
+            wide_p, wide_r = wp, wr
         for batch in batches:
             if batch:
                 ref = None if kl is None else kl.subset(batch)
-                for j, s in zip(batch, self._score_batch([pairs[j] for j in batch], ref, keep)):
+                for j, s in zip(batch, self._score_batch([pairs[j] for j in batch], ref, keep, share_prompts)):
                     results[j] = s
         return results  # type: ignore[return-value]
 
@@ -469,15 +518,125 @@ class HFModel:
             mask[i, :len(s)] = 1
         return self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
 
+    def _response_logits(self, pairs: Sequence[tuple[list[int], list[int]]], share_prompts: bool = True) -> list[Any]:
+        """Per pair, the logits that predict its response: row t is the model's next-token logits after the prompt
+        and ``response[:t]``, shape (len(response), vocab) — views into one batch tensor. The shared-prompt path
+        when it applies (:meth:`_shared_prompt_logits`), else every prompt + response in full."""
+        if share_prompts:
+            out = self._shared_prompt_logits(pairs)
+            if out is not None:
+                return out
+        logits = self._logits([p + r for p, r in pairs])
+        return [logits[i, len(p) - 1:len(p) + len(r) - 1] for i, (p, r) in enumerate(pairs)]
+
+    def _shared_prompt_logits(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[Any] | None:
+        """:meth:`_response_logits` with each distinct prompt run once; None where that cannot apply or gains nothing.
+
+        Each distinct prompt but its last token runs once through the base model (no unembedding), right-padded,
+        into a key/value cache (a transformers ``DynamicCache``), whose rows are then repeated to the pairs. Each
+        pair's row is then the prompt's last token followed by ``response[:-1]``, with explicit positions and a
+        2-D mask over [prompt slots | response slots], so its logits are exactly the full pass's logits over the
+        response (the first predicts the response's first token), up to float rounding. The rows run in one or
+        more passes by response length (:func:`response_groups`: less padding), each on its own copy of the cache.
+
+        None (the caller runs every pair in full) when no prompt repeats in the batch (one prompt forward more,
+        nothing saved), when no response has a token, when a prompt has under 2 tokens, and when the model's cache
+        is not a plain full-attention ``DynamicCache`` (sliding-window, hybrid, recurrent or static caches drop or
+        keep keys differently: the repeated rows and the 2-D mask would not be the full pass). The last is learnt
+        on the first batch and remembered, so such a model pays the prompt forward once.
+        """
+        import torch
+
+        heads: dict[tuple[int, ...], int] = {}
+        for p, _ in pairs:
+            heads.setdefault(tuple(p), len(heads))
+        width_r = max(len(r) for _, r in pairs)
+        if (not self._shares_prompts or len(heads) == len(pairs) or width_r == 0
+                or min(len(p) for p in heads) < 2):
+            return None
+        dev = self.device
+        width_p = max(len(p) for p in heads) - 1
+        ids = torch.full((len(heads), width_p), self.pad_id, dtype=torch.long)
+        pmask = torch.zeros((len(heads), width_p), dtype=torch.long)
+        for p, k in heads.items():
+            ids[k, :len(p) - 1] = torch.tensor(p[:-1], dtype=torch.long)
+            pmask[k, :len(p) - 1] = 1
+        cache = self._new_cache()
+        self.model.base_model(input_ids=ids.to(dev), attention_mask=pmask.to(dev), use_cache=True,
+                              **{self._cache_kwarg: cache})
+        if not self._plain_cache(cache):
+            self._shares_prompts = False
+            return None
+        out: list[Any] = [None] * len(pairs)
+        groups = response_groups([len(r) for _, r in pairs], self.split_cost)
+        for g, rows in enumerate(groups):
+            rows = [i for i in rows if pairs[i][1]]
+            if not rows:
+                continue
+            here = cache if g == len(groups) - 1 else copy.deepcopy(cache)  # the forward appends to its cache
+            here.batch_select_indices(torch.tensor([heads[tuple(pairs[i][0])] for i in rows], device=dev))
+            width_r = max(len(pairs[i][1]) for i in rows)
+            ids = torch.full((len(rows), width_r), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width_p + width_r), dtype=torch.long)
+            pos = torch.arange(width_r, dtype=torch.long).repeat(len(rows), 1)
+            for k, i in enumerate(rows):
+                p, r = pairs[i]
+                mask[k, :len(p) - 1] = 1
+                pos[k] += len(p) - 1
+                ids[k, :len(r)] = torch.tensor([p[-1], *r[:-1]], dtype=torch.long)
+                mask[k, width_p:width_p + len(r)] = 1
+            logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                                use_cache=True, **{self._cache_kwarg: here}).logits
+            for k, i in enumerate(rows):
+                out[i] = logits[k, :len(pairs[i][1])]
+        empty = None
+        for i, (_, r) in enumerate(pairs):
+            if not r:
+                if empty is None:
+                    empty = torch.zeros((0, self.vocab_size), dtype=self.model.dtype, device=dev)
+                out[i] = empty
+        return out
+
+    def _new_cache(self) -> Any:
+        """An empty ``DynamicCache`` for the model, passed in explicitly: transformers 4.x returns the cache it makes
+        itself as legacy tuples; 5.x lays its layers out from the config (sliding-window ones included)."""
+        import inspect
+
+        from transformers import DynamicCache
+
+        if "config" in inspect.signature(DynamicCache.__init__).parameters:
+            return DynamicCache(config=self.model.config)
+        return DynamicCache()
+
+    @property
+    def _cache_kwarg(self) -> str:
+        """What the model's forward calls its cache argument (``past_key_values`` before transformers 5.x's ``cache``)."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def _plain_cache(self, cache: Any) -> bool:
+        """Whether ``cache`` is a full-attention ``DynamicCache`` whose rows can be repeated (every layer keeps every key)."""
+        from transformers import DynamicCache
+
+        if type(cache) is not DynamicCache or not hasattr(cache, "batch_select_indices"):
+            return False
+        layers = getattr(cache, "layers", None)
+        if layers is not None:  # transformers ≥ 4.56: one cache layer object per layer
+            from transformers.cache_utils import DynamicLayer
+
+            return all(type(layer) is DynamicLayer for layer in layers)
+        return not getattr(self.model.config.get_text_config(), "sliding_window", None)
+
     def _score_batch(self, pairs: Sequence[tuple[list[int], list[int]]], kl: KLReference | None = None,
-                     keep: SamplingSettings | None = None) -> list[TokenScores]:
+                     keep: SamplingSettings | None = None, share_prompts: bool = True) -> list[TokenScores]:
         import torch
 
         with torch.inference_mode():
-            logits = self._logits([p + r for p, r in pairs])
+            logits = self._response_logits(pairs, share_prompts)
             ref_logits = None
             if kl is not None and kl.nuclei is None:
-                ref_logits = kl.model._logits([q + r for q, (_, r) in zip(kl.prompts, pairs)])
+                ref_logits = kl.model._response_logits([(q, r) for q, (_, r) in zip(kl.prompts, pairs)], share_prompts)
             out = []
             for i, (p, r) in enumerate(pairs):
                 if not r:
@@ -486,20 +645,18 @@ class HFModel:
                     out.append(TokenScores(0.0, 0.0, 0, 0.0 if kl is not None else None, 0 if kl is not None else None,
                                            empty))
                     continue
-                lg = logits[i, len(p) - 1:len(p) + len(r) - 1].float()
+                mine = logits[i]
+                lg = mine.float()
                 logp = torch.log_softmax(lg, dim=-1)
                 target = torch.tensor(r, device=lg.device)
                 lp = logp.gather(1, target[:, None]).sum()
                 ent = -(logp.exp() * logp).sum(-1).sum()
                 kl_sum = kl_inf = nucleus = None
-                mine = logits[i, len(p) - 1:len(p) + len(r) - 1]
                 if kl is not None:
                     if kl.nuclei is not None:
                         ref = kl.nuclei[i]
                     else:
-                        q = len(kl.prompts[i])
-                        ref = nucleus_of(ref_logits[i, q - 1:q + len(r) - 1].to(lg.device),
-                                         kl.settings.temperature, kl.settings.top_p)
+                        ref = nucleus_of(ref_logits[i].to(lg.device), kl.settings.temperature, kl.settings.top_p)
                     per_token, infinite = nucleus_kl(ref, mine, kl.settings.temperature, kl.settings.top_p,
                                                      kl.smoothing)
                     kl_sum, kl_inf = float(per_token.sum()), int(infinite.sum())
