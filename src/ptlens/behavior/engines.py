@@ -365,15 +365,19 @@ def response_groups(lengths: Sequence[int], split_cost: float = SPLIT_COST) -> l
     shortest responses first.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    n = len(order)
-    best = [0.0] + [float("inf")] * n  # best[j]: the cheapest split of the j shortest rows
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        for i in range(j):
+    # a cut between two rows of equal length only adds a pass: cut between distinct lengths only, O(distinct²)
+    ends = [j for j in range(1, len(order) + 1) if j == len(order) or lengths[order[j]] != lengths[order[j - 1]]]
+    best = {0: 0.0}  # best[j]: the cheapest split of the j shortest rows, j a run end
+    cut = {0: 0}
+    for j in ends:
+        best[j] = float("inf")
+        for i in [0, *ends]:
+            if i >= j:
+                break
             c = best[i] + split_cost + (j - i) * lengths[order[j - 1]]
             if c < best[j]:
                 best[j], cut[j] = c, i
-    runs, j = [], n
+    runs, j = [], len(order)
     while j > 0:
         runs.append(order[cut[j]:j])
         j = cut[j]
