@@ -52,31 +52,45 @@ class FigurePool:
                 break
 
     def map(self, jobs: Sequence[Job]) -> list[Any]:
-        """Each job's result, in order; jobs a worker could not draw are drawn here."""
+        """Each job's result, in order; jobs a worker could not draw are drawn here.
+
+        Jobs go out one per worker and the next one to whichever worker answers first, so a slow figure
+        does not hold back the ones queued behind it (list the slowest first).
+        """
+        import select
+
         results: list[Any] = [None] * len(jobs)
         done = [False] * len(jobs)
-        live = [p for p in self.procs if p.poll() is None]
-        queues: list[list[int]] = [[] for _ in live]
-        for i in range(len(jobs)):
-            if live:
-                queues[i % len(live)].append(i)
-        for proc, queue in zip(live, queues):  # send everything first: the workers draw while we wait
-            try:
-                for i in queue:
+        queue = list(range(len(jobs)))
+        busy: dict[int, tuple[subprocess.Popen, int]] = {}  # stdout fd → (worker, job)
+
+        def send(proc: subprocess.Popen) -> None:
+            while queue:
+                i = queue.pop(0)
+                try:
                     proc.stdin.write(json.dumps({"job": list(jobs[i])}) + "\n")
-                proc.stdin.flush()
-            except (OSError, ValueError):
-                continue
-        for proc, queue in zip(live, queues):
-            for i in queue:
+                    proc.stdin.flush()
+                except (OSError, ValueError):  # this worker is gone: its job is drawn below, it gets no other
+                    return
+                busy[proc.stdout.fileno()] = (proc, i)
+                return
+
+        for proc in self.procs:
+            if proc.poll() is None:
+                send(proc)
+        while busy:
+            ready, _, _ = select.select(list(busy), [], [])
+            for fd in ready:
+                proc, i = busy.pop(fd)
                 try:
                     reply = json.loads(proc.stdout.readline() or "null")
                 except (OSError, ValueError):
                     reply = None
                 if reply and "result" in reply:
                     results[i], done[i] = reply["result"], True
-                else:
-                    break  # this worker is gone or failed: its remaining jobs are drawn below
+                    send(proc)
+                elif reply is None:  # died: stop using it
+                    proc.kill()
         for i, ok in enumerate(done):
             if not ok:
                 results[i] = _call(jobs[i])

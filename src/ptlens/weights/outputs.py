@@ -109,15 +109,15 @@ def draw_figures(summary: dict, out: Path, pool=None) -> dict[str, Path]:
     import json
     import tempfile
 
-    names = [*F.WEIGHT_FIGURES, "overview"]
+    names = ["overview", *F.WEIGHT_FIGURES]  # the four-panel overview is the slowest: first out
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=out, prefix=".figures-", delete=False) as f:
         json.dump(summary, f)
     try:
-        paths = pool.map([("ptlens.weights.figures:draw", [n, f.name, str(out)]) for n in names])
+        paths = dict(zip(names, pool.map([("ptlens.weights.figures:draw", [n, f.name, str(out)]) for n in names])))
     finally:
         Path(f.name).unlink(missing_ok=True)
-    return {n: Path(p) for n, p in zip(names, paths) if p is not None}
+    return {n: Path(paths[n]) for n in [*F.WEIGHT_FIGURES, "overview"] if paths[n] is not None}
 
 
 def load_summary(out_dir: str | Path) -> dict:
