@@ -71,3 +71,19 @@ def test_weights_command_leaves_matplotlib_to_the_workers(tmp_path):
                           "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
     assert (tmp_path / "out" / F.WEIGHT_FIGURES["heatmap_rel_change"]).is_file()
+
+
+def test_a_prestarted_pool_is_the_one_start_returns_once(monkeypatch):
+    from ptlens import threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(figpool, "_PRESTARTED", {})
+    figpool.prestart(6, ["ptlens.weights.figures"])
+    early = figpool._PRESTARTED[("ptlens.weights.figures",)]
+    try:
+        assert figpool.start(6, ["ptlens.weights.figures"]) is early and len(early.procs) == 2
+        later = figpool.start(6, ["ptlens.weights.figures"])  # taken: the next caller gets a pool of its own
+        assert later is not early
+        later.close()
+    finally:
+        early.close()

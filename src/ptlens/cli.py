@@ -144,6 +144,10 @@ def weights(
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
 ) -> None:
     """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report."""
+    if figures:  # before torch is imported: cheap to start, and the workers' imports overlap ours
+        from ptlens import figpool
+
+        figpool.prestart(len(F.WEIGHT_FIGURES) + 1, ["ptlens.weights.figures"])
     from ptlens.pipeline import run_weights
     from ptlens.weights import ScanConfig
 
