@@ -502,7 +502,8 @@ def _run_controlled(config: LabConfig, start: Path, progress: Callable[[str], No
 
     # more of the same SFT: demonstrations drawn like the main SFT's, answer-only share included
     arm = run_sft(model, tok, prompts, steps=steps, batch_size=ap.sft_batch_size, lr=ap.sft_learning_rate, seed=seed,
-                  targets=sft_targets(prompts, config.sft.answer_only_share, seed), save_at=_save_steps(steps, ap.checkpoints), progress=progress, name="sft-more",
+                  targets=sft_targets(prompts, config.sft.answer_only_share, seed),
+                  save_at=_save_steps(steps, ap.checkpoints), progress=progress, name="sft-more",
                   save=lambda step: run.save(model, "sft-more", step, arm_sft_facts(step),
                                              {"examples_seen": step * ap.sft_batch_size}, False))
     final = run.save(model, "sft-more", steps, arm_sft_facts(steps),
