@@ -114,7 +114,8 @@ def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict
                     and (_num(r.get("acc_recovered_lo_fw", r.get("acc_recovered_lo"))) or -1) >= CARRY_SHARE]
     sentences = []
     if first is not None:
-        sentences.append(f"Activations first move at layer {first}" + (" (the embeddings)" if first == -1 else "")
+        sentences.append(("Activations first move at the embeddings" if first == -1 else
+                          f"Activations first move at layer {first}")
                          + (f"; the readout changes most at layer {peak['layer']} (logit-lens KL "
                             f"{_f(_num(peak['logit_lens_kl']))} nats/token)" if peak else ""))
     else:
