@@ -73,17 +73,33 @@ def test_weights_command_leaves_matplotlib_to_the_workers(tmp_path):
     assert (tmp_path / "out" / F.WEIGHT_FIGURES["heatmap_rel_change"]).is_file()
 
 
-def test_a_prestarted_pool_is_the_one_start_returns_once(monkeypatch):
+def _pool_workers() -> list[int]:
+    """Processes of ours that serve a figure pool (their parent is this test process)."""
+    import os
+
+    mine = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+            cmd = open(f"/proc/{pid}/cmdline").read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and "ptlens.figpool" in cmd:
+            mine.append(int(pid))
+    return mine
+
+
+def test_the_weights_command_closes_its_pool_on_errors_too(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
     from ptlens import threads
+    from ptlens.cli import app
 
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(figpool, "_PRESTARTED", {})
-    figpool.prestart(6, ["ptlens.weights.figures"])
-    early = figpool._PRESTARTED[("ptlens.weights.figures",)]
-    try:
-        assert figpool.start(6, ["ptlens.weights.figures"]) is early and len(early.procs) == 2
-        later = figpool.start(6, ["ptlens.weights.figures"])  # taken: the next caller gets a pool of its own
-        assert later is not early
-        later.close()
-    finally:
-        early.close()
+    started = []
+    real = figpool.FigurePool.__init__
+    monkeypatch.setattr(figpool.FigurePool, "__init__", lambda self, *a: started.append(self) or real(self, *a))
+    res = CliRunner().invoke(app, ["weights", "--models", f"a={tmp_path / 'missing'}", "--output-dir",
+                                   str(tmp_path / "out")])
+    assert res.exit_code != 0 and len(started) == 1  # a pool was started, then the lineage failed to resolve
+    assert _pool_workers() == []

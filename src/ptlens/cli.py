@@ -144,25 +144,29 @@ def weights(
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
 ) -> None:
     """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report."""
-    if figures:  # before torch is imported: cheap to start, and the workers' imports overlap ours
-        from ptlens import figpool
-
-        figpool.prestart(len(F.WEIGHT_FIGURES) + 1, ["ptlens.weights.figures"])
-    from ptlens.pipeline import run_weights
-    from ptlens.weights import ScanConfig
-
     if workers is not None and workers < 1:
         raise PtlensError(f"--workers must be at least 1, got {workers}")
-    cfg = ScanConfig(spectral=spectral, k=k, tolerance=tolerance, layer_pattern=layer_pattern, device=device,
-                     workers=workers, allow_pickle=allow_pickle)
-    cfg.validate()
-    from ptlens.weights.executors import get_executor  # imports torch: not at CLI start-up
+    from ptlens import figpool
 
-    ex = get_executor(executor)
-    check_output_dir(output_dir)
-    lineage = lineage_from_options(preset, models, extra, allow_pickle)
-    w = run_weights(lineage, cfg, output_dir, figures=figures, allow_missing=allow_missing, reporter=ConsoleReporter(),
-                    executor=ex)
+    # the figure workers start before torch is imported: cheap to start, and their imports overlap ours
+    pool = figpool.start(len(F.WEIGHT_FIGURES) + 1, ["ptlens.weights.figures"]) if figures else None
+    try:
+        from ptlens.pipeline import run_weights
+        from ptlens.weights import ScanConfig
+
+        cfg = ScanConfig(spectral=spectral, k=k, tolerance=tolerance, layer_pattern=layer_pattern, device=device,
+                         workers=workers, allow_pickle=allow_pickle)
+        cfg.validate()
+        from ptlens.weights.executors import get_executor  # imports torch: not at CLI start-up
+
+        ex = get_executor(executor)
+        check_output_dir(output_dir)
+        lineage = lineage_from_options(preset, models, extra, allow_pickle)
+        w = run_weights(lineage, cfg, output_dir, figures=figures, allow_missing=allow_missing,
+                        reporter=ConsoleReporter(), executor=ex, figure_pool=pool)
+    finally:
+        if pool is not None:
+            pool.close()
     print_weight_summary(w.summary, output_dir, w.missing)
 
 

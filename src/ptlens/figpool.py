@@ -116,32 +116,15 @@ class FigurePool:
         self.close()
 
 
-_PRESTARTED: dict[tuple[str, ...], FigurePool | None] = {}
+def start(jobs_expected: int, modules: Sequence[str]) -> FigurePool | None:
+    """A pool sized to the figures to come and the cores free for them; None where one worker would not help.
 
-
-def _new(jobs_expected: int, modules: Sequence[str]) -> FigurePool | None:
+    Start it as early as the caller can, before importing torch (cheap to start, and the workers' imports
+    overlap the caller's), and close it when done (a ``with`` block): whoever starts a pool owns it."""
     from ptlens import threads
 
     workers = min(jobs_expected, threads.usable_cores(), 4)
     return FigurePool(workers, modules) if workers >= 2 else None
-
-
-def prestart(jobs_expected: int, modules: Sequence[str]) -> None:
-    """Start the pool a later :func:`start` with the same modules takes: called first thing by a command, before
-    it imports torch, so that starting the workers is cheap and their imports overlap the command's own.
-    A pool never taken ends with the process (its workers stop when their input closes)."""
-    key = tuple(modules)
-    if key not in _PRESTARTED:
-        _PRESTARTED[key] = _new(jobs_expected, modules)
-
-
-def start(jobs_expected: int, modules: Sequence[str]) -> FigurePool | None:
-    """A pool sized to the figures to come and the cores free for them (the prestarted one if there is one);
-    None where one worker would not help."""
-    key = tuple(modules)
-    if key in _PRESTARTED:
-        return _PRESTARTED.pop(key)
-    return _new(jobs_expected, modules)
 
 
 def _serve(modules: Sequence[str]) -> None:

@@ -183,11 +183,13 @@ def stored_weights(lineage, cfg: "ScanConfig", output_dir: Path) -> Optional[dic
 
 def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str | Path = "analysis_results", *,
                 figures: bool = True, allow_missing: bool = False, reuse: bool = False,
-                reporter: Optional[Reporter] = None, executor: Any = "local") -> WeightsResult:
+                reporter: Optional[Reporter] = None, executor: Any = "local", figure_pool: Any = None) -> WeightsResult:
     """Scan every tensor of the lineage once; write tensors.csv, summary.json, figures, weight_analysis_report.md.
 
     ``reuse``: return the stored summary instead when it was made from this lineage with these settings.
     ``executor``: where the per-tensor tasks run (a name in ``ptlens.weights.executors.EXECUTORS`` or an executor).
+    ``figure_pool``: a :class:`ptlens.figpool.FigurePool` the caller started early and closes; else one is started
+    here, before the scan, and closed after the figures.
     """
     from ptlens.weights import ScanConfig, scan_lineage, write_outputs
 
@@ -204,7 +206,8 @@ def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str 
     # figure workers start now: their matplotlib import overlaps torch's and the scan (ptlens.figpool)
     from ptlens.figpool import start as start_figure_pool
 
-    pool = start_figure_pool(len(F.WEIGHT_FIGURES) + 1, ["ptlens.weights.figures"]) if figures else None
+    own = figure_pool is None and figures
+    pool = start_figure_pool(len(F.WEIGHT_FIGURES) + 1, ["ptlens.weights.figures"]) if own else figure_pool
     try:
         prog, update = rep.weights_progress("weights")
         with prog:
@@ -212,7 +215,7 @@ def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str 
         rep.message(f"writing tables, figures and {F.WEIGHT_REPORT_MD} …")
         return WeightsResult(write_outputs(result, out, figures=figures, pool=pool), False, missing)
     finally:
-        if pool is not None:
+        if own and pool is not None:
             pool.close()
 
 
