@@ -31,9 +31,11 @@ def main() -> None:
     import transformers
     from transformers import set_seed
 
+    from ptlens.behavior.problems import IN_DISTRIBUTION
     from ptlens.lab.config import DPOPlan, GRPOPlan, SFTPlan
     from ptlens.lab.data import SEED_DPO, SEED_EVAL, SEED_RL, SEED_SFT, problems, sft_targets
     from ptlens.lab.model import generate, load_model, sample_correct, save_checkpoint
+    from ptlens.lab.runner import EVAL_TEMPERATURE, EVAL_TOP_P, SAMPLED, stage_comparisons
     from ptlens.lab.tokenizer import build_tokenizer
     from ptlens.lab.trl_stages import run_dpo, run_grpo, run_sft, sample_pairs
     from ptlens.resolve.tiny import SHIPPED
@@ -44,26 +46,30 @@ def main() -> None:
     grpo_over = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     sp = replace(SFTPlan(), **(json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}))
     tok = build_tokenizer()
-    ev = problems(200, SEED_EVAL, 0, (1, 2))
+    ev = problems(200, SEED_EVAL, 0, (1, 2))  # tagged in-distribution, as the lab's eval set
     t0 = time.time()
     quiet = dict(save_at=set(), save=lambda _step: None, progress=lambda _msg: None)
 
     def log(*a):
         print(f"{time.time() - t0:6.0f}s", *a, flush=True)
 
-    def evaluate(m):
-        g = np.array(sample_correct(m, tok, ev, 48, seed=0), float)
-        s = np.array(sample_correct(m, tok, ev, 48, 0.6, 0.95, 4, 0), float) / 4
+    per_problem: dict[str, dict[str, list[int]]] = {}
+
+    def evaluate(name, m):
+        """The lab's own evaluation (greedy, and 4 samples at T 0.6 / top-p 0.95), kept for stage_comparisons."""
+        per_problem[name] = {"greedy": sample_correct(m, tok, ev, 48, seed=0),
+                             "sampled": sample_correct(m, tok, ev, 48, EVAL_TEMPERATURE, EVAL_TOP_P, 4, 0)}
         set_seed(1)
-        texts = generate(m, tok, ev[:100], max_new_tokens=48, temperature=0.6, top_p=0.95, num_return_sequences=4)
+        texts = generate(m, tok, ev[:100], max_new_tokens=48, temperature=EVAL_TEMPERATURE, top_p=EVAL_TOP_P,
+                         num_return_sequences=4)
         no_working = np.mean([t.strip().startswith("\\boxed") for ts in texts for t in ts])
-        return g, s, no_working
+        g, s = np.mean(per_problem[name]["greedy"]), np.mean(per_problem[name]["sampled"]) / 4
+        return f"greedy {g:.3f} sampled {s:.3f} no working {no_working:.3f}"
 
     def diff(a, b):
-        d = b - a
-        rng = np.random.default_rng(0)
-        boots = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(2000)]
-        return f"{d.mean():+.3f} [{np.percentile(boots, 2.5):+.3f}, {np.percentile(boots, 97.5):+.3f}]"
+        """Paired sampled difference b − a with the lab's estimator (``ptlens.lab.runner.stage_comparisons``)."""
+        d = stage_comparisons(ev, per_problem, 4, 0, [(a, b)])[0][IN_DISTRIBUTION][SAMPLED]
+        return f"{d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
 
     def stored(m):  # what the next stage starts from: the bf16 checkpoint, upcast
         for p in m.parameters():
@@ -76,17 +82,14 @@ def main() -> None:
     run_sft(m, tok, probs, steps=sp.steps, batch_size=sp.batch_size, lr=sp.learning_rate, seed=0,
             targets=sft_targets(probs, share, 0), **quiet)
     save_checkpoint(stored(m), tok, out / "sft", {}, {})
-    gs, ss, ns = evaluate(m)
-    log("sft greedy", gs.mean().round(3), "sampled", ss.mean().round(3), "no working", ns.round(3))
+    log("sft", evaluate("sft", m))
     dp = DPOPlan()
     pairs, stats = sample_pairs(m, tok, problems(dp.prompts, SEED_DPO, 0, (1, 2)), dp.samples_per_prompt, 48, 0,
                                 dp.temperature)
     run_dpo(m, tok, pairs, steps=dp.steps, batch_size=dp.batch_size, lr=dp.learning_rate, beta=dp.beta,
             loss_type=dp.loss_type, loss_weights=dp.loss_weights, seed=0, **quiet)
     save_checkpoint(stored(m), tok, out / "dpo", {}, {})
-    gd, sd, nd = evaluate(m)
-    log("dpo", stats["pairs"], "pairs; greedy", gd.mean().round(3), "sampled", sd.mean().round(3), "no working",
-        nd.round(3), "vs sft", diff(ss, sd))
+    log("dpo", stats["pairs"], "pairs;", evaluate("dpo", m), "vs sft", diff("sft", "dpo"))
     rp = GRPOPlan()
     kw = dict(steps=rp.steps, prompts_per_step=rp.prompts_per_step, generations=rp.generations, lr=rp.learning_rate,
               beta=rp.beta, temperature=rp.temperature, max_completion_length=rp.max_completion_length)
@@ -94,10 +97,8 @@ def main() -> None:
     rl = run_grpo(m, tok, problems(rp.prompts, SEED_RL, 0, (1, 2)), seed=0, reward=rp.reward, **kw, **rp.options(),
                   **quiet)
     save_checkpoint(stored(m), tok, out / "rlvr", {}, {})
-    gr, sr, nr = evaluate(m)
     rw = [h["reward"] for h in rl.history if "reward" in h]
-    log("rlvr greedy", gr.mean().round(3), "sampled", sr.mean().round(3), "no working", nr.round(3),
-        "vs sft", diff(ss, sr), "vs dpo", diff(sd, sr),
+    log("rlvr", evaluate("rlvr", m), "vs sft", diff("sft", "rlvr"), "vs dpo", diff("dpo", "rlvr"),
         "reward first/last 10", round(float(np.mean(rw[:10])), 3), round(float(np.mean(rw[-10:])), 3), json.dumps(kw))
 
 

@@ -54,7 +54,7 @@ def test_dead_or_failing_workers_fall_back_to_drawing_here(tmp_path):
 def test_no_pool_where_one_worker_would_not_help(monkeypatch):
     from ptlens import threads
 
-    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    monkeypatch.setattr(threads, "free_cores", lambda *a, **k: 1)
     assert figpool.start(6, ["ptlens.weights.figures"]) is None
     assert figpool.start(1, ["ptlens.weights.figures"]) is None
 
@@ -63,7 +63,7 @@ def test_weights_command_leaves_matplotlib_to_the_workers(tmp_path):
     from weights_helpers import base_weights, write_lineage
 
     args = write_lineage(tmp_path / "lin", {"a": base_weights(seed=0), "b": base_weights(seed=1)})
-    code = ("import sys; from ptlens.cli import app; from ptlens import threads; threads.usable_cores = lambda: 2\n"
+    code = ("import sys; from ptlens.cli import app; from ptlens import threads; threads.free_cores = lambda *a, **k: 2\n"
             "try: app(sys.argv[1:])\n"
             "except SystemExit as e: assert not e.code, e.code\n"
             "print('matplotlib' in sys.modules)")
@@ -95,7 +95,7 @@ def test_the_weights_command_closes_its_pool_on_errors_too(tmp_path, monkeypatch
     from ptlens import threads
     from ptlens.cli import app
 
-    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "free_cores", lambda *a, **k: 2)
     started = []
     real = figpool.FigurePool.__init__
     monkeypatch.setattr(figpool.FigurePool, "__init__", lambda self, *a: started.append(self) or real(self, *a))

@@ -123,7 +123,7 @@ def start(jobs_expected: int, modules: Sequence[str]) -> FigurePool | None:
     overlap the caller's), and close it when done (a ``with`` block): whoever starts a pool owns it."""
     from ptlens import threads
 
-    workers = min(jobs_expected, threads.usable_cores(), 4)
+    workers = min(jobs_expected, threads.free_cores(), 4)  # cores other work leaves free: on a busy machine, none
     return FigurePool(workers, modules) if workers >= 2 else None
 
 

@@ -10,6 +10,7 @@ expose.
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import hashlib
 import json
@@ -612,7 +613,7 @@ class HFModel:
             return DynamicCache(config=self.model.config)
         return DynamicCache()
 
-    @property
+    @functools.cached_property
     def _cache_kwarg(self) -> str:
         """What the model's forward calls its cache argument (``past_key_values`` before transformers 5.x's ``cache``)."""
         import inspect
