@@ -10,6 +10,7 @@ machine and the rate the topk pass achieves on its own products (issue #14).
 
     python benchmarks/bench_spectral.py                      # the table in docs/validation/weights.md
     python benchmarks/bench_spectral.py --sizes 512x1024 --no-full --threads 1
+    python benchmarks/bench_spectral.py --sizes 4096x14336 --oversample 48 --power-iters 2 --no-full --no-old
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from ptlens.weights import metrics as M
+from ptlens.weights import spectral as SP
 
 
 def chunks(A: torch.Tensor, step: int = 1024):
@@ -107,6 +108,9 @@ def main() -> None:
     ap.add_argument("--kinds", default="gaussian,lowrank+noise,powerlaw")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-full", action="store_true", help="skip timing the exact SVD")
+    ap.add_argument("--oversample", type=int, default=10, help="ℓ = 16 + this: the sketch's columns")
+    ap.add_argument("--power-iters", type=int, default=4, help="q: the pass reads each matrix 2q + 2 times")
+    ap.add_argument("--no-old", action="store_true", help="skip the previous algorithm")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,23 +123,26 @@ def main() -> None:
             A = matrix(kind, m, n)
             ref, frob2 = reference(A)
             t = time.perf_counter()
-            low = M.randomized_svd(chunks(A), (m, n), 16, materialize_below=0)
+            low = SP.randomized_svd(chunks(A), (m, n), 16, materialize_below=0, oversample=args.oversample,
+                                    power_iters=args.power_iters)
             t_topk = time.perf_counter() - t
             S = low.S.double().numpy()
             raw = low.history[-1].double().numpy()
             covered = bool(np.all(np.abs(S - ref) <= low.err.double().numpy()))
             cover_ratio = float(np.max(np.abs(S - ref) / np.maximum(low.err.double().numpy(), 1e-30)))
             t = time.perf_counter()
-            old = power_iteration_svd(chunks(A), (m, n), 16).double().numpy()
+            old = ref if args.no_old else power_iteration_svd(chunks(A), (m, n), 16).double().numpy()
             t_old = time.perf_counter() - t
             res = {"size": size, "kind": kind, "topk": errors(S, ref, frob2), "raw_ritz": errors(raw, ref, frob2),
                    "old_power": errors(old, ref, frob2), "covered": covered, "max_true_over_est": cover_ratio,
                    "seconds_topk": t_topk, "seconds_old": t_old,
-                   "topk_gflops": krylov_flops(m, n) / t_topk / 1e9}
-            for name, e, sec, cov in (("topk (block Krylov q=4, extrapolated)", res["topk"], t_topk,
+                   "topk_gflops": krylov_flops(m, n, oversample=args.oversample, q=args.power_iters) / t_topk / 1e9}
+            label = f"topk (block Krylov ℓ={16 + args.oversample}, q={args.power_iters}, extrapolated)"
+            for name, e, sec, cov in ((label, res["topk"], t_topk,
                                        f"{'yes' if covered else 'no'} ({cover_ratio:.2f})"),
                                       ("raw Ritz values of the same pass", res["raw_ritz"], t_topk, "–"),
-                                      ("previous topk (3 power iterations)", res["old_power"], t_old, "–")):
+                                      *(() if args.no_old else
+                                        (("previous topk (3 power iterations)", res["old_power"], t_old, "–"),))):
                 print(f"| {size} | {kind} | {name} | {100 * e['sigma1']:+.2f}% | {100 * e['stable_rank']:+.2f}% "
                       f"| {100 * e['top16_energy']:+.2f}% | {cov} | {sec:.2f} |", flush=True)
             out["results"].append(res)
@@ -143,13 +150,13 @@ def main() -> None:
         if not args.no_full:
             A = matrix("gaussian", m, n)
             t = time.perf_counter()
-            M.exact_svd(A, 16)
+            SP.exact_svd(A, 16)
             t_full = time.perf_counter() - t
             out["results"].append({"size": size, "seconds_full": t_full})
             print(f"| {size} | gaussian | full (exact SVD with vectors, "
-                  f"{'float64' if m * n <= M.EXACT_FLOAT64_MAX else 'float32'}) | 0 | 0 | 0 | exact | {t_full:.2f} |",
+                  f"{'float64' if m * n <= SP.EXACT_FLOAT64_MAX else 'float32'}) | 0 | 0 | 0 | exact | {t_full:.2f} |",
                   flush=True)
-    rate = matmul_rate()
+    rate = matmul_rate(cols=16 + args.oversample)
     out["matmul"] = rate
     print()
     print(f"torch float32 matmul on {args.threads} thread(s): " + ", ".join(f"{k} {v:.1f}" for k, v in rate.items()))

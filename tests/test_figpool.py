@@ -51,25 +51,39 @@ def test_dead_or_failing_workers_fall_back_to_drawing_here(tmp_path):
         assert pool.map([("os.path:basename", ["/a/b.png"])]) == ["b.png"]
 
 
-def test_no_pool_where_one_worker_would_not_help(monkeypatch):
+def test_pool_sized_by_the_free_cores_and_none_on_one_core(monkeypatch):
     from ptlens import threads
 
-    monkeypatch.setattr(threads, "free_cores", lambda *a, **k: 1)
-    assert figpool.start(6, ["ptlens.weights.figures"]) is None
-    assert figpool.start(1, ["ptlens.weights.figures"]) is None
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "free_cores", lambda *a, **k: 1)  # a busy machine: one worker, no more
+    with figpool.start(6, ["json"]) as pool:
+        assert len(pool.procs) == 1
+    monkeypatch.setattr(threads, "free_cores", lambda *a, **k: 16)
+    with figpool.start(6, ["json"]) as pool:
+        assert len(pool.procs) == 4
+    with figpool.start(2, ["json"]) as pool:
+        assert len(pool.procs) == 2
+    assert figpool.start(0, ["json"]) is None
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    assert figpool.start(6, ["json"]) is None
 
 
-def test_weights_command_leaves_matplotlib_to_the_workers(tmp_path):
+@pytest.mark.parametrize("dtype,torch_needed", [("bfloat16", False), ("float32", False), ("float16", True)])
+def test_weights_command_leaves_matplotlib_to_the_workers(tmp_path, dtype, torch_needed):
+    """The main process of ``ptlens weights --spectral off`` imports neither matplotlib (the workers draw)
+    nor, for bf16 and float32 checkpoints, torch (1.1 s of start-up); float16 ones need torch's cast."""
+    import torch
     from weights_helpers import base_weights, write_lineage
 
-    args = write_lineage(tmp_path / "lin", {"a": base_weights(seed=0), "b": base_weights(seed=1)})
+    dt = getattr(torch, dtype)
+    args = write_lineage(tmp_path / "lin", {"a": base_weights(dt, seed=0), "b": base_weights(dt, seed=1)})
     code = ("import sys; from ptlens.cli import app; from ptlens import threads; threads.free_cores = lambda *a, **k: 2\n"
             "try: app(sys.argv[1:])\n"
             "except SystemExit as e: assert not e.code, e.code\n"
-            "print('matplotlib' in sys.modules)")
+            "print('matplotlib' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, "weights", "--models", *args, "--spectral", "off",
                           "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"False {torch_needed}", out.stdout + out.stderr
     assert (tmp_path / "out" / F.WEIGHT_FIGURES["heatmap_rel_change"]).is_file()
 
 

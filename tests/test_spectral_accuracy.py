@@ -7,7 +7,7 @@ import pytest
 import torch
 from weights_helpers import base_weights, record, scan, write_lineage
 
-from ptlens.weights import metrics as M
+from ptlens.weights import spectral as SP
 
 
 def _chunks(A: torch.Tensor, step: int = 128):
@@ -31,7 +31,7 @@ def test_topk_within_3_percent(kind):
     m, n = A.shape
     ref = np.linalg.svd(A.double().numpy(), compute_uv=False)
     frob2 = float((ref ** 2).sum())
-    low = M.randomized_svd(_chunks(A), (m, n), 16, materialize_below=0)
+    low = SP.randomized_svd(_chunks(A), (m, n), 16, materialize_below=0)
     S = low.S.double().numpy()
     assert abs(S[0] / ref[0] - 1) <= 0.03
     sr, sr_ref = frob2 / S[0] ** 2, frob2 / ref[0] ** 2
@@ -40,13 +40,13 @@ def test_topk_within_3_percent(kind):
     assert abs(e16 / e16_ref - 1) <= 0.03
     # the error estimate covers the actual error of every value
     assert np.all(np.abs(S - ref[:16]) <= low.err.double().numpy() + 1e-6 * ref[0])
-    spec = M.spectrum_errors(low.S, low.err, frob2)
+    spec = SP.spectrum_errors(low.S, low.err, frob2)
     assert abs(sr - sr_ref) <= spec["stable_rank_err"] + 1e-9
 
 
 def test_raw_ritz_values_are_lower_bounds_and_history_nested():
     A = _matrices()["gaussian"]
-    low = M.randomized_svd(_chunks(A), A.shape, 16, materialize_below=0)
+    low = SP.randomized_svd(_chunks(A), A.shape, 16, materialize_below=0)
     ref = torch.linalg.svdvals(A.double())[:16]
     H = low.history.double()
     assert torch.all(H[1:] >= H[:-1] - 1e-4)  # nested Krylov spaces: Ritz values only grow

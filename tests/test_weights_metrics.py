@@ -10,6 +10,7 @@ import torch
 
 from ptlens.weights import kernels as K
 from ptlens.weights import metrics as M
+from ptlens.weights import spectral as SP
 from ptlens.weights.names import parse_name
 
 
@@ -66,14 +67,14 @@ def test_randomized_svd_streamed_matches_exact():
     s = 10 * 0.9 ** torch.arange(n, dtype=torch.float32)
     A = (torch.linalg.qr(torch.randn(m, n, generator=g)).Q * s) @ torch.linalg.qr(torch.randn(n, n, generator=g)).Q.T
     exact = torch.linalg.svdvals(A)
-    low = M.randomized_svd(_chunks(A, 64), (m, n), 16, materialize_below=0)
+    low = SP.randomized_svd(_chunks(A, 64), (m, n), 16, materialize_below=0)
     np.testing.assert_allclose(low.S.numpy(), exact[:16].numpy(), rtol=1e-4)
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
-    mean, mx = M.principal_angles_deg(low.U, U[:, :16])
+    mean, mx = SP.principal_angles_deg(low.U, U[:, :16])
     assert mx < 0.1
     assert low.U.shape == (m, 16) and low.V.shape == (n, 16)
     noise = torch.randn(m, n, generator=g)
-    S = M.randomized_svd(_chunks(noise, 64), (m, n), 16, materialize_below=0).S
+    S = SP.randomized_svd(_chunks(noise, 64), (m, n), 16, materialize_below=0).S
     exact = torch.linalg.svdvals(noise)[:16]
     assert float(((S - exact).abs() / exact).max()) < 0.08  # no spectral gap: the documented ~5% bound
 
@@ -81,7 +82,7 @@ def test_randomized_svd_streamed_matches_exact():
 def test_delta_spectrum_full_definitions():
     S = torch.tensor([4.0, 2.0, 2.0, 0.0])
     frob2 = float((S ** 2).sum())
-    d = M.delta_spectrum(S, frob2, (4, 6), full=True, ks=(1, 2))
+    d = SP.delta_spectrum(S, frob2, (4, 6), full=True, ks=(1, 2))
     assert d["stable_rank"] == pytest.approx(24 / 16)
     assert d["top1_energy"] == pytest.approx(16 / 24) and d["top2_energy"] == pytest.approx(20 / 24)
     p = np.array([0.5, 0.25, 0.25])
@@ -90,7 +91,7 @@ def test_delta_spectrum_full_definitions():
 
 
 def test_spectral_drift_hand_computed():
-    assert M.spectral_drift(torch.tensor([2.0, 4.0]), torch.tensor([3.0, 3.0])) == pytest.approx((0.5 + 0.25) / 2)
+    assert SP.spectral_drift(torch.tensor([2.0, 4.0]), torch.tensor([3.0, 3.0])) == pytest.approx((0.5 + 0.25) / 2)
 
 
 @pytest.mark.parametrize("step", [7, 1000])
@@ -98,7 +99,7 @@ def test_principal_overlap_matches_brute_force(step):
     g = torch.Generator().manual_seed(2)
     R = torch.randn(120, 50, generator=g)
     masks = torch.rand(3, 120, 50, generator=g) < torch.tensor([0.1, 0.5, 0.9]).view(3, 1, 1)
-    out = M.principal_overlap(_chunks(R, step), lambda: (masks[:, i:i + step] for i in range(0, 120, step)),
+    out = SP.principal_overlap(_chunks(R, step), lambda: (masks[:, i:i + step] for i in range(0, 120, step)),
                               R.numel(), 0.05)
     top = torch.zeros(R.numel(), dtype=torch.bool)
     top[torch.topk(R.abs().reshape(-1), round(0.05 * R.numel())).indices] = True

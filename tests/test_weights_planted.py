@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ptlens.weights import kernels as K
-from ptlens.weights import metrics as M
+from ptlens.weights import spectral as SP
 from weights_helpers import SHAPE, base_weights, record, scan, write_lineage
 
 Q = "model.layers.1.self_attn.q_proj.weight"
@@ -238,13 +238,16 @@ def test_nan_and_inf_are_counted_not_fatal(tmp_path):
     assert r.sums[K.NONFINITE] == 2
 
 
-def test_numba_and_torch_backends_agree(tmp_path):
-    base = base_weights(dtype=torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float16])
+def test_numba_and_torch_backends_agree(tmp_path, dtype):
+    """bf16 and float32 go to the fused kernel as stored bit patterns (no torch), float16 through a float32
+    copy; the torch backend (the GPU path) is the reference for all three, nulls included."""
+    base = base_weights(dtype=dtype)
     g = torch.Generator().manual_seed(8)
     st = {"base": base}
     prev = base
     for label in ("sft", "dpo", "rlvr"):
-        prev = {k: (v.float() + 1e-3 * torch.randn(v.shape, generator=g) * (torch.rand(v.shape, generator=g) < 0.5)).bfloat16()
+        prev = {k: (v.float() + 1e-3 * torch.randn(v.shape, generator=g) * (torch.rand(v.shape, generator=g) < 0.5)).to(dtype)
                 for k, v in prev.items()}
         st[label] = prev
     args = write_lineage(tmp_path, st)
@@ -253,6 +256,7 @@ def test_numba_and_torch_backends_agree(tmp_path):
     assert len(a.records) == len(b.records) == 21 * 5
     for x, y in zip(a.records, b.records):
         np.testing.assert_allclose(x.sums, y.sums, rtol=1e-10, atol=1e-12)
+        assert x.metrics["changed_exact_null"] == y.metrics["changed_exact_null"] is not None
     for x, y in zip(a.pairs, b.pairs):
         np.testing.assert_allclose(x.sums, y.sums, rtol=1e-10, atol=1e-15)
     assert {(p.t1, p.t2) for p in a.pairs} == {("base→sft", "sft→dpo"), ("sft→dpo", "dpo→rlvr"), ("base→sft", "dpo→rlvr")}
@@ -330,7 +334,7 @@ def test_rows_per_transition_for_resized_vocab(tmp_path):
     assert r.spectral["sigma1"] == pytest.approx(float(s[0]), rel=1e-6)
     U_a = torch.linalg.svd(sft["lm_head.weight"].double(), full_matrices=False).U[:, :16]
     U_b = torch.linalg.svd(dpo["lm_head.weight"].double(), full_matrices=False).U[:, :16]
-    mean, mx = M.principal_angles_deg(U_a, U_b)  # W_A and W_B on their 1008 shared rows
+    mean, mx = SP.principal_angles_deg(U_a, U_b)  # W_A and W_B on their 1008 shared rows
     assert r.spectral["subspace_angle_u_mean"] == pytest.approx(mean, abs=1e-5)
     for t in ("base→sft", "base→dpo"):
         rb = record(res, "lm_head.weight", t)

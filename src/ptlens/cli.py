@@ -164,10 +164,12 @@ def weights(
         lineage = lineage_from_options(preset, models, extra, allow_pickle)
         w = run_weights(lineage, cfg, output_dir, figures=figures, allow_missing=allow_missing,
                         reporter=ConsoleReporter(), executor=ex, figure_pool=pool)
+        if pool is not None:
+            pool.shutdown()  # the workers exit while the summary prints
+        print_weight_summary(w.summary, output_dir, w.missing)
     finally:
         if pool is not None:
             pool.close()
-    print_weight_summary(w.summary, output_dir, w.missing)
 
 
 def print_weight_summary(summary: dict, output_dir: Path, missing: Optional[dict] = None) -> None:

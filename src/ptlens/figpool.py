@@ -96,12 +96,16 @@ class FigurePool:
                 results[i] = _call(jobs[i])
         return results
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
+        """Tell the workers to exit, without waiting: they wind down while the caller prints (``close`` waits)."""
         for p in self.procs:
             try:
                 p.stdin.close()
             except OSError:
                 pass
+
+    def close(self) -> None:
+        self.shutdown()
         for p in self.procs:
             try:
                 p.wait(timeout=10)
@@ -117,14 +121,17 @@ class FigurePool:
 
 
 def start(jobs_expected: int, modules: Sequence[str]) -> FigurePool | None:
-    """A pool sized to the figures to come and the cores free for them; None where one worker would not help.
+    """A pool sized to the figures to come and the cores free for them; None on a single core.
 
-    Start it as early as the caller can, before importing torch (cheap to start, and the workers' imports
-    overlap the caller's), and close it when done (a ``with`` block): whoever starts a pool owns it."""
+    One worker costs no CPU the caller would not spend (its matplotlib import replaces the caller's) and
+    lets that import overlap the scan, so there is one wherever there are two cores; more only on cores
+    other work leaves free. Start it as early as the caller can, before importing torch or numba, and
+    close it when done (a ``with`` block): whoever starts a pool owns it."""
     from ptlens import threads
 
-    workers = min(jobs_expected, threads.free_cores(), 4)  # cores other work leaves free: on a busy machine, none
-    return FigurePool(workers, modules) if workers >= 2 else None
+    if threads.usable_cores() < 2 or jobs_expected < 1:
+        return None
+    return FigurePool(min(jobs_expected, threads.free_cores(), 4), modules)
 
 
 def _serve(modules: Sequence[str]) -> None:

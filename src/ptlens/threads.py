@@ -72,12 +72,14 @@ def running_now(samples: int = 3, interval_s: float = 0.005) -> float:
 def free_cores(cores: Optional[int] = None, load: Optional[float] = None) -> int:
     """Cores not already busy with other work: ``cores − round(load)``, at least 1.
 
-    ``load`` defaults to the larger of the 1-minute load average and the threads runnable right now
-    (see ``running_now``). Both count machine-wide; where the affinity mask is smaller than the
-    machine, the load is scaled to the share of the machine we may use.
+    ``load`` defaults to the threads runnable right now, this process excluded (``running_now``), not
+    the 1-minute load average: that one lags a competitor started a second ago, and it still counts
+    the work of a command that ended a few seconds before (a second ``ptlens`` command run after a
+    first saw a busy core and took half the threads). It counts machine-wide; where the affinity
+    mask is smaller than the machine, the load is scaled to the share of the machine we may use.
     """
     cores = usable_cores() if cores is None else cores
-    load = max(load_average(), running_now()) if load is None else load
+    load = running_now() if load is None else load
     total = os.cpu_count() or cores
     busy = load * cores / max(total, cores)
     return max(1, min(cores, cores - int(math.floor(busy + 0.5))))

@@ -15,9 +15,13 @@ Entries where either side is NaN/Inf are left out of every sum and counted in ``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from numba import njit, prange
+
+if TYPE_CHECKING:
+    import torch
 
 SUM_A2, SUM_B2, DOT_AB, SUM_D2, N_EXACT, N_TOL, SUM_ABSA_CHANGED, SUM_ABSA, N, NONFINITE = range(10)
 T_FIELDS = 10
@@ -186,8 +190,10 @@ def _widen_bf16(raw, out_bits):
         out_bits[i] = np.uint32(raw[i]) << 16
 
 
-def bf16_to_float32(x: torch.Tensor) -> torch.Tensor:
+def bf16_to_float32(x: "torch.Tensor") -> "torch.Tensor":
     """bfloat16 → float32 as a parallel bit shift; torch's CPU cast is several times slower."""
+    import torch
+
     flat = x.contiguous().reshape(-1)
     out = torch.empty(flat.shape, dtype=torch.float32)
     _widen_bf16(flat.view(torch.int16).numpy().view(np.uint16), out.numpy().view(np.uint32))
@@ -265,8 +271,10 @@ def n_parts(m: int) -> int:
     return max(1, min(_PARTS, -(-m // _TILE)))
 
 
-def stats_torch(X: torch.Tensor, XB: torch.Tensor, trans, cmp, pairs, tol: float) -> tuple[np.ndarray, np.ndarray]:
+def stats_torch(X: "torch.Tensor", XB: "torch.Tensor", trans, cmp, pairs, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """The same sums with vectorised torch ops in float64: the GPU path and the tests' reference."""
+    import torch
+
     trans = torch.as_tensor(np.asarray(trans, dtype=np.int64).reshape(-1, 2), device=X.device)
     cmp = torch.as_tensor(np.asarray(cmp, dtype=np.int64).reshape(-1, 2), device=X.device)
     A = X[trans[:, 0]].double()

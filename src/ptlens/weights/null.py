@@ -34,11 +34,15 @@ from __future__ import annotations
 import math
 import zlib
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from numba import njit
 
 from ptlens.weights.index import DTYPES, MANTISSA_BITS
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_ENTRIES = 1 << 16
 DENSE_NNZ = 30
@@ -52,13 +56,17 @@ def coarser(da: str, db: str) -> str:
     return da if MANTISSA_BITS[da] <= MANTISSA_BITS[db] else db
 
 
-def bits(x: torch.Tensor) -> torch.Tensor:
+def bits(x: "torch.Tensor") -> "torch.Tensor":
     """Bit patterns of a float32 tensor, for bit-for-bit comparison."""
+    import torch
+
     return x.contiguous().view(torch.int32)
 
 
-def changed_mask(ra: torch.Tensor, rb: torch.Tensor, da: str, db: str) -> torch.Tensor:
+def changed_mask(ra: "torch.Tensor", rb: "torch.Tensor", da: str, db: str) -> "torch.Tensor":
     """Entries whose stored values differ bit for bit, compared in the coarser stored dtype."""
+    import torch
+
     if da == db:
         ia = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[ra.element_size()]
         return ra.view(ia) != rb.view(ia)
@@ -74,10 +82,11 @@ def sample_rows(rows: int, row_elems: int, seed: int, entries: int = SAMPLE_ENTR
     return np.sort(np.random.default_rng(seed).choice(rows, size=want, replace=False))
 
 
-def noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """Standard normal draws, seeded: the null's direction (scaled per transition)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=torch.float32)
+def noise(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Standard normal draws (float32), seeded: the null's direction (scaled per transition).
+
+    numpy's generator, not torch's: the element-wise scan runs without torch (``index.DTYPES``)."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
 
 
 def tensor_seed(name: str) -> int:
@@ -133,41 +142,45 @@ def _simulate_kernel(xa, z, sigma, tol, store_bf16, compare_bf16, ch, d, out):
     out[NS_N] = n
 
 
-def simulate(wa: torch.Tensor, da: str, db: str, sigma: float, z: torch.Tensor, tol: float
-             ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """One null draw on sampled rows of W_A (stored dtype ``da``): W_A + σz stored as ``db``.
+def simulate(xa: np.ndarray, da: str, db: str, sigma: float, z: np.ndarray, tol: float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One null draw on sampled rows of W_A: W_A + σz stored as ``db``.
 
-    Returns the sample sums (``NS_*``), the changed mask (compared like the observed metric:
-    bit for bit in the coarser dtype) and the stored difference in float32. bfloat16/float32
-    go through one compiled pass (same rounding as torch's cast, cross-checked in the tests);
-    other dtypes through torch.
+    ``xa``: the rows' values as float32 (exact: every stored dtype ``da`` we compare widens to float32
+    without loss). Returns the sample sums (``NS_*``), the changed mask (compared like the observed
+    metric: bit for bit in the coarser dtype) and the stored difference in float32, both shaped like
+    ``xa``. bfloat16/float32 go through one compiled pass (same rounding as torch's cast,
+    cross-checked in the tests); other dtypes through torch.
     """
     if da in ("BF16", "F32") and db in ("BF16", "F32"):
-        xa = np.ascontiguousarray(wa.float().reshape(-1).numpy())
-        ch = np.empty(xa.shape[0], dtype=np.bool_)
-        d = np.empty(xa.shape[0], dtype=np.float32)
+        flat = np.ascontiguousarray(xa, dtype=np.float32).reshape(-1)
+        ch = np.empty(flat.shape[0], dtype=np.bool_)
+        d = np.empty(flat.shape[0], dtype=np.float32)
         s = np.zeros(NS_FIELDS)
-        _simulate_kernel(xa, np.ascontiguousarray(z.reshape(-1).numpy()), float(sigma), float(tol), db == "BF16",
-                         coarser(da, db) == "BF16", ch, d, s)
-        return s, torch.from_numpy(ch).reshape(wa.shape), torch.from_numpy(d).reshape(wa.shape)
-    return simulate_torch(wa, da, db, sigma, z, tol)
+        _simulate_kernel(flat, np.ascontiguousarray(z, dtype=np.float32).reshape(-1), float(sigma), float(tol),
+                         db == "BF16", coarser(da, db) == "BF16", ch, d, s)
+        return s, ch.reshape(xa.shape), d.reshape(xa.shape)
+    return simulate_torch(xa, da, db, sigma, z, tol)
 
 
-def simulate_torch(wa: torch.Tensor, da: str, db: str, sigma: float, z: torch.Tensor, tol: float
-                   ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+def simulate_torch(xa: np.ndarray, da: str, db: str, sigma: float, z: np.ndarray, tol: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``simulate`` with torch ops, any dtype: the reference for the compiled pass."""
-    xa = wa.float()
-    stored = (xa + sigma * z).to(DTYPES[db])
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(xa, dtype=np.float32))
+    wa = x.to(DTYPES[da])
+    stored = (x + sigma * torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))).to(DTYPES[db])
     ch = changed_mask(wa, stored, da, db)
-    d = stored.float() - xa
-    absa = xa.abs().double()
+    d = stored.float() - x
+    absa = x.abs().double()
     s = np.zeros(NS_FIELDS)
     s[NS_EXACT] = float(ch.sum())
     s[NS_TOL] = float((d.abs() > tol).sum())
     s[NS_ABSA_CHANGED] = float(absa[ch].sum())
     s[NS_ABSA] = float(absa.sum())
-    s[NS_N] = float(xa.numel())
-    return s, ch, d
+    s[NS_N] = float(x.numel())
+    return s, ch.numpy(), d.numpy()
 
 
 def elementwise(ns: np.ndarray) -> dict[str, float | None]:
@@ -181,13 +194,13 @@ def elementwise(ns: np.ndarray) -> dict[str, float | None]:
             "changed_magnitude_ratio_null": ratio}
 
 
-def principal_overlap_null(recon: torch.Tensor, threshold: float, ch: torch.Tensor) -> float | None:
+def principal_overlap_null(recon: np.ndarray, threshold: float, ch: np.ndarray) -> float | None:
     """(|P ∩ C| / |C|) / (|P| / n) on sampled rows: P = |rank-k W_A| ≥ the matrix's top-α threshold."""
-    P = recon.abs() >= threshold
+    P = np.abs(recon) >= threshold
     n_p, n_c = int(P.sum()), int(ch.sum())
     if n_p == 0 or n_c == 0:
         return None
-    return (int((P & ch).sum()) / n_c) / (n_p / P.numel())
+    return (int((P & ch).sum()) / n_c) / (n_p / P.size)
 
 
 TW1_MEAN = -1.2065  # mean of the Tracy–Widom (β = 1) law
@@ -208,12 +221,12 @@ def gaussian_stable_rank(m: int, n: int) -> float:
     return min(float(b), m * n / lam)
 
 
-def rank_nulls(d: torch.Tensor, shape: tuple[int, int], seed: int) -> dict[str, float | None]:
+def rank_nulls(d: np.ndarray, shape: tuple[int, int], seed: int) -> dict[str, float | None]:
     """``stable_rank_null`` and ``rank_fraction_null`` from the simulated stored difference on sampled rows."""
     m, n = shape
-    flat = d.reshape(-1)
+    flat = np.asarray(d).reshape(-1)
     nz = flat[flat != 0]
-    p = nz.numel() / max(1, flat.numel())
+    p = nz.size / max(1, flat.size)
     if p == 0:
         return {"stable_rank_null": None, "rank_fraction_null": 0.0}
     rows_nonempty = m * -math.expm1(n * math.log1p(-p)) if p < 1 else m
@@ -227,7 +240,7 @@ def rank_nulls(d: torch.Tensor, shape: tuple[int, int], seed: int) -> dict[str, 
     rng = np.random.default_rng(seed)
     nnz = max(1, int(round(p * m * n)))
     pos = rng.choice(m * n, size=nnz, replace=False) if m * n <= 1 << 26 else np.unique(rng.integers(0, m * n, nnz))
-    vals = rng.choice(nz.double().numpy(), size=len(pos), replace=True)
+    vals = rng.choice(nz.astype(np.float64), size=len(pos), replace=True)
     S = sp.csr_matrix((vals, (pos // n, pos % n)), shape=(m, n))
     frob2 = float((vals ** 2).sum())
     if min(m, n) <= 2:

@@ -14,25 +14,29 @@ metrics then stream the same tensor's rows (from the page cache) through a rando
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
+import sys
 import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal
 
 import numpy as np
-import torch
 
 from ptlens.errors import ArchitectureMismatch, PtlensError
 from ptlens.resolve import Lineage
 from ptlens.weights import kernels as K
 from ptlens.weights import metrics as M
 from ptlens.weights import null as N
-from ptlens.weights.index import DTYPES, CheckpointIndex, Reader, TensorInfo
+from ptlens.weights.index import BITS, DTYPES, ITEMSIZE, CheckpointIndex, Reader, TensorInfo, decode
 from ptlens.weights.names import TensorRole, parse_name
+
+if TYPE_CHECKING:
+    import torch
 
 Progress = Callable[[int, int, str], None]
 
@@ -71,7 +75,7 @@ class ScanConfig:
                 raise PtlensError(f"--layer-pattern '{self.layer_pattern}' is not a valid regular expression ({e})") from None
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise PtlensError(f"--device must be cpu, cuda or auto, not {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
+        if self.device.startswith("cuda") and not _torch().cuda.is_available():
             raise PtlensError("--device cuda: no CUDA device is available to torch here")
 
 
@@ -192,7 +196,7 @@ class _TensorPlan:
 
     def nbytes(self, c: int) -> int:
         r = self.rows[c]
-        return 0 if r is None else r * self.row_elems * DTYPES[self.dtypes[c]].itemsize
+        return 0 if r is None else r * self.row_elems * ITEMSIZE[self.dtypes[c]]
 
 
 def plan_tensors(indexes: list[CheckpointIndex], names: list[str], layer_pattern: str | None
@@ -239,9 +243,21 @@ def _natural_key(name: str):
 _coarser, _bits, _changed_mask = N.coarser, N.bits, N.changed_mask
 
 
+def _torch():
+    """torch, imported on first need: the spectral pass, a GPU, float16/float8 checkpoints. An element-wise
+    (``--spectral off``) scan of bfloat16 or float32 checkpoints on CPU never imports it (1.1 s of start-up)."""
+    import torch
+
+    return torch
+
+
 @contextmanager
 def _torch_threads(n: int):
     """Small linear algebra runs faster on one thread than on several contending ones."""
+    if "torch" not in sys.modules:  # nothing of torch's runs in this block
+        yield
+        return
+    torch = _torch()
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -320,14 +336,20 @@ class TensorResult:
 
 
 def resolve_device(config: ScanConfig) -> tuple[str, str]:
-    """(device, backend) that ``auto`` means on this machine."""
+    """(device, backend) that ``auto`` means on this machine. Asks torch only where a GPU driver is present."""
     dev = config.device
     if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = "cuda" if gpu_driver_present() and _torch().cuda.is_available() else "cpu"
     backend = config.backend
     if backend == "auto":
-        backend = "torch" if torch.device(dev).type == "cuda" else "numba"
+        backend = "numba" if dev == "cpu" else "torch"
     return dev, backend
+
+
+def gpu_driver_present() -> bool:
+    """Whether an NVIDIA or AMD GPU driver exposes a device here (torch's cuda covers both); without one,
+    ``--device auto`` is the CPU and torch need not be imported to find that out."""
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/proc/driver/nvidia"))
 
 
 @dataclass
@@ -426,7 +448,6 @@ class _TensorScan:
         self.cfg = task.config
         self.transitions = list(task.transitions)
         self.pairs = list(task.pairs)
-        self.device = torch.device(task.device)
         self.backend = task.backend
         self.progress = progress
         self.bytes_done = 0
@@ -435,6 +456,10 @@ class _TensorScan:
         self.infos = task.infos
         self.readers = [None if i is None else Reader(CheckpointIndex(root=i.file.parent, tensors={task.name: i}))
                         for i in task.infos]
+
+    @functools.cached_property
+    def device(self) -> "torch.device":
+        return _torch().device(self.task.device)
 
     def __enter__(self) -> "_TensorScan":
         return self
@@ -474,8 +499,7 @@ class _TensorScan:
             step = max(1, self.chunk_elems // max(1, p.row_elems))
             for c0 in range(r0, r1, step):
                 c1 = min(r1, c0 + step)
-                raws = [torch.from_numpy(b).view(DTYPES[p.dtypes[c]])
-                        for b, c in zip(self._read_chunk(p.name, members, c0, c1), members)]
+                raws = self._read_chunk(p.name, members, c0, c1)  # stored bytes, uint8
                 if seg_t:
                     ts, ps = self._chunk_stats(raws, [p.dtypes[c] for c in members],
                                                [(local[self.transitions[t].a], local[self.transitions[t].b]) for t in seg_t],
@@ -485,10 +509,11 @@ class _TensorScan:
                     for i, q in enumerate(seg_p):
                         psums[q] += ps[i]
                 for t in newrows:
-                    xb = raws[local[self.transitions[t].b]].double()
+                    b = self.transitions[t].b
+                    xb = decode(raws[local[b]], p.dtypes[b], np.float64)
                     added[t][0] += c1 - c0
-                    added[t][1] += float((xb * xb).sum())
-                self._advance(sum(r.numel() * r.element_size() for r in raws), p.name)
+                    added[t][1] += float(np.dot(xb, xb))
+                self._advance(sum(r.nbytes for r in raws), p.name)
             r0 = r1
         records = []
         for t in active:
@@ -509,18 +534,20 @@ class _TensorScan:
                                   self.transitions[t2].name, s, M.delta_cosine(s)))
         if self.cfg.spectral != "off" and len(p.row_shape) == 1 and min(min(p.rows[c] for c in present), p.row_shape[0]) >= 2:
             small = self.device.type == "cpu" and max(p.rows[c] for c in present) * p.row_elems < _SMALL_MATRIX
-            with _torch_threads(1 if small else torch.get_num_threads()):
+            with _torch_threads(1 if small else _torch().get_num_threads()):
                 self._spectral(p, present, active, records, null_sample)
         return records, prs
 
-    def _rows_at(self, c: int, name: str, idx: np.ndarray, row_elems: int) -> torch.Tensor:
-        """Rows ``idx`` (sorted) of one checkpoint's tensor, stored dtype, shape (len(idx), row_elems)."""
+    def _rows_at(self, c: int, name: str, idx: np.ndarray, row_elems: int) -> np.ndarray:
+        """Rows ``idx`` (sorted) of one checkpoint's tensor as float32 values, shape (len(idx), row_elems)."""
+        dtype = self.infos[c].dtype
+        row_bytes = row_elems * ITEMSIZE[dtype]
         if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
-            return self.readers[c].rows(name, int(idx[0]), int(idx[-1]) + 1).reshape(len(idx), row_elems)
-        # map the tensor and copy out the sampled rows: only their pages are touched
-        raw = torch.from_numpy(self.readers[c].map_rows(name, 0, int(idx[-1]) + 1))
-        dt = DTYPES[self.infos[c].dtype]
-        return raw.view(dt).reshape(-1, row_elems)[torch.from_numpy(idx)].clone()
+            r0, r1 = int(idx[0]), int(idx[-1]) + 1
+            raw = self.readers[c].read_bytes(name, r0, r1, np.empty((r1 - r0) * row_bytes, dtype=np.uint8))
+        else:  # map the tensor and copy out the sampled rows: only their pages are touched
+            raw = self.readers[c].map_rows(name, 0, int(idx[-1]) + 1).reshape(-1, row_bytes)[idx].reshape(-1)
+        return decode(raw, dtype).reshape(len(idx), row_elems)
 
     def _nulls(self, p: _TensorPlan, present: list[int], active: list[int], records: list[TensorRecord]):
         """Element-wise nulls of every transition, simulated on one seeded row sample (``null``).
@@ -530,7 +557,7 @@ class _TensorScan:
         """
         seed = N.tensor_seed(p.name)
         idx = N.sample_rows(min(p.rows[c] for c in present), p.row_elems, seed)
-        wa_rows: dict[int, torch.Tensor] = {}
+        wa_rows: dict[int, np.ndarray] = {}
         z = None
         drawn = {}
         for t, rec in zip(active, records):
@@ -556,11 +583,14 @@ class _TensorScan:
         """The same rows of one tensor from each member checkpoint, as bytes mapped from the files."""
         return [self.readers[c].map_rows(name, c0, c1) for c in members]
 
-    def _chunk_stats(self, raws, dtypes, trans, pairs):
+    def _chunk_stats(self, raws: list[np.ndarray], dtypes: list[str], trans, pairs):
+        """Sums of every transition over one chunk; ``raws``: the chunk's stored bytes (uint8) per checkpoint."""
         tol = self.cfg.tolerance
-        if self.backend == "numba" and all(d == "BF16" for d in dtypes):
-            R = [r.view(torch.int16).numpy() for r in raws]
+        if self.backend == "numba" and len(set(dtypes)) == 1 and dtypes[0] in ("BF16", "F32"):
+            R = [r.view(BITS[ITEMSIZE[dtypes[0]]]) for r in raws]  # bit patterns: compared as stored
             return K.stats_numba(R, R, trans, trans, pairs, tol)
+        torch = _torch()
+        raws = [torch.from_numpy(r).view(DTYPES[d]) for r, d in zip(raws, dtypes)]
         n = raws[0].numel()
         X = torch.empty((len(raws), n), dtype=torch.float32, device=self.device)
         for i, r in enumerate(raws):
@@ -591,14 +621,15 @@ class _TensorScan:
 
     # -- spectral -------------------------------------------------------------------
 
-    def _f32(self, c: int, name: str, c0: int, c1: int) -> torch.Tensor:
+    def _f32(self, c: int, name: str, c0: int, c1: int) -> "torch.Tensor":
+        torch = _torch()
         x = self.readers[c].rows(name, c0, c1)
         if x.dtype == torch.bfloat16 and self.device.type == "cpu":
             return K.bf16_to_float32(x)
         return x.to(self.device, torch.float32)
 
     def _fused_blocks(self, name: str, present: list[int], deltas: list[tuple[int, int]], shared: int, cols: int,
-                      step: int) -> Iterator[list[torch.Tensor]]:
+                      step: int) -> Iterator[list["torch.Tensor"]]:
         """Row blocks of every W and ΔW in float32, widened in one pass into one reused buffer.
 
         Each block is valid until the next is requested: peak memory stays one block per matrix.
@@ -611,7 +642,7 @@ class _TensorScan:
             n = (c1 - c0) * cols
             out = self._spool[: count * n].reshape(count, n)
             K.widen_with_deltas(self._read_chunk(name, present, c0, c1), deltas, out)
-            yield [torch.from_numpy(out[j]).view(c1 - c0, cols) for j in range(count)]
+            yield [_torch().from_numpy(out[j]).view(c1 - c0, cols) for j in range(count)]
 
     def _spectral(self, p: _TensorPlan, present: list[int], active: list[int], records: list[TensorRecord],
                   null_sample) -> None:
@@ -638,8 +669,11 @@ class _TensorScan:
 
         ``topk``: the matrices stay resident as float32 when they fit ``spectral_resident_mb``;
         larger ones are re-read from the files once per pass. ``full``: each matrix is
-        materialised and decomposed exactly (``metrics.exact_svd``), one at a time.
+        materialised and decomposed exactly (``spectral.exact_svd``), one at a time.
         """
+        from ptlens.weights import spectral as SP
+
+        torch = _torch()
         cfg = self.cfg
         trans = [self.transitions[t] for t in active]
         present = sorted({c for tr in trans for c in (tr.a, tr.b)})
@@ -652,16 +686,16 @@ class _TensorScan:
         frob2 = [float(r.sums[K.SUM_D2]) for r in records]
         spectral_deltas = [i for i in range(len(trans)) if frob2[i] != 0.0]
 
-        def rows_of(c: int) -> Iterator[torch.Tensor]:
+        def rows_of(c: int) -> Iterator["torch.Tensor"]:
             for c0 in range(0, shared, step):
                 yield resident[c][c0:c0 + step] if fits else self._f32(c, p.name, c0, min(shared, c0 + step))
 
         if full:
-            def whole(c: int) -> torch.Tensor:
+            def whole(c: int) -> "torch.Tensor":
                 return torch.cat(list(rows_of(c))).to(self.device)
 
-            svd = {c: M.exact_svd(whole(c), cfg.k) for c in present}
-            delta = {i: M.exact_svd(whole(trans[i].b) - whole(trans[i].a), 0, values_only=True)
+            svd = {c: SP.exact_svd(whole(c), cfg.k) for c in present}
+            delta = {i: SP.exact_svd(whole(trans[i].b) - whole(trans[i].a), 0, values_only=True)
                      for i in spectral_deltas}
         else:
             cached = {}
@@ -680,7 +714,7 @@ class _TensorScan:
                     yield [xs[c] for c in present] + [cached[i][c0:c1] if i in cached else xs[trans[i].b] - xs[trans[i].a]
                                                       for i in spectral_deltas]
 
-            lows = M.randomized_svd_many(blocks, (shared, cols), len(present) + len(spectral_deltas), cfg.k,
+            lows = SP.randomized_svd_many(blocks, (shared, cols), len(present) + len(spectral_deltas), cfg.k,
                                          oversample=cfg.oversample, power_iters=cfg.power_iters, seed=seed,
                                          device=self.device)
             self._spool = np.empty(0, dtype=np.float32)  # give the blocks' memory back before the overlap passes
@@ -695,8 +729,8 @@ class _TensorScan:
                     spec.update(effective_rank=None, rank_fraction=0.0)
             else:
                 d = delta[i]
-                spec = M.delta_spectrum(d.S, frob2[i], (shared, cols), full, ks=(1, k))
-                spec.update(M.spectrum_errors(d.S, d.err, frob2[i], ks=(1, k)))
+                spec = SP.delta_spectrum(d.S, frob2[i], (shared, cols), full, ks=(1, k))
+                spec.update(SP.spectrum_errors(d.S, d.err, frob2[i], ks=(1, k)))
             if t in drawn:
                 ch, dnull = drawn[t]
                 rn = N.rank_nulls(dnull, (shared, cols), seed)
@@ -704,14 +738,17 @@ class _TensorScan:
                 if full:
                     spec["rank_fraction_null"] = rn["rank_fraction_null"]
             sa, sb = svd[tr.a], svd[tr.b]
-            spec["subspace_angle_u_mean"], spec["subspace_angle_u_max"] = M.principal_angles_deg(sa.U, sb.U)
-            spec["subspace_angle_v_mean"], spec["subspace_angle_v_max"] = M.principal_angles_deg(sa.V, sb.V)
-            spec["spectral_drift"] = M.spectral_drift(sa.S[:k], sb.S[:k])
+            spec["subspace_angle_u_mean"], spec["subspace_angle_u_max"] = SP.principal_angles_deg(sa.U, sb.U)
+            spec["subspace_angle_v_mean"], spec["subspace_angle_v_max"] = SP.principal_angles_deg(sa.V, sb.V)
+            spec["spectral_drift"] = SP.spectral_drift(sa.S[:k], sb.S[:k])
             rec.spectral = spec
         self._overlaps(p, shared, step, active, records, trans, svd, null_sample)
 
     def _overlaps(self, p, shared, step, active, records, trans, svd, null_sample) -> None:
         """principal_overlap of each transition out of each source checkpoint, and its null on the sampled rows."""
+        from ptlens.weights import spectral as SP
+
+        torch = _torch()
         idx, drawn = null_sample
         by_source: dict[int, list[int]] = {}
         for i, tr in enumerate(trans):
@@ -735,14 +772,14 @@ class _TensorScan:
                     yield torch.stack([_changed_mask(ra, self.readers[b].rows(p.name, c0, c1), p.dtypes[a], p.dtypes[b])
                                        for b in ends]).to(self.device)
 
-            results, threshold = M.principal_overlap_threshold(recon, changed, shared * p.row_shape[0], self.cfg.alpha)
-            rs = (US[sample.to(US.device)] @ V.T).cpu() if len(sample) else None
+            results, threshold = SP.principal_overlap_threshold(recon, changed, shared * p.row_shape[0], self.cfg.alpha)
+            rs = (US[sample.to(US.device)] @ V.T).cpu().numpy() if len(sample) else None
             for i, (ov, _, _) in zip(idxs, results):
                 records[i].spectral["principal_overlap"] = ov
                 t = active[i]
                 if t in drawn and rs is not None:
                     ch = drawn[t][0][: len(sample)]
-                    records[i].spectral["principal_overlap_null"] = N.principal_overlap_null(rs, threshold, ch.cpu())
+                    records[i].spectral["principal_overlap_null"] = N.principal_overlap_null(rs, threshold, ch)
 
 
 def scan_lineage(lineage: Lineage, config: ScanConfig | None = None, progress: Progress | None = None,
