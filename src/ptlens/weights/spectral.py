@@ -166,13 +166,18 @@ def randomized_svd_many(blocks: Blocks, shape: tuple[int, int], count: int, k: i
     for i, z in enumerate(left_pass([b[:, -ell:] for b in bases])):  # a block, once appended, never changes:
         rows_of_B[i].append(z)                                     # QᵀA is the blocks' own left products
     out = []
-    with small():
-        for Q, B in zip(bases, (torch.cat(r, dim=0) for r in rows_of_B)):
-            Ub, S, Vh = torch.linalg.svd(B, full_matrices=False)
-            hist = torch.stack([torch.linalg.svdvals(B[: ell * j])[:k] for j in range(1, q + 1)] + [S[:k]])
+    for Q, B in zip(bases, (torch.cat(r, dim=0) for r in rows_of_B)):
+        # B = QᵀA is wide (ℓ(q+1) ≪ n rows). Bᵀ = Q_b R, so B = Rᵀ Q_bᵀ: B's values and left vectors are those
+        # of the small Rᵀ, its right vectors Q_b times Rᵀ's. And B's first c rows are R[:c, :c]ᵀ Q_b[:, :c]ᵀ
+        # (R is triangular), so every nested space's Ritz values come from R's leading blocks. One
+        # multithreaded QR instead of q + 1 single-threaded SVDs of wide matrices: a third of the pass before.
+        Qb, R = torch.linalg.qr(B.T, mode="reduced")
+        with small():
+            Ur, S, Vrh = torch.linalg.svd(R.T)
+            hist = torch.stack([torch.linalg.svdvals(R[: ell * j, : ell * j])[:k] for j in range(1, q + 1)] + [S[:k]])
             value, err = krylov_extrapolate(hist)
-            out.append(LowRank(S=value, V=Vh[:k].T.contiguous(), U=(Q @ Ub[:, :k]).contiguous(), err=err,
-                               history=hist))
+        out.append(LowRank(S=value, V=(Qb @ Vrh[:k].T).contiguous(), U=(Q @ Ur[:, :k]).contiguous(), err=err,
+                           history=hist))
     return out
 
 
