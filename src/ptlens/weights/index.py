@@ -11,10 +11,9 @@ import json
 import mmap
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -74,6 +73,8 @@ def decode(raw: np.ndarray, dtype: str, out: type = np.float32) -> np.ndarray:
     import torch
 
     return torch.from_numpy(raw).view(DTYPES[dtype]).double().numpy().astype(out, copy=False)
+
+
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 MANTISSA_BITS = {"F64": 52, "F32": 23, "F16": 10, "BF16": 7, "F8_E4M3": 3, "F8_E5M2": 2}
 _MAX_HEADER = 100 * 1024 * 1024
@@ -208,9 +209,9 @@ def read_header(path: Path) -> list[TensorInfo]:
 def _pickle_index(root: Path, config: dict) -> CheckpointIndex:
     """``*.bin`` checkpoints, opened only on request, with ``weights_only=True`` and mmap."""
     tensors = {}
-    for f in sorted(root.glob("*.bin")):
-        import torch
+    import torch
 
+    for f in sorted(root.glob("*.bin")):
         try:
             sd = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file

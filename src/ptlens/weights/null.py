@@ -146,8 +146,8 @@ def simulate(xa: np.ndarray, da: str, db: str, sigma: float, z: np.ndarray, tol:
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One null draw on sampled rows of W_A: W_A + σz stored as ``db``.
 
-    ``xa``: the rows' values as float32 (exact: every stored dtype ``da`` we compare widens to float32
-    without loss). Returns the sample sums (``NS_*``), the changed mask (compared like the observed
+    ``xa``: the rows' values as float32 (exact for every stored dtype but float64, whose null is drawn
+    on its float32 rounding). Returns the sample sums (``NS_*``), the changed mask (compared like the observed
     metric: bit for bit in the coarser dtype) and the stored difference in float32, both shaped like
     ``xa``. bfloat16/float32 go through one compiled pass (same rounding as torch's cast,
     cross-checked in the tests); other dtypes through torch.

@@ -347,9 +347,10 @@ def resolve_device(config: ScanConfig) -> tuple[str, str]:
 
 
 def gpu_driver_present() -> bool:
-    """Whether an NVIDIA or AMD GPU driver exposes a device here (torch's cuda covers both); without one,
-    ``--device auto`` is the CPU and torch need not be imported to find that out."""
-    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/proc/driver/nvidia"))
+    """Whether an NVIDIA, AMD or WSL2 GPU driver exposes a device here (torch's cuda covers all three); without
+    one, ``--device auto`` is the CPU and torch need not be imported to find that out."""
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd",
+                                           "/dev/dxg"))
 
 
 @dataclass
