@@ -343,3 +343,20 @@ def test_rows_per_transition_for_resized_vocab(tmp_path):
     s = torch.linalg.svdvals(d)
     assert record(res, "lm_head.weight", "base→dpo").spectral["stable_rank"] == pytest.approx(
         float((s ** 2).sum() / s[0] ** 2), rel=1e-6)
+
+
+def test_heap_temporaries_restore_the_scans_mmap_threshold():
+    """The overlap passes' heap setting is undone to whatever the scan had set, inside or outside a scan."""
+    from ptlens.weights import scan as S
+
+    if S._glibc() is None:
+        pytest.skip("not glibc")
+    with S._return_freed_memory():
+        assert S._mmap_threshold == 1 << 20
+        with S._heap_temporaries():
+            assert S._mmap_threshold == 256 << 20
+        assert S._mmap_threshold == 1 << 20
+    assert S._mmap_threshold == 32 << 20
+    with S._heap_temporaries():
+        pass
+    assert S._mmap_threshold == 32 << 20
