@@ -133,6 +133,7 @@ def test_log_tick_labels_are_plain_text():
     assert "10⁻³" in labels and "10⁻²" in labels and not any("$" in t for t in labels)
     f = ax.yaxis.get_major_formatter()
     assert f._num_to_string(2e-3, 1e-4, 1e-1) == "2×10⁻³"
+    assert f._num_to_string(2.4e-3, 2.2e-3, 3.1e-3) == "2.4×10⁻³"  # an axis spanning less than one step
     assert f._num_to_string(1e-12, 1e-13, 1e-11) == "10⁻¹²"
     assert f._num_to_string(100.0, 1, 1000) == "100"
     plt.close(fig)

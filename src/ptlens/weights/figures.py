@@ -80,7 +80,9 @@ class PlainLogFormatter(LogFormatter):
         exponent = int(np.floor(np.log10(x) + 1e-9))
         coeff = x / 10.0 ** exponent
         power = "10" + str(exponent).translate(_SUPERSCRIPT)
-        return power if abs(coeff - 1) < 1e-6 else f"{coeff:.0f}×{power}"
+        if abs(coeff - round(coeff)) < 1e-6:
+            coeff = round(coeff)
+        return power if coeff == 1 else f"{coeff:.4g}×{power}"  # 2.4×10⁻³ where an axis spans < one step
 
 
 def _log_scale(axis) -> None:
