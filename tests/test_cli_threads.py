@@ -13,6 +13,14 @@ from ptlens import threads
 from ptlens.clikit import LineProgress
 
 
+def test_free_cores_counts_the_threads_running_now(monkeypatch):
+    """Not the 1-minute load average, which still counts a command that ended seconds ago."""
+    monkeypatch.setattr(threads, "running_now", lambda *a, **k: 0.0)
+    assert threads.free_cores(cores=2) == 2
+    monkeypatch.setattr(threads, "running_now", lambda *a, **k: 1.0)
+    assert threads.free_cores(cores=2) == 1
+
+
 def test_free_cores_subtracts_the_running_load():
     assert threads.free_cores(cores=2, load=0.0) == 2
     assert threads.free_cores(cores=2, load=1.0) == 1  # one busy competitor on 2 cores: one thread

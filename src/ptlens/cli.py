@@ -146,10 +146,9 @@ def weights(
     """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report."""
     if workers is not None and workers < 1:
         raise PtlensError(f"--workers must be at least 1, got {workers}")
-    from ptlens import figpool
+    from ptlens.pipeline import start_weight_figure_pool
 
-    # the figure workers start before torch is imported: cheap to start, and their imports overlap ours
-    pool = figpool.start(len(F.WEIGHT_FIGURES) + 1, ["ptlens.weights.figures"]) if figures else None
+    pool = start_weight_figure_pool() if figures else None  # before torch or numba is imported
     try:
         from ptlens.pipeline import run_weights
         from ptlens.weights import ScanConfig

@@ -181,6 +181,14 @@ def stored_weights(lineage, cfg: "ScanConfig", output_dir: Path) -> Optional[dic
     return s if same_lineage and same_cfg else None
 
 
+def start_weight_figure_pool():
+    """Workers for the weight figures (:mod:`ptlens.figpool`), or None where they would not help: start it before
+    importing torch or numba, so that the workers' matplotlib import overlaps the caller's imports and scan."""
+    from ptlens.figpool import start
+
+    return start(len(F.WEIGHT_FIGURES) + 1, ["ptlens.weights.figures"])  # + the overview
+
+
 def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str | Path = "analysis_results", *,
                 figures: bool = True, allow_missing: bool = False, reuse: bool = False,
                 reporter: Optional[Reporter] = None, executor: Any = "local", figure_pool: Any = None) -> WeightsResult:
@@ -203,11 +211,8 @@ def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str 
     if summary is not None:
         rep.message(f"weights: reusing {out}/{F.WEIGHT_SUMMARY} (same lineage and settings)")
         return WeightsResult(summary, True, missing)
-    # figure workers start now: their matplotlib import overlaps torch's and the scan (ptlens.figpool)
-    from ptlens.figpool import start as start_figure_pool
-
     own = figure_pool is None and figures
-    pool = start_figure_pool(len(F.WEIGHT_FIGURES) + 1, ["ptlens.weights.figures"]) if own else figure_pool
+    pool = start_weight_figure_pool() if own else figure_pool  # started now, their imports overlap the scan
     try:
         prog, update = rep.weights_progress("weights")
         with prog:

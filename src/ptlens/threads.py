@@ -41,13 +41,6 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def load_average() -> float:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0.0
-
-
 def running_now(samples: int = 3, interval_s: float = 0.005) -> float:
     """Threads runnable right now on the machine, this one excluded (median of a few reads of /proc/stat).
 
