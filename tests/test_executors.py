@@ -86,6 +86,7 @@ def test_any_split_of_the_tasks_merges_to_the_same_bytes(tmp_path):
         merge_results(plan, lineage, [one, one, *everything], 0.0)
 
 
+@pytest.mark.may_skip  # needs two numba threads
 def test_fused_kernel_sums_are_the_same_bits_whatever_the_thread_count():
     """The element-wise sums of a 1M-entry bf16 chunk with 1 and with 2 numba threads are bit-identical (the
     partial sums run over a split fixed by the chunk's length), and equal the float64 torch reference closely."""
@@ -137,6 +138,7 @@ def test_task_memory_follows_the_scans_bounds():
     assert task_memory(task(huge, "full")) > 4 * 4 * huge[0] * huge[1]
 
 
+@pytest.mark.may_skip  # the message is only reachable where ray is absent
 def test_executor_registry_and_the_missing_ray_message():
     """``local`` and ``ray`` in one registry; an unknown name lists them; without Ray the error is one line
     naming the extra to install, before any work."""
@@ -162,8 +164,8 @@ def test_executor_registry_and_the_missing_ray_message():
 
 
 def _ray_python() -> str | None:
-    for cand in (os.environ.get("PTLENS_RAY_PYTHON"), REPO / ".venv-vllm" / "bin" / "python",
-                 Path("/work/main/.venv-vllm/bin/python")):
+    for cand in (os.environ.get("PTLENS_RAY_PYTHON"), os.environ.get("PTLENS_VLLM_PYTHON"),
+                 REPO / ".venv-vllm" / "bin" / "python"):
         if cand and Path(cand).exists():
             ok = subprocess.run([str(cand), "-c", "import ray"], capture_output=True).returncode == 0
             if ok:

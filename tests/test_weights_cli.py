@@ -69,26 +69,6 @@ def _header_bytes(path) -> int:
         return 8 + struct.unpack("<Q", f.read(8))[0]
 
 
-def test_run_default_lineage(tmp_path, monkeypatch):
-    """The README's main job: the shipped, TRL-trained tiny lineage, weights + behaviour + report."""
-    monkeypatch.chdir(tmp_path)
-    res = runner.invoke(app, ["run"])
-    assert res.exit_code == 0, res.output
-    assert (tmp_path / "analysis_results" / "weight_analysis_report.md").is_file()
-    assert (tmp_path / "analysis_results" / "sft_vs_rlvr_comparison.png").is_file()
-    html = (tmp_path / "analysis_results" / "report.html").read_text()
-    assert "behaviour skipped" not in res.output
-    results = json.loads((tmp_path / "analysis_results" / "model_comparison_results.json").read_text())
-    assert list(results["models"]) == ["base", "sft", "dpo", "rlvr"]
-    assert "data:image/png;base64," in html and (tmp_path / "analysis_results" / "report.md").is_file()
-    assert "This lineage was trained by ptlens lab" in html
-    samples = (tmp_path / "analysis_results" / "behavior" / "samples.jsonl").read_bytes()
-    again = runner.invoke(app, ["run"])
-    assert again.exit_code == 0 and "reusing" in again.output, again.output
-    assert (tmp_path / "analysis_results" / "behavior" / "samples.jsonl").read_bytes() == samples
-    assert (tmp_path / "analysis_results" / "report.html").read_text() == html
-
-
 def test_presets_lists_every_preset():
     res = runner.invoke(app, ["presets"])
     assert res.exit_code == 0
