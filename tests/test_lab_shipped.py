@@ -123,3 +123,35 @@ def test_shipped_lineage_records_precision_tags_and_the_rlvr_comparison(manifest
         assert 0 < d["lo"] <= d["value"] <= d["hi"], (name, d)
     assert next(c for c in manifest["comparisons"] if c["pair"] == "rlvr - sft")["in-distribution"]["t0.6"]["value"] >= 0.10
     assert not [w for w in manifest["warnings"] if w["stage"] in ("dpo", "rlvr")], manifest["warnings"]
+
+
+@pytest.mark.slow
+def test_shipped_models_give_the_accuracies_the_manifest_and_readme_state(manifest):
+    """Greedy accuracy recomputed from the stored checkpoints on the lab's own evaluation set equals the manifest's,
+    and the README's 'lab's own evaluation' sentence quotes the manifest (greedy recomputed, sampled as stored)."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ptlens.lab.config import LabConfig
+    from ptlens.lab.model import accuracy_by_tag, sample_correct
+    from ptlens.lab.runner import eval_problems
+
+    keys = ("seed", "levels", "held_out_levels", "eval_problems", "held_out_problems")
+    problems = eval_problems(LabConfig(**{k: manifest["config"][k] for k in keys}))
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    stated = re.search(r"base (\d+)% / ([\d.]+)%, sft (\d+)% / ([\d.]+)% \([^)]*\), dpo (\d+)% / ([\d.]+)%, "
+                       r"rlvr (\d+)% / ([\d.]+)%", readme)
+    assert stated, "README's sentence on the lab's own evaluation was reworded"
+    torch.set_num_threads(1)
+    for i, s in enumerate(manifest["stages"]):
+        folder = SHIPPED / s["path"]
+        tok = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        greedy = accuracy_by_tag(problems, sample_correct(model, tok, problems, manifest["eval"]["max_new_tokens"],
+                                                          seed=manifest["seed"]), 1)
+        assert greedy == s["accuracy"]["greedy"], (s["label"], greedy, s["accuracy"]["greedy"])
+        readme_greedy, readme_sampled = float(stated.group(2 * i + 1)), float(stated.group(2 * i + 2))
+        # the README rounds to whole percents where the value has no half
+        assert abs(readme_greedy - 100 * greedy["in-distribution"]) <= 0.5, (s["label"], readme_greedy)
+        assert abs(readme_sampled - 100 * s["accuracy"]["t0.6"]["in-distribution"]) <= 0.5, (s["label"], readme_sampled)
