@@ -22,6 +22,8 @@ from ptlens.errors import PtlensError
 #   NO-STATE   ptlens: no stated final answer → no answer; unlike lm-eval's "flexible-extract" (last number anywhere)
 #   ONLY-NUM   ptlens: a response that is one number states it
 #   MV-EQUIV   math-verify verify(): symbolic equivalence of the canonical answer and the gold
+#   LAST-STATED ptlens (as math-verify, whose rightmost match wins): the last stated answer by position, whatever its
+#              form; a box beats the anchor it sits in; several boxes joined by , / and / or are a set when the gold is
 TABLE = [
     # response, gold, correct, extracted (None: nothing found; ... : not checked), convention
     (r"\boxed{5}, no wait, \boxed{3}", "3", True, "3", "MV-BOXED"),
@@ -102,6 +104,25 @@ TABLE = [
     (r"\boxed{(1, 2)}", "(1,2)", True, ..., "MV-EQUIV"),
     (r"\boxed{\{1, 2\}}", r"\{1,2\}", True, ..., "MV-EQUIV"),
     (r"\boxed{x^2 + 1}", "x^2 - 1", False, ..., "MV-EQUIV"),
+    (r"so \boxed{255}. Final Answer: The final answer is $10,455$. I hope it is correct.", "10455", True, "10455",
+     "LAST-STATED"),
+    (r"The answer is 4, so \boxed{5}", "5", True, "5", "LAST-STATED"),
+    (r"\boxed{1}, \boxed{2} and \boxed{3}", r"\{1,2,3\}", True, "1, 2, 3", "LAST-STATED"),
+    (r"\boxed{(2, 2)} \quad \text{and} \quad \boxed{(6, 2)}", "(2, 2), (6, 2)", True, ..., "LAST-STATED"),
+    (r"\boxed{1}, \boxed{2} and \boxed{3}", "3", True, "3", "LAST-STATED"),  # gold not a set: the last box
+    (r"\boxed{1} no, wait: \boxed{2}", "1, 2", False, "2", "LAST-STATED"),  # not joined by , / and / or
+    ("Final Answer: The volume of $ABCDEFGH$ is 120. I hope it is correct.", "120", True, "120", "ANSWER-IS"),
+    ("Final Answer: Jane started growing Sphere 3 hours ago.", "3", True, "3", "ANSWER-IS"),
+    ("Answer: 7 (because 3+4)", "7", True, "7", "ANSWER-IS"),
+    ("Answer \\[ \n 9 \n \\]", "9", True, "9", "ANSWER-IS"),
+    ("Answer $ \n 9 \n $", "9", False, None, "ANSWER-IS"),  # inline math does not span lines
+    ("The solution is $x != 5$", r"x \neq 5", True, "x != 5", "ANSWER-IS"),
+    ("Thus $x <= 2$ is our answer.", r"x \leq 2", True, "x <= 2", "ANSWER-IS"),
+    ("the solution is to add 3 and 4, giving 7.", "7", False, None, "ANSWER-IS"),
+    (r"\boxed{11,\! 111,\! 111,\! 100}", "11111111100", True, "11111111100", "BOX-UNITS"),
+    (r"\boxed{12 \text{ cm}^2}", "12", True, ..., "BOX-UNITS"),
+    (r"\boxed{(2,12) \cup (12,102)}", r"(2, 12) \cup (12, 102)", True, ..., "BOX-UNITS"),  # 12,102 is no thousands
+    ("The answer is 12,102.", "12102", True, "12102", "BOX-UNITS"),
 ]
 
 
@@ -117,7 +138,7 @@ def test_grading_table(response, gold, correct, extracted, convention):
 def test_table_covers_every_convention():
     assert len(TABLE) >= 60
     assert {row[-1] for row in TABLE} == {"MV-BOXED", "BOX-UNITS", "UNICODE", "GSM8K", "ANSWER-IS", "LAST-EQ",
-                                          "NO-STATE", "ONLY-NUM", "MV-EQUIV"}
+                                          "NO-STATE", "ONLY-NUM", "MV-EQUIV", "LAST-STATED"}
 
 
 def test_grading_is_the_same_off_the_main_thread():
@@ -164,7 +185,9 @@ def test_clusters_follow_the_grader():
 def test_fallback_extraction_order():
     assert extract_answer(r"first \boxed{3} then \boxed{\frac{1}{2}} ok") == r"\frac{1}{2}"
     assert extract_answer("so the answer is 42. I checked 3 times") == "42"
-    assert extract_answer("#### 9\nThe answer is 8") == "9"  # a GSM8K mark outranks "answer is"
+    assert extract_answer("#### 9\nThe answer is 8") == "8"  # the last stated answer, whatever its form
+    assert extract_answer("The answer is 8\n#### 9") == "9"
+    assert extract_answer(r"\boxed{42} The answer is correct because it checks.") == "42"  # no value: not an answer
     assert extract_answer("The answer is 8\n2 + 2 = 4") == "8"  # a stated answer outranks the last line
     assert extract_answer("12 then 13 then 1,400.") is None
     assert extract_answer("nothing here") is None
