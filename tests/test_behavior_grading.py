@@ -255,3 +255,72 @@ def test_hub_set_gold_answers_follow_each_format(monkeypatch):
     assert P.gsm8k_problems() == [Problem("gsm8k-0", "Q1", "1234", 0, "gsm8k")]
     assert P.math500_problems() == [Problem("test/x/1.json", "Q2", r"\frac{1}{2}", 3, "math500")]
     assert grade(r"so \boxed{0.5}", P.math500_problems()[0].answer).correct
+
+
+def test_flexible_extraction_is_the_last_number_stated_or_not():
+    """lm-eval's gsm8k flexible-extract, kept beside the strict grade so that papers using either can be compared."""
+    from ptlens.behavior.grading import extract_flexible, grade_flexible
+
+    assert extract_flexible("12 then 13 then 1,400.") == "1400"
+    assert extract_flexible("It costs $1,000") == "1000"
+    assert extract_flexible("The answer is −3 apples") == "-3"
+    assert extract_flexible("I do not know.") is None
+    assert grade_flexible("12 then 13 then 1,400.", "1400") == Grade("1400", True)
+    assert grade("12 then 13 then 1,400.", "1400") == Grade(None, False)  # strict: no stated answer
+    assert grade_flexible(r"\boxed{14} and 3 checks", "14") == Grade("3", False)  # flexible: the last number only
+    assert grade_flexible("x = 0.50", r"\frac{1}{2}").correct and not grade_flexible("x = 2", r"\sqrt{4}").correct
+
+
+def test_fallbacks_are_reported_not_hidden():
+    """A math-verify timeout falls back to plain numbers and says so, in the main thread and off it."""
+    slow = r"\boxed{9^{9^{9^{9}}}}"  # sympy evaluates the power: overruns any limit
+    g = grade(slow, "2", timeout_s=1)
+    assert g == Grade("9^{9^{9^{9}}}", False, "timeout")
+    out: list[Grade] = []
+    th = threading.Thread(target=lambda: out.append(grade(slow, "2", timeout_s=1)))
+    th.start()
+    th.join(60)
+    assert out == [g]
+    assert grade(r"\boxed{3}", "3").fallback is None
+
+
+def test_fallbacks_are_counted_per_model():
+    from ptlens.behavior.commands import grading_line
+    from ptlens.behavior.run import grading_counts
+    from ptlens.results.store import SampleRecord
+
+    def rec(model, extracted, fallback):
+        return SampleRecord(model=model, label=model, problem_id="p", sample=0, prompt="", response="", gold="1",
+                            extracted=extracted, answer_key="", correct=False, tokens=1, truncated=False, finish="stop",
+                            seed=0, token_ids=[1], grading_fallback=fallback)
+
+    counts = grading_counts([rec("a", "1", None), rec("a", "x", "timeout"), rec("a", None, None),
+                             rec("b", "2", "error")], ["a", "b"])
+    assert counts["models"] == {"a": {"samples": 3, "fallback_timeout": 1, "fallback_error": 0, "no_answer": 1},
+                                "b": {"samples": 1, "fallback_timeout": 0, "fallback_error": 1, "no_answer": 0}}
+    results = {"grading": counts, "models": {
+        "a": {"metrics": {"accuracy": {"value": 0.25}}, "accuracy_flexible": {"value": 0.5}},
+        "b": {"metrics": {"accuracy": {"value": 0.75}}, "accuracy_flexible": None}}}
+    assert grading_line(results) == ("grading (docs/GRADING.md): a 0.25 strict / 0.5 flexible, fallbacks: timeout 1, "
+                                     "error 0; b 0.75 strict / – flexible, fallbacks: timeout 0, error 1")
+
+
+def test_gold_written_as_a_solution_gives_its_boxes():
+    from ptlens.behavior.grading import gold_answer
+
+    assert gold_answer(r"so the solutions are $n = \boxed{1,-2}.$") == "1,-2"
+    assert gold_answer(r"\boxed{1} and \boxed{2}") == "1, 2"
+    assert gold_answer(r"\frac{1}{2}") == r"\frac{1}{2}"
+    assert grade(r"\[ \boxed{-2} \quad \text{and} \quad \boxed{1}. \]", r"so $n = \boxed{1,-2}.$").correct
+
+
+def test_report_shows_strict_flexible_and_fallbacks():
+    from ptlens.report.build import _grading_table
+
+    r = {"grading": {"models": {"a": {"samples": 8, "fallback_timeout": 2, "fallback_error": 0, "no_answer": 3}}},
+         "models": {"a": {"metrics": {"accuracy": {"value": 0.25, "lo": 0.1, "hi": 0.4}},
+                          "accuracy_flexible": {"value": 0.5, "lo": 0.3, "hi": 0.7}}}}
+    (t,) = _grading_table(r)
+    assert t["id"] == "tbl-grading"
+    assert t["rows"] == [["a", ("0.25", "[0.1, 0.4]"), ("0.5", "[0.3, 0.7]"), "3", "2", "0"]]
+    assert _grading_table({"models": {"a": {"metrics": {}}}}) == []  # results from before the grader recorded them

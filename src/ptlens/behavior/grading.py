@@ -333,15 +333,20 @@ def _parse_key(s: str, timeout_s: float) -> str | None:
     if not parsed:
         return None
     expr = parsed[0]
-    try:
-        import sympy
+    import sympy
+    from math_verify.errors import TimeoutException
+    from math_verify.utils import timeout
 
-        expr = sympy.simplify(sympy.sympify(str(expr)))
-        if getattr(expr, "is_number", False) and expr.is_rational:
-            return _fraction_key(Fraction(str(sympy.Rational(expr))))
-    except (TypeError, ValueError, AttributeError, SyntaxError, sympy.SympifyError):
-        pass
-    return str(expr)
+    def simplified(e):
+        e = sympy.simplify(sympy.sympify(str(e)))
+        if getattr(e, "is_number", False) and e.is_rational:
+            return _fraction_key(Fraction(str(sympy.Rational(e))))
+        return str(e)
+
+    try:  # under the same time limit as parsing: sympify of 9^{9^{9^9}} would never end
+        return timeout(_alarm_seconds(timeout_s))(simplified)(expr)
+    except (TypeError, ValueError, AttributeError, SyntaxError, sympy.SympifyError, TimeoutException):
+        return str(expr)
 
 
 def _alarm_seconds(timeout_s: float) -> int:
@@ -352,7 +357,8 @@ def _parse_answer(s: str, secs: int):
     """math-verify's parse of a canonical answer: LaTeX first, then a plain expression (its default targets)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    return parse(f"${s}$", [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=secs)
+    return parse(f"${s}$", [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=secs,
+                 raise_on_error=True)
 
 
 def gold_answer(gold: str) -> str:
@@ -395,7 +401,7 @@ def _grade_impl(response: str, gold: str, timeout_s: float) -> tuple[str | None,
     if pred_s.replace(" ", "").lower() == gold_s.replace(" ", "").lower():
         return extracted, True
     gold_t, pred = _parse_answer(gold_s, secs), _parse_answer(pred_s, secs)
-    correct = bool(gold_t and pred and verify(gold_t, pred, timeout_seconds=secs))
+    correct = bool(gold_t and pred and verify(gold_t, pred, timeout_seconds=secs, raise_on_error=True))
     return extracted, correct
 
 
@@ -405,11 +411,13 @@ def grade(response: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Gra
     When math-verify overruns or fails the grade is the exact comparison of plain numbers, and the
     returned :class:`Grade` says so (``fallback``), so that callers count it rather than hide it.
     """
+    from math_verify.errors import TimeoutException  # a BaseException: `except Exception` misses it
+
     try:
         return Grade(*_run_limited(_grade_impl, response, gold, timeout_s))
-    except TimeoutError as e:
-        reason = "error" if "Error" in str(e).split(":")[0] else "timeout"
-    except Exception:
+    except (TimeoutError, TimeoutException):  # math-verify's SIGALRM limit, or the helper overran
+        reason = "timeout"
+    except Exception:  # a parser's error (math-verify raises them: raise_on_error=True)
         reason = "error"
     gold_s = canonical_answer(gold_answer(gold))
     extracted = extract_answer(response, multi=_is_set(gold_s))
@@ -489,7 +497,7 @@ class _Worker:
                 self.stop()
                 raise TimeoutError("grading helper sent a malformed reply") from None
             if not ok:
-                raise TimeoutError(value)
+                raise (TimeoutError if value.startswith("TimeoutException") else RuntimeError)(value)
             return tuple(value) if isinstance(value, list) else value
 
     def stop(self) -> None:
@@ -504,6 +512,7 @@ def _serve() -> None:
     import importlib
 
     importlib.import_module("math_verify")  # before 'ready', so no call is charged for the import
+    from math_verify.errors import TimeoutException
 
     funcs = {"_grade_impl": _grade_impl, "_parse_key": _parse_key}
     out = os.fdopen(os.dup(1), "w")  # replies only: anything a parser prints goes to stderr
@@ -515,7 +524,7 @@ def _serve() -> None:
         try:
             name, args = json.loads(line)
             reply = [True, funcs[name](*args)]
-        except Exception as e:
+        except (Exception, TimeoutException) as e:
             reply = [False, f"{type(e).__name__}: {e}"]
         out.write(json.dumps(reply) + "\n")
         out.flush()
