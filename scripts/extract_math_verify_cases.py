@@ -5,7 +5,8 @@ outputs (OpenThoughts, NuminaMath, MATH) as ``pytest.mark.parametrize`` tables o
 ``(gold, pred, expected)``. This script reads those tables from a checkout's git history
 without importing or copying their code (``ast`` on the file text, literals only), keeps the
 cases whose response *states* an answer (``\\boxed{}``, ``####``, "answer is", "Final Answer",
-"Answer:", "Answer $…$", "the solution is", "… is our answer") and writes them with their origin (file, test, row) and the commit read.
+"Answer:", "Answer $…$", "the solution is", "… is our answer") and writes them with their origin
+(file, test, row) and the commit read.
 
     python scripts/extract_math_verify_cases.py /work/.mirror/huggingface+Math-Verify/repo [COMMIT]
 

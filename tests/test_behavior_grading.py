@@ -188,6 +188,8 @@ def test_fallback_extraction_order():
     assert extract_answer("#### 9\nThe answer is 8") == "8"  # the last stated answer, whatever its form
     assert extract_answer("The answer is 8\n#### 9") == "9"
     assert extract_answer(r"\boxed{42} The answer is correct because it checks.") == "42"  # no value: not an answer
+    assert extract_answer("\\boxed{42}\nThe answer is consistent with step 3.") == "42"  # prose: only when alone
+    assert extract_answer("Final Answer: the answer is consistent with step 3.") == "3"
     assert extract_answer("The answer is 8\n2 + 2 = 4") == "8"  # a stated answer outranks the last line
     assert extract_answer("12 then 13 then 1,400.") is None
     assert extract_answer("nothing here") is None
@@ -324,3 +326,14 @@ def test_report_shows_strict_flexible_and_fallbacks():
     assert t["id"] == "tbl-grading"
     assert t["rows"] == [["a", ("0.25", "[0.1, 0.4]"), ("0.5", "[0.3, 0.7]"), "3", "2", "0"]]
     assert _grading_table({"models": {"a": {"metrics": {}}}}) == []  # results from before the grader recorded them
+
+
+def test_extraction_stays_linear_on_adversarial_text():
+    """Every anchor is looked at, so an answer sentence and a math span are bounded: no quadratic regex walks."""
+    import time
+
+    for text in ["answer is " * 5000 + "$" * 3000, "\\( " * 5000 + " is the answer", "The answer is " + "word " * 50000,
+                 "answer: x" * 10000, "\\boxed{1}, " * 5000]:
+        t = time.perf_counter()
+        extract_answer(text, multi=True)
+        assert time.perf_counter() - t < 1.0, text[:30]

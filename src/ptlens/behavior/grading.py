@@ -1,13 +1,16 @@
 """Grading a response against a gold answer, and the canonical key that clusters equal answers.
 
 Conventions (docs/GRADING.md): the text is Unicode-normalised (NFKC, minus signs and dashes,
-every script's digits); the answer is the content of the *last* ``\boxed{}`` (math-verify's
-``boxed="last"``), else the last GSM8K ``#### X`` (lm-evaluation-harness's strict-match), else the
-last "answer is X" / "answer: X", else a number or expression after "=" at the end of the last
-line; a response that states no final answer has none: there is no bare last-number fallback
-(lm-eval's flexible-extract). The answer's canonical form drops markup, ``\text{}``, units,
-degrees, percent signs and a leading ``x =``; math-verify parses it and decides equivalence with
-the gold; the same canonical form keys the answer clusters (maj@k, distinct answers, confidence).
+every script's digits); the answer is the *last stated* one by position: a ``\boxed{}`` (a run of
+boxes joined by commas / "and" read as a set when the gold is one), a GSM8K ``#### X``
+(lm-evaluation-harness's strict-match), an "answer is X" / "Final Answer: X" / "$X$ is the
+answer"; failing those, a number or expression after "=" at the end of the last line. A response
+that states no final answer has none: the strict grade has no bare last-number fallback; that is
+lm-eval's flexible-extract, recorded beside it (:func:`grade_flexible`). The answer's canonical
+form drops markup, ``\text{}``, units, degrees, percent signs, thousands separators and a leading
+``x =``; math-verify parses it and decides equivalence with the gold; the same canonical form keys
+the answer clusters (maj@k, distinct answers, confidence). Checked against Math-Verify's own
+tests (tests/data/math_verify_cases.json).
 
 math-verify's time limit is a SIGALRM, which only works in the main thread: there we use it as
 is; from any other thread the same work runs in a helper process that is killed when it
@@ -122,9 +125,9 @@ def _box_runs(text: str) -> list[tuple[int, list[str]]]:
 
 _GSM8K = re.compile(r"#### (\-?[0-9\.\,]+)")  # lm-evaluation-harness gsm8k "strict-match", verbatim
 _ANSWER_IS = re.compile(r"\banswer\s*(?:is\s*:?|:)|\bsolution\s+is\s*:?|\banswer\b\s*(?=\$|\\[(\[])", re.IGNORECASE)
-_IS_THE_ANSWER = re.compile(r"(\$[^$\n]+\$|\\\(.+?\\\))\s*is\s+(?:the|our)\s+(?:final\s+)?(?:answer|solution)\b",
-                            re.IGNORECASE)
-_UNTIL_SENTENCE_END = re.compile(r"\s*(.+?)\s*(?:\.\s|\.?\s*$|\n|;|,?\s+(?:so|which|because|but|since)\b)", re.MULTILINE)
+_IS_THE_ANSWER = re.compile(r"(\$[^$\n]{1,300}\$|\\\((?:(?!\\\)).){1,300}\\\))"  # bounded: no quadratic walks
+                            r"\s*is\s+(?:the|our)\s+(?:final\s+)?(?:answer|solution)\b", re.IGNORECASE)
+_UNTIL_SENTENCE_END = re.compile(r"\s*(.{1,500}?)\s*(?:\.\s|\.?\s*$|\n|;|,?\s+(?:so|which|because|but|since)\b)", re.MULTILINE)
 _LAST_LINE_EQ = re.compile(r"=\s*([^=]{1,60}?)\s*\.?\s*$")
 _ANSWER_START = re.compile(r"^\s*(?:\$|\\[(\[]|\\|[-+(\[{.\d])")
 _MATH_OPEN = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
@@ -149,21 +152,22 @@ def _math_span(text: str, pos: int) -> tuple[int, str] | None:
     return None
 
 
-def _anchored(text: str, m: re.Match) -> tuple[int, str] | None:
-    """The answer after an "answer is" anchor: a delimited math span, else its sentence; a trailing
-    parenthetical note goes ("7 (because 3+4)"), and a prose sentence ("The volume of $V$ is 120") gives what
-    follows its last "is", or its only number."""
+def _anchored(text: str, m: re.Match) -> tuple[int, str, bool] | None:
+    """The answer after an "answer is" anchor, and whether it was read out of prose: a delimited math span, else
+    its sentence; a trailing parenthetical note goes ("7 (because 3+4)"), and a prose sentence ("The volume of $V$
+    is 120") gives what follows its last "is", or its only number."""
     span = _math_span(text, m.end())
     if span is not None:
-        return span
+        return (*span, False)
     s = _UNTIL_SENTENCE_END.match(text, m.end())
     if not s:
         return None
-    ans = s.group(1)
+    ans, prose = s.group(1), False
     note = _PAREN_NOTE.match(ans)
     if note and note.group(1).strip():
         ans = note.group(1)
     if "answer" in m.group().lower() and not _math_then_unit(_clean(ans)):
+        prose = True
         if " is " in ans:
             ans = ans.rsplit(" is ", 1)[1]
         else:
@@ -172,7 +176,7 @@ def _anchored(text: str, m: re.Match) -> tuple[int, str] | None:
                 ans = nums[0]
     elif not _ANSWER_START.match(ans) and "answer" not in m.group().lower():
         return None  # "the solution is to multiply…": not a stated answer
-    return s.start(1), ans
+    return s.start(1), ans, prose
 
 
 def extract_answer(text: str, multi: bool = False) -> str | None:
@@ -191,10 +195,14 @@ def extract_answer(text: str, multi: bool = False) -> str | None:
     found = list(_GSM8K.finditer(text))
     if found:
         strong.append((found[-1].start(), 1, found[-1].group(1)))
-    for m in _ANSWER_IS.finditer(text):
+    for m in reversed(list(_ANSWER_IS.finditer(text))):  # from the last: the first stated value found is the last
         got = _anchored(text, m)
         if got is not None:
-            (strong if _MATHLIKE.search(got[1]) else weak).append((got[0], 0, got[1]))
+            # prose ("the answer is consistent with step 3") never outranks a box or a stated value
+            is_strong = _MATHLIKE.search(got[1]) and not got[2]
+            (strong if is_strong else weak).append((got[0], 0, got[1]))
+            if is_strong:
+                break
     for m in _IS_THE_ANSWER.finditer(text):
         strong.append((m.start(1), 0, m.group(1)))
     if strong or weak:
