@@ -44,6 +44,7 @@ def test_behavior_command_writes_results(app_and_models, tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads((out / "model_comparison_results.json").read_text())
     assert list(res["models"]) == ["base", "sft"] and res["settings"]["max_new_tokens"] == 5
+    assert "grading (docs/GRADING.md): base " in r.output and "flexible, fallbacks: timeout 0, error 0" in r.output
     r = CliRunner().invoke(app, args[:-4] + ["--n-samples", "3", "--output-dir", str(out)])
     assert r.exit_code == 2 and "other settings" in r.output and "Traceback" not in r.output
 
@@ -77,7 +78,7 @@ def test_grading_time_limit_holds_off_the_main_thread():
     t = time.time()
     th.start()
     th.join(60)
-    assert out and out[0].correct is False
+    assert out and out[0].correct is False and out[0].fallback == "timeout"
     assert time.time() - t < 30
 
 

@@ -22,6 +22,8 @@ from ptlens.errors import PtlensError
 #   NO-STATE   ptlens: no stated final answer → no answer; unlike lm-eval's "flexible-extract" (last number anywhere)
 #   ONLY-NUM   ptlens: a response that is one number states it
 #   MV-EQUIV   math-verify verify(): symbolic equivalence of the canonical answer and the gold
+#   LAST-STATED ptlens (as math-verify, whose rightmost match wins): the last stated answer by position, whatever its
+#              form; a box beats the anchor it sits in; several boxes joined by , / and / or are a set when the gold is
 TABLE = [
     # response, gold, correct, extracted (None: nothing found; ... : not checked), convention
     (r"\boxed{5}, no wait, \boxed{3}", "3", True, "3", "MV-BOXED"),
@@ -102,6 +104,25 @@ TABLE = [
     (r"\boxed{(1, 2)}", "(1,2)", True, ..., "MV-EQUIV"),
     (r"\boxed{\{1, 2\}}", r"\{1,2\}", True, ..., "MV-EQUIV"),
     (r"\boxed{x^2 + 1}", "x^2 - 1", False, ..., "MV-EQUIV"),
+    (r"so \boxed{255}. Final Answer: The final answer is $10,455$. I hope it is correct.", "10455", True, "10455",
+     "LAST-STATED"),
+    (r"The answer is 4, so \boxed{5}", "5", True, "5", "LAST-STATED"),
+    (r"\boxed{1}, \boxed{2} and \boxed{3}", r"\{1,2,3\}", True, "1, 2, 3", "LAST-STATED"),
+    (r"\boxed{(2, 2)} \quad \text{and} \quad \boxed{(6, 2)}", "(2, 2), (6, 2)", True, ..., "LAST-STATED"),
+    (r"\boxed{1}, \boxed{2} and \boxed{3}", "3", True, "3", "LAST-STATED"),  # gold not a set: the last box
+    (r"\boxed{1} no, wait: \boxed{2}", "1, 2", False, "2", "LAST-STATED"),  # not joined by , / and / or
+    ("Final Answer: The volume of $ABCDEFGH$ is 120. I hope it is correct.", "120", True, "120", "ANSWER-IS"),
+    ("Final Answer: Jane started growing Sphere 3 hours ago.", "3", True, "3", "ANSWER-IS"),
+    ("Answer: 7 (because 3+4)", "7", True, "7", "ANSWER-IS"),
+    ("Answer \\[ \n 9 \n \\]", "9", True, "9", "ANSWER-IS"),
+    ("Answer $ \n 9 \n $", "9", False, None, "ANSWER-IS"),  # inline math does not span lines
+    ("The solution is $x != 5$", r"x \neq 5", True, "x != 5", "ANSWER-IS"),
+    ("Thus $x <= 2$ is our answer.", r"x \leq 2", True, "x <= 2", "ANSWER-IS"),
+    ("the solution is to add 3 and 4, giving 7.", "7", False, None, "ANSWER-IS"),
+    (r"\boxed{11,\! 111,\! 111,\! 100}", "11111111100", True, "11111111100", "BOX-UNITS"),
+    (r"\boxed{12 \text{ cm}^2}", "12", True, ..., "BOX-UNITS"),
+    (r"\boxed{(2,12) \cup (12,102)}", r"(2, 12) \cup (12, 102)", True, ..., "BOX-UNITS"),  # 12,102 is no thousands
+    ("The answer is 12,102.", "12102", True, "12102", "BOX-UNITS"),
 ]
 
 
@@ -117,7 +138,7 @@ def test_grading_table(response, gold, correct, extracted, convention):
 def test_table_covers_every_convention():
     assert len(TABLE) >= 60
     assert {row[-1] for row in TABLE} == {"MV-BOXED", "BOX-UNITS", "UNICODE", "GSM8K", "ANSWER-IS", "LAST-EQ",
-                                          "NO-STATE", "ONLY-NUM", "MV-EQUIV"}
+                                          "NO-STATE", "ONLY-NUM", "MV-EQUIV", "LAST-STATED"}
 
 
 def test_grading_is_the_same_off_the_main_thread():
@@ -164,7 +185,11 @@ def test_clusters_follow_the_grader():
 def test_fallback_extraction_order():
     assert extract_answer(r"first \boxed{3} then \boxed{\frac{1}{2}} ok") == r"\frac{1}{2}"
     assert extract_answer("so the answer is 42. I checked 3 times") == "42"
-    assert extract_answer("#### 9\nThe answer is 8") == "9"  # a GSM8K mark outranks "answer is"
+    assert extract_answer("#### 9\nThe answer is 8") == "8"  # the last stated answer, whatever its form
+    assert extract_answer("The answer is 8\n#### 9") == "9"
+    assert extract_answer(r"\boxed{42} The answer is correct because it checks.") == "42"  # no value: not an answer
+    assert extract_answer("\\boxed{42}\nThe answer is consistent with step 3.") == "42"  # prose: only when alone
+    assert extract_answer("Final Answer: the answer is consistent with step 3.") == "3"
     assert extract_answer("The answer is 8\n2 + 2 = 4") == "8"  # a stated answer outranks the last line
     assert extract_answer("12 then 13 then 1,400.") is None
     assert extract_answer("nothing here") is None
@@ -232,3 +257,83 @@ def test_hub_set_gold_answers_follow_each_format(monkeypatch):
     assert P.gsm8k_problems() == [Problem("gsm8k-0", "Q1", "1234", 0, "gsm8k")]
     assert P.math500_problems() == [Problem("test/x/1.json", "Q2", r"\frac{1}{2}", 3, "math500")]
     assert grade(r"so \boxed{0.5}", P.math500_problems()[0].answer).correct
+
+
+def test_flexible_extraction_is_the_last_number_stated_or_not():
+    """lm-eval's gsm8k flexible-extract, kept beside the strict grade so that papers using either can be compared."""
+    from ptlens.behavior.grading import extract_flexible, grade_flexible
+
+    assert extract_flexible("12 then 13 then 1,400.") == "1400"
+    assert extract_flexible("It costs $1,000") == "1000"
+    assert extract_flexible("The answer is −3 apples") == "-3"
+    assert extract_flexible("I do not know.") is None
+    assert grade_flexible("12 then 13 then 1,400.", "1400") == Grade("1400", True)
+    assert grade("12 then 13 then 1,400.", "1400") == Grade(None, False)  # strict: no stated answer
+    assert grade_flexible(r"\boxed{14} and 3 checks", "14") == Grade("3", False)  # flexible: the last number only
+    assert grade_flexible("x = 0.50", r"\frac{1}{2}").correct and not grade_flexible("x = 2", r"\sqrt{4}").correct
+
+
+def test_fallbacks_are_reported_not_hidden():
+    """A math-verify timeout falls back to plain numbers and says so, in the main thread and off it."""
+    slow = r"\boxed{9^{9^{9^{9}}}}"  # sympy evaluates the power: overruns any limit
+    g = grade(slow, "2", timeout_s=1)
+    assert g == Grade("9^{9^{9^{9}}}", False, "timeout")
+    out: list[Grade] = []
+    th = threading.Thread(target=lambda: out.append(grade(slow, "2", timeout_s=1)))
+    th.start()
+    th.join(60)
+    assert out == [g]
+    assert grade(r"\boxed{3}", "3").fallback is None
+
+
+def test_fallbacks_are_counted_per_model():
+    from ptlens.behavior.commands import grading_line
+    from ptlens.behavior.run import grading_counts
+    from ptlens.results.store import SampleRecord
+
+    def rec(model, extracted, fallback):
+        return SampleRecord(model=model, label=model, problem_id="p", sample=0, prompt="", response="", gold="1",
+                            extracted=extracted, answer_key="", correct=False, tokens=1, truncated=False, finish="stop",
+                            seed=0, token_ids=[1], grading_fallback=fallback)
+
+    counts = grading_counts([rec("a", "1", None), rec("a", "x", "timeout"), rec("a", None, None),
+                             rec("b", "2", "error")], ["a", "b"])
+    assert counts["models"] == {"a": {"samples": 3, "fallback_timeout": 1, "fallback_error": 0, "no_answer": 1},
+                                "b": {"samples": 1, "fallback_timeout": 0, "fallback_error": 1, "no_answer": 0}}
+    results = {"grading": counts, "models": {
+        "a": {"metrics": {"accuracy": {"value": 0.25}}, "accuracy_flexible": {"value": 0.5}},
+        "b": {"metrics": {"accuracy": {"value": 0.75}}, "accuracy_flexible": None}}}
+    assert grading_line(results) == ("grading (docs/GRADING.md): a 0.25 strict / 0.5 flexible, fallbacks: timeout 1, "
+                                     "error 0; b 0.75 strict / – flexible, fallbacks: timeout 0, error 1")
+
+
+def test_gold_written_as_a_solution_gives_its_boxes():
+    from ptlens.behavior.grading import gold_answer
+
+    assert gold_answer(r"so the solutions are $n = \boxed{1,-2}.$") == "1,-2"
+    assert gold_answer(r"\boxed{1} and \boxed{2}") == "1, 2"
+    assert gold_answer(r"\frac{1}{2}") == r"\frac{1}{2}"
+    assert grade(r"\[ \boxed{-2} \quad \text{and} \quad \boxed{1}. \]", r"so $n = \boxed{1,-2}.$").correct
+
+
+def test_report_shows_strict_flexible_and_fallbacks():
+    from ptlens.report.build import _grading_table
+
+    r = {"grading": {"models": {"a": {"samples": 8, "fallback_timeout": 2, "fallback_error": 0, "no_answer": 3}}},
+         "models": {"a": {"metrics": {"accuracy": {"value": 0.25, "lo": 0.1, "hi": 0.4}},
+                          "accuracy_flexible": {"value": 0.5, "lo": 0.3, "hi": 0.7}}}}
+    (t,) = _grading_table(r)
+    assert t["id"] == "tbl-grading"
+    assert t["rows"] == [["a", ("0.25", "[0.1, 0.4]"), ("0.5", "[0.3, 0.7]"), "3", "2", "0"]]
+    assert _grading_table({"models": {"a": {"metrics": {}}}}) == []  # results from before the grader recorded them
+
+
+def test_extraction_stays_linear_on_adversarial_text():
+    """Every anchor is looked at, so an answer sentence and a math span are bounded: no quadratic regex walks."""
+    import time
+
+    for text in ["answer is " * 5000 + "$" * 3000, "\\( " * 5000 + " is the answer", "The answer is " + "word " * 50000,
+                 "answer: x" * 10000, "\\boxed{1}, " * 5000]:
+        t = time.perf_counter()
+        extract_answer(text, multi=True)
+        assert time.perf_counter() - t < 1.0, text[:30]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ptlens.behavior.engines import build_prompt, finish_generation, load_tokenizer, prompt_ids
+from ptlens.behavior.grading import grade_flexible
 from ptlens.behavior.run import RESULTS_FILE, BehaviorConfig, load_samples, run_behavior
 from ptlens.behavior.toy import char_tokenizer, make_toy_model
 from ptlens.errors import PtlensError
@@ -89,6 +90,12 @@ def test_end_to_end_outputs_and_reproducibility(lab, reference, tmp_path):
         lp = sum(s.logprob_sum for s in mine) / sum(s.tokens for s in mine)
         assert res["cross_ppl"][name][name]["value"] == pytest.approx(math.exp(-lp))
         assert m["length_mean"]["value"] == pytest.approx(sum(s.tokens for s in mine) / len(mine))
+        flex = [grade_flexible(s.response, s.gold) for s in mine]  # recorded beside the strict grade, per sample
+        assert [(s.extracted_flexible, s.correct_flexible) for s in mine] == [(f.extracted, f.correct) for f in flex]
+        assert res["models"][name]["accuracy_flexible"]["value"] == pytest.approx(sum(f.correct for f in flex) / len(mine))
+        assert res["grading"]["models"][name] == {"samples": len(mine), "fallback_timeout": 0, "fallback_error": 0,
+                                                  "no_answer": sum(s.extracted is None for s in mine)}
+        assert all(s.grading_fallback is None for s in mine)
     acc = {n: res["models"][n]["metrics"]["accuracy"]["value"] for n in names}
     assert acc["base"] < acc["rlvr"]  # the later toy stages say "4" more often
     assert res["models"]["rlvr"]["metrics"]["length_mean"]["value"] < res["models"]["base"]["metrics"]["length_mean"]["value"]

@@ -68,6 +68,22 @@ def print_summary(console, results: dict) -> None:
     """The behaviour tables (per model, intervals below each value) on ``console``."""
     for t in summary_tables(results, console.width):
         console.print(t)
+    line = grading_line(results)
+    if line:
+        console.print(line, markup=False, highlight=False)
+
+
+def grading_line(results: dict) -> str:
+    """One line: each model's flexible-extract accuracy beside the strict one, and math-verify's fallbacks."""
+    counts = (results.get("grading") or {}).get("models") or {}
+    parts = []
+    for name, m in results["models"].items():
+        flex, strict = m.get("accuracy_flexible"), m["metrics"]["accuracy"]
+        c = counts.get(name) or {}
+        parts.append(f"{name} {strict['value']:.3g} strict / " + (f"{flex['value']:.3g} flexible" if flex else "– flexible")
+                     + (f", fallbacks: timeout {c.get('fallback_timeout', 0)}, error {c.get('fallback_error', 0)}"
+                        if counts else ""))
+    return "grading (docs/GRADING.md): " + "; ".join(parts) if parts else ""
 
 
 def _summary_columns() -> tuple[tuple[str, str], ...]:

@@ -1,13 +1,16 @@
 """Grading a response against a gold answer, and the canonical key that clusters equal answers.
 
 Conventions (docs/GRADING.md): the text is Unicode-normalised (NFKC, minus signs and dashes,
-every script's digits); the answer is the content of the *last* ``\boxed{}`` (math-verify's
-``boxed="last"``), else the last GSM8K ``#### X`` (lm-evaluation-harness's strict-match), else the
-last "answer is X" / "answer: X", else a number or expression after "=" at the end of the last
-line; a response that states no final answer has none: there is no bare last-number fallback
-(lm-eval's flexible-extract). The answer's canonical form drops markup, ``\text{}``, units,
-degrees, percent signs and a leading ``x =``; math-verify parses it and decides equivalence with
-the gold; the same canonical form keys the answer clusters (maj@k, distinct answers, confidence).
+every script's digits); the answer is the *last stated* one by position: a ``\boxed{}`` (a run of
+boxes joined by commas / "and" read as a set when the gold is one), a GSM8K ``#### X``
+(lm-evaluation-harness's strict-match), an "answer is X" / "Final Answer: X" / "$X$ is the
+answer"; failing those, a number or expression after "=" at the end of the last line. A response
+that states no final answer has none: the strict grade has no bare last-number fallback; that is
+lm-eval's flexible-extract, recorded beside it (:func:`grade_flexible`). The answer's canonical
+form drops markup, ``\text{}``, units, degrees, percent signs, thousands separators and a leading
+``x =``; math-verify parses it and decides equivalence with the gold; the same canonical form keys
+the answer clusters (maj@k, distinct answers, confidence). Checked against Math-Verify's own
+tests (tests/data/math_verify_cases.json).
 
 math-verify's time limit is a SIGALRM, which only works in the main thread: there we use it as
 is; from any other thread the same work runs in a helper process that is killed when it
@@ -35,10 +38,15 @@ DEFAULT_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class Grade:
-    """The answer found in a response (None when there is none) and whether it equals the gold."""
+    """The answer found in a response (None when there is none) and whether it equals the gold.
+
+    ``fallback``: None when math-verify decided; "timeout" or "error" when it overran or failed and the
+    grade is the exact comparison of plain numbers instead (counted per model in the behaviour results).
+    """
 
     extracted: str | None
     correct: bool
+    fallback: str | None = None
 
 
 # ---------------------------------------------------------------- Unicode
@@ -67,8 +75,9 @@ def normalize_text(text: str) -> str:
 # ---------------------------------------------------------------- extraction
 
 
-def _boxes(text: str) -> list[str]:
-    """Contents of every ``\\boxed{…}`` / ``\\fbox{…}`` with balanced braces, in order; empty ones left out."""
+def _box_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every ``\\boxed{…}`` / ``\\fbox{…}`` with balanced braces, in order; empty ones
+    left out."""
     out = []
     for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
         depth, i = 1, m.end()
@@ -76,8 +85,13 @@ def _boxes(text: str) -> list[str]:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
         if depth == 0 and text[m.end():i - 1].strip():
-            out.append(text[m.end():i - 1].strip())
+            out.append((m.start(), i, text[m.end():i - 1].strip()))
     return out
+
+
+def _boxes(text: str) -> list[str]:
+    """Contents of every ``\\boxed{…}`` / ``\\fbox{…}`` with balanced braces, in order; empty ones left out."""
+    return [c for _, _, c in _box_spans(text)]
 
 
 def _last_boxed(text: str) -> str | None:
@@ -86,26 +100,113 @@ def _last_boxed(text: str) -> str | None:
     return boxes[-1] if boxes else None
 
 
+_SEP_MARKUP = re.compile(r"\$+|\\[\[\]()]|\\q?quad\b|\\[,;!: ]|\\\\|&|\\text\s*\{([^{}]*)\}|\*\*")
+_SEP_VAR = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?\s*=\s*$")
+_SEP_JOIN = re.compile(r"[\s,;.]*(?:(?:for|in)\s+part\s*\(?\w\)?\s*|[A-Za-z]+\s+(?=and|or))?(?:,?\s*(?:and|or)\b)?[\s,;.]*",
+                       re.IGNORECASE)
+
+
+def _box_runs(text: str) -> list[tuple[int, list[str]]]:
+    """Boxes grouped into runs joined only by commas / "and" / "or" / spacing (``\\boxed{1}, \\boxed{2}``,
+    ``\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}``); (start of the run's last box, contents)."""
+    runs: list[tuple[int, list[str]]] = []
+    prev_end = None
+    for start, end, content in _box_spans(text):
+        sep = _SEP_VAR.sub("", _SEP_MARKUP.sub(lambda m: m.group(1) or " ", text[prev_end:start])) \
+            if prev_end is not None else None
+        if sep is not None and _SEP_JOIN.fullmatch(sep):
+            runs[-1][1].append(content)
+            runs[-1] = (start, runs[-1][1])
+        else:
+            runs.append((start, [content]))
+        prev_end = end
+    return runs
+
+
 _GSM8K = re.compile(r"#### (\-?[0-9\.\,]+)")  # lm-evaluation-harness gsm8k "strict-match", verbatim
-_ANSWER_IS = re.compile(r"answer\s*(?:is\s*:?|:)", re.IGNORECASE)
-_UNTIL_SENTENCE_END = re.compile(r"\s*(.+?)\s*(?:\.\s|\.?\s*$|\n|;|,?\s+(?:so|which|because|but|since)\b)", re.MULTILINE)
+_ANSWER_IS = re.compile(r"\banswer\s*(?:is\s*:?|:)|\bsolution\s+is\s*:?|\banswer\b\s*(?=\$|\\[(\[])", re.IGNORECASE)
+_IS_THE_ANSWER = re.compile(r"(\$[^$\n]{1,300}\$|\\\((?:(?!\\\)).){1,300}\\\))"  # bounded: no quadratic walks
+                            r"\s*is\s+(?:the|our)\s+(?:final\s+)?(?:answer|solution)\b", re.IGNORECASE)
+_UNTIL_SENTENCE_END = re.compile(r"\s*(.{1,500}?)\s*(?:\.\s|\.?\s*$|\n|;|,?\s+(?:so|which|because|but|since)\b)", re.MULTILINE)
 _LAST_LINE_EQ = re.compile(r"=\s*([^=]{1,60}?)\s*\.?\s*$")
 _ANSWER_START = re.compile(r"^\s*(?:\$|\\[(\[]|\\|[-+(\[{.\d])")
+_MATH_OPEN = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
+_PAREN_NOTE = re.compile(r"^(.+?)\s*\(([^()]*[A-Za-z]{3,}[^()]*)\)$")
+_NUMBER_IN_PROSE = re.compile(r"\$[^$]+\$|-?\d[\d,]*(?:\.\d+)?")
+_MATHLIKE = re.compile(r"[\d\\^=<>(\[{]|^\s*[A-Za-z]\s*$")
 
 
-def extract_answer(text: str) -> str | None:
-    """The stated final answer, or None; see the module docstring for the order of the rules."""
+def _math_span(text: str, pos: int) -> tuple[int, str] | None:
+    """The math delimited at ``pos`` (after spaces): ``$$…$$`` and ``\\[…\\]`` may span lines, ``$…$`` and
+    ``\\(…\\)`` may not (as math-verify); (start, content) or None."""
+    m = re.compile(r"\s*").match(text, pos)
+    i = m.end()
+    for open_, close in _MATH_OPEN.items():
+        if text.startswith(open_, i) and not text.startswith("\\$", i - 1 if i else 0):
+            j = text.find(close, i + len(open_))
+            while close == "$" and j > 0 and text[j - 1] == "\\":  # an escaped \$ inside does not close it
+                j = text.find(close, j + 1)
+            if j < 0 or (len(open_) == 1 or open_ == "\\(") and "\n" in text[i:j]:
+                return None
+            return i, text[i + len(open_):j]
+    return None
+
+
+def _anchored(text: str, m: re.Match) -> tuple[int, str, bool] | None:
+    """The answer after an "answer is" anchor, and whether it was read out of prose: a delimited math span, else
+    its sentence; a trailing parenthetical note goes ("7 (because 3+4)"), and a prose sentence ("The volume of $V$
+    is 120") gives what follows its last "is", or its only number."""
+    span = _math_span(text, m.end())
+    if span is not None:
+        return (*span, False)
+    s = _UNTIL_SENTENCE_END.match(text, m.end())
+    if not s:
+        return None
+    ans, prose = s.group(1), False
+    note = _PAREN_NOTE.match(ans)
+    if note and note.group(1).strip():
+        ans = note.group(1)
+    if "answer" in m.group().lower() and not _math_then_unit(_clean(ans)):
+        prose = True
+        if " is " in ans:
+            ans = ans.rsplit(" is ", 1)[1]
+        else:
+            nums = _NUMBER_IN_PROSE.findall(ans)
+            if len(nums) == 1:
+                ans = nums[0]
+    elif not _ANSWER_START.match(ans) and "answer" not in m.group().lower():
+        return None  # "the solution is to multiply…": not a stated answer
+    return s.start(1), ans, prose
+
+
+def extract_answer(text: str, multi: bool = False) -> str | None:
+    """The stated final answer, or None; see the module docstring for the rules.
+
+    ``multi``: the gold is a set, so a run of boxes (``\\boxed{1}, \\boxed{2} and \\boxed{3}``) is read as one
+    answer ``1, 2, 3`` rather than its last box.
+    """
     text = normalize_text(text)
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return _clean(boxed) or None
-    found = _GSM8K.findall(text)
+    strong: list[tuple[int, int, str]] = []  # (position, rank, answer): boxes, #### marks, anchored math
+    weak: list[tuple[int, int, str]] = []  # anchored prose ("the answer is Evelyn"): only when nothing else is
+    runs = _box_runs(text)
+    if runs:
+        pos, contents = runs[-1]
+        strong.append((pos, 2, ", ".join(contents) if multi and len(contents) > 1 else contents[-1]))
+    found = list(_GSM8K.finditer(text))
     if found:
-        return _clean(found[-1]) or None
-    anchors = list(_ANSWER_IS.finditer(text))
-    if anchors:
-        m = _UNTIL_SENTENCE_END.match(text, anchors[-1].end())
-        return (_clean(m.group(1)) or None) if m else None
+        strong.append((found[-1].start(), 1, found[-1].group(1)))
+    for m in reversed(list(_ANSWER_IS.finditer(text))):  # from the last: the first stated value found is the last
+        got = _anchored(text, m)
+        if got is not None:
+            # prose ("the answer is consistent with step 3") never outranks a box or a stated value
+            is_strong = _MATHLIKE.search(got[1]) and not got[2]
+            (strong if is_strong else weak).append((got[0], 0, got[1]))
+            if is_strong:
+                break
+    for m in _IS_THE_ANSWER.finditer(text):
+        strong.append((m.start(1), 0, m.group(1)))
+    if strong or weak:
+        return _clean(max(strong or weak)[2]) or None  # the last stated answer; a box beats an anchor at its place
     lines = [line for line in text.splitlines() if line.strip()]
     if lines:
         m = _LAST_LINE_EQ.search(lines[-1])
@@ -125,18 +226,25 @@ def _math_then_unit(s: str) -> bool:
 def _clean(s: str) -> str:
     """Strip markup that never changes an answer's value: $, \\( \\), **, \\$, spacing commands, trailing dots,
     thousands commas."""
-    s = s.strip()
+    s = re.sub(r'^(?:\\?"|``)\s*(.*?)\s*(?:\\?"|\'\')$', r"\1", s.strip(), flags=re.DOTALL)  # "quoted" answer
     s = re.sub(r"^\\\(|\\\)$|^\\\[|\\\]$", "", s).strip()
     s = s.replace("\\$", "").replace("$", "").replace("**", "").replace("\\displaystyle", "")
+    s = re.sub(r"(?<=\d)(?:,\\[!,]|\{,\}|\\[!,])\s*(?=\d{3}(?!\d))", "", s)  # MATH's 11,\! 111 and 1{,}000
     s = re.sub(r"\\[,;!: ]|~", " ", s)
-    s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)
+    if _THOUSANDS.match(s):  # 1,000 and 1,000.5 apples; not (12,102) or 1,234,5
+        s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)
     return s.strip().rstrip(".").strip()
 
 
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])")
+_RELATIONS = [(re.compile(r"!=|\\ne(?![a-z])|≠"), r"\\neq "), (re.compile(r">=|\\ge(?![a-z])|≥"), r"\\geq "),
+              (re.compile(r"<=|\\le(?![a-z])|≤"), r"\\leq "), (re.compile(r"\\gt(?![a-z])"), ">"),
+              (re.compile(r"\\lt(?![a-z])"), "<")]
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _NUMBER_RE = r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:\s*/\s*\d+)?"
-_NUMBER_UNIT_TEXT = re.compile(rf"^({_NUMBER_RE})\s*\\(?:text|mbox|mathrm)\s*\{{[^{{}}]*\}}$")
-_NUMBER_UNIT_WORDS = re.compile(rf"^({_NUMBER_RE})\s+[A-Za-z]{{2,}}(?:[\s.]+[A-Za-z]+)*\.?$")
+_UNIT_POWER = r"(?:\s*\^\s*(?:\d|\{\d\}))?"  # cm^2, m^{3}
+_NUMBER_UNIT_TEXT = re.compile(rf"^({_NUMBER_RE})\s*\\(?:text|mbox|mathrm)\s*\{{[^{{}}]*\}}{_UNIT_POWER}$")
+_NUMBER_UNIT_WORDS = re.compile(rf"^({_NUMBER_RE})\s+[A-Za-z]{{2,}}{_UNIT_POWER}(?:[\s.]+[A-Za-z]+{_UNIT_POWER})*\.?$")
 _ASSIGNMENT = re.compile(r"^\s*[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=\s*([^=]+)$")
 
 
@@ -157,6 +265,8 @@ def canonical_answer(answer: str | None) -> str:
         if m:
             s = m.group(1)
         s = _TEXT_CMD.sub(r"\1", s).strip()
+        for rel, latex in _RELATIONS:
+            s = rel.sub(latex, s)
         s = re.sub(r"\^\s*\{?\\circ\}?|\\%|%|\\(?:left|right)(?=[()\[\].|])", "", s).strip()
         s = re.sub(r"^(?:\\euro|€|£|¥|USD|Rs\.?)\s*", "", s).strip()
         if "," not in s:
@@ -231,15 +341,20 @@ def _parse_key(s: str, timeout_s: float) -> str | None:
     if not parsed:
         return None
     expr = parsed[0]
-    try:
-        import sympy
+    import sympy
+    from math_verify.errors import TimeoutException
+    from math_verify.utils import timeout
 
-        expr = sympy.simplify(sympy.sympify(str(expr)))
-        if getattr(expr, "is_number", False) and expr.is_rational:
-            return _fraction_key(Fraction(str(sympy.Rational(expr))))
-    except (TypeError, ValueError, AttributeError, SyntaxError, sympy.SympifyError):
-        pass
-    return str(expr)
+    def simplified(e):
+        e = sympy.simplify(sympy.sympify(str(e)))
+        if getattr(e, "is_number", False) and e.is_rational:
+            return _fraction_key(Fraction(str(sympy.Rational(e))))
+        return str(e)
+
+    try:  # under the same time limit as parsing: sympify of 9^{9^{9^9}} would never end
+        return timeout(_alarm_seconds(timeout_s))(simplified)(expr)
+    except (TypeError, ValueError, AttributeError, SyntaxError, sympy.SympifyError, TimeoutException):
+        return str(expr)
 
 
 def _alarm_seconds(timeout_s: float) -> int:
@@ -250,15 +365,41 @@ def _parse_answer(s: str, secs: int):
     """math-verify's parse of a canonical answer: LaTeX first, then a plain expression (its default targets)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    return parse(f"${s}$", [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=secs)
+    return parse(f"${s}$", [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=secs,
+                 raise_on_error=True)
+
+
+def gold_answer(gold: str) -> str:
+    """The gold's answer: a gold written as a solution (MATH's, with ``\\boxed{}``) gives its boxes, several
+    joined as a set; any other gold is itself."""
+    text = normalize_text(gold)
+    runs = _box_runs(text)
+    return ", ".join(runs[-1][1]) if runs else gold
+
+
+_TOP_LEVEL_SEP = re.compile(r"[,;]|\band\b")
+
+
+def _is_set(canonical: str) -> bool:
+    """Whether a canonical gold lists several answers (``1, 2``, ``(2, 2), (6, 2)``, ``\\{1, 2\\}``, ``k = 45, n = 2``)."""
+    s = canonical.strip()
+    if re.match(r"^\\?\{.*,.*\\?\}$", s):
+        return True
+    depth = 0
+    for i, c in enumerate(s):
+        depth += (c in "([{") - (c in ")]}")
+        if depth == 0 and _TOP_LEVEL_SEP.match(s, i):
+            return True
+    return False
 
 
 def _grade_impl(response: str, gold: str, timeout_s: float) -> tuple[str | None, bool]:
     """The grading itself; runs where SIGALRM is usable (main thread or the helper process)."""
     from math_verify import verify
 
-    extracted = extract_answer(response)
-    pred_s, gold_s = canonical_answer(extracted), canonical_answer(gold)
+    gold_s = canonical_answer(gold_answer(gold))
+    extracted = extract_answer(response, multi=_is_set(gold_s))
+    pred_s = canonical_answer(extracted)
     if not pred_s:
         return None, False
     secs = _alarm_seconds(timeout_s)
@@ -268,21 +409,46 @@ def _grade_impl(response: str, gold: str, timeout_s: float) -> tuple[str | None,
     if pred_s.replace(" ", "").lower() == gold_s.replace(" ", "").lower():
         return extracted, True
     gold_t, pred = _parse_answer(gold_s, secs), _parse_answer(pred_s, secs)
-    correct = bool(gold_t and pred and verify(gold_t, pred, timeout_seconds=secs))
+    correct = bool(gold_t and pred and verify(gold_t, pred, timeout_seconds=secs, raise_on_error=True))
     return extracted, correct
 
 
 def grade(response: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Grade:
-    """Grade one response; safe from any thread, never raises for odd text, each math-verify step gets ``timeout_s``."""
+    """Grade one response; safe from any thread, never raises for odd text, each math-verify step gets ``timeout_s``.
+
+    When math-verify overruns or fails the grade is the exact comparison of plain numbers, and the
+    returned :class:`Grade` says so (``fallback``), so that callers count it rather than hide it.
+    """
+    from math_verify.errors import TimeoutException  # a BaseException: `except Exception` misses it
+
     try:
-        out = _run_limited(_grade_impl, response, gold, timeout_s)
-    except Exception:
-        out = None
-    if out is None:  # math-verify overran or failed: exact comparison of plain numbers only
-        extracted = extract_answer(response)
-        fe, fg = _as_fraction(canonical_answer(extracted)), _as_fraction(canonical_answer(gold))
-        return Grade(extracted, fe is not None and fe == fg)
-    return Grade(*out)
+        return Grade(*_run_limited(_grade_impl, response, gold, timeout_s))
+    except (TimeoutError, TimeoutException):  # math-verify's SIGALRM limit, or the helper overran
+        reason = "timeout"
+    except Exception:  # a parser's error (math-verify raises them: raise_on_error=True)
+        reason = "error"
+    gold_s = canonical_answer(gold_answer(gold))
+    extracted = extract_answer(response, multi=_is_set(gold_s))
+    fe, fg = _as_fraction(canonical_answer(extracted)), _as_fraction(gold_s)
+    return Grade(extracted, fe is not None and fe == fg, reason)
+
+
+_FLEXIBLE = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?|-?\.[0-9]+")
+
+
+def extract_flexible(text: str) -> str | None:
+    """lm-evaluation-harness's gsm8k "flexible-extract": the last number anywhere in the response, stated or
+    not (its regex ``(-?[$0-9.,]{2,})|(-?[0-9]+)``, ``group_select=-1``, without the currency sign)."""
+    nums = _FLEXIBLE.findall(normalize_text(text))
+    return _clean(nums[-1].rstrip(".,")) or None if nums else None
+
+
+def grade_flexible(response: str, gold: str) -> Grade:
+    """The flexible grade beside the strict one, for comparison with papers that report it: the last number
+    of the response against the gold, exactly as numbers (a gold that is not a plain number is never matched)."""
+    extracted = extract_flexible(response)
+    fe, fg = _as_fraction(canonical_answer(extracted)), _as_fraction(canonical_answer(gold_answer(gold)))
+    return Grade(extracted, fe is not None and fe == fg)
 
 
 def _run_limited(fn, *args):
@@ -339,7 +505,7 @@ class _Worker:
                 self.stop()
                 raise TimeoutError("grading helper sent a malformed reply") from None
             if not ok:
-                raise TimeoutError(value)
+                raise (TimeoutError if value.startswith("TimeoutException") else RuntimeError)(value)
             return tuple(value) if isinstance(value, list) else value
 
     def stop(self) -> None:
@@ -354,6 +520,7 @@ def _serve() -> None:
     import importlib
 
     importlib.import_module("math_verify")  # before 'ready', so no call is charged for the import
+    from math_verify.errors import TimeoutException
 
     funcs = {"_grade_impl": _grade_impl, "_parse_key": _parse_key}
     out = os.fdopen(os.dup(1), "w")  # replies only: anything a parser prints goes to stderr
@@ -365,7 +532,7 @@ def _serve() -> None:
         try:
             name, args = json.loads(line)
             reply = [True, funcs[name](*args)]
-        except Exception as e:
+        except (Exception, TimeoutException) as e:
             reply = [False, f"{type(e).__name__}: {e}"]
         out.write(json.dumps(reply) + "\n")
         out.flush()

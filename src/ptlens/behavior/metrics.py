@@ -447,6 +447,8 @@ class ProblemSamples:
     cross_kl: dict[str, tuple[list[float], list[int]]] = field(default_factory=dict)
     """other model → (per-sample KL sums from this model's sampling distribution to the other's, per-sample
     counts of tokens where the unsmoothed KL is infinite); counted over this model's own tokens (``lengths``)."""
+    correct_flexible: list[bool] = field(default_factory=list)
+    """Per-sample correctness under lm-eval's flexible-extract (the last number); empty when not recorded."""
 
     @property
     def n(self) -> int:
@@ -501,6 +503,16 @@ def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int],
 
     out["ece"] = ece_statistic(conf, right)
     return out
+
+
+def flexible_accuracy(problems: Sequence[ProblemSamples], weights: np.ndarray) -> dict | None:
+    """Accuracy under lm-eval's flexible-extract (the response's last number), beside the strict headline accuracy,
+    for comparison with papers that report it; None when the samples do not record it."""
+    if not problems or any(len(p.correct_flexible) != p.n for p in problems):
+        return None
+    st = Statistic(np.array([sum(p.correct_flexible) for p in problems], dtype=float),
+                   np.array([p.n for p in problems], dtype=float))
+    return estimate(st, weights).to_dict()
 
 
 def cross_statistics(problems: Sequence[ProblemSamples], other: str) -> dict[str, Statistic]:
@@ -558,6 +570,7 @@ def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[
             "calibration_bins": calibration_bins(*zip(*[modal_answer(p.keys, p.correct)[1:] for p in ps])),
             "n_problems": len(ps),
             "n_samples": int(sum(p.n for p in ps)),
+            "accuracy_flexible": flexible_accuracy(ps, weights),
         }
     cross_ppl_m: dict[str, dict[str, dict]] = {}
     cross_kl_m: dict[str, dict[str, dict]] = {}

@@ -53,7 +53,7 @@ from ptlens.behavior.engines import (
     pick_engine,
     prompt_ids,
 )
-from ptlens.behavior.grading import answer_key, grade
+from ptlens.behavior.grading import answer_key, grade, grade_flexible
 from ptlens.behavior.metrics import accuracy_by_tag, compare_models, headline_indices
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import PtlensError
@@ -532,12 +532,13 @@ def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], conf
 def _record(ctx: _ModelCtx, problems: Sequence[Problem], p: int, sample: int, g: Generation, seed: int) -> SampleRecord:
     """Grade one generation into its sample record (scores are merged in at the end of the run)."""
     problem = problems[p]
-    gr = grade(g.text, problem.answer)
+    gr, flex = grade(g.text, problem.answer), grade_flexible(g.text, problem.answer)
     return SampleRecord(model=ctx.name, label=ctx.label, problem_id=problem.id, sample=sample,
                         prompt=ctx.prompts[p].text, response=g.text, gold=problem.answer,
                         extracted=gr.extracted, answer_key=answer_key(gr.extracted), correct=gr.correct,
                         tokens=len(g.token_ids), truncated=g.finish == "length", finish=g.finish, seed=seed,
-                        token_ids=list(g.token_ids))
+                        token_ids=list(g.token_ids), extracted_flexible=flex.extracted,
+                        correct_flexible=flex.correct, grading_fallback=gr.fallback)
 
 
 def _pending_scores(scorer: str, targets: Sequence[str], samples: Journal, scores: Journal) -> bool:
@@ -732,4 +733,18 @@ def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Pr
         "headline_problems": {"n": len(keep), "of": len(problems),
                               "excluded_tag": "held-out" if len(keep) < len(problems) else None},
         "by_tag": by_tag,
+        "grading": grading_counts(records, names),
     }
+
+
+def grading_counts(records: Sequence[SampleRecord], names: Sequence[str]) -> dict:
+    """Per model, over every sample (held-out ones too): how many grades fell back to plain numbers because
+    math-verify overran ("timeout") or failed ("error"), and how many responses stated no answer."""
+    out = {n: {"samples": 0, "fallback_timeout": 0, "fallback_error": 0, "no_answer": 0} for n in names}
+    for r in records:
+        c = out[r.model]
+        c["samples"] += 1
+        c["no_answer"] += r.extracted is None
+        if r.grading_fallback:
+            c[f"fallback_{r.grading_fallback}"] += 1
+    return {"conventions": "docs/GRADING.md", "models": out}

@@ -199,7 +199,26 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
         crossings.append(f"pass@k of {pair[1]} vs {pair[0]}: " + (
             f"the curves cross at k = {', '.join(map(str, ks_cross))}" if ks_cross else
             "the curves do not cross at the measured k"))
-    return {"tables": [per, *_by_tag_table(r), diff, solved_t, cross], "notes": crossings}
+    return {"tables": [per, *_by_tag_table(r), diff, solved_t, cross, *_grading_table(r)], "notes": crossings}
+
+
+def _grading_table(r: dict) -> list[dict]:
+    """Strict accuracy beside lm-eval's flexible-extract, and the grades math-verify could not decide (fallbacks)."""
+    counts = (r.get("grading") or {}).get("models") or {}
+    models = r.get("models") or {}
+    if not counts and not any(m.get("accuracy_flexible") for m in models.values()):
+        return []  # results written before the grader recorded them
+    rows = []
+    for name, m in models.items():
+        c = counts.get(name) or {}
+        rows.append([name, est_cell((m.get("metrics") or {}).get("accuracy")), est_cell(m.get("accuracy_flexible")),
+                     fmt(c.get("no_answer")), fmt(c.get("fallback_timeout")), fmt(c.get("fallback_error"))])
+    return [table("tbl-grading", "Grading: strict (stated answer) vs flexible (last number) accuracy, and fallbacks",
+                  ["model", "accuracy (strict)", "accuracy (flexible)", "no stated answer", "math-verify timeouts",
+                   "math-verify errors"], rows,
+                  "Strict is the headline (docs/GRADING.md); flexible is lm-evaluation-harness's gsm8k flexible-extract, "
+                  "for comparison with papers that report it. A timeout or error falls back to comparing plain numbers; "
+                  "counts are over all samples.")]
 
 
 def _by_tag_table(r: dict) -> list[dict]:

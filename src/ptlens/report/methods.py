@@ -31,6 +31,11 @@ WEIGHT_DEFINITIONS = weight_definitions()
 BEHAVIOUR_DEFINITIONS = [
     ("accuracy", "Mean correctness over all samples (≈ pass@1); a sample is correct when its final answer matches the "
                  "gold answer (math-verify)."),
+    ("accuracy_flexible", "Accuracy when the answer is the response's last number, stated or not (lm-evaluation-harness's "
+                          "gsm8k flexible-extract), compared as an exact number with the gold; beside the strict "
+                          "accuracy for comparison with papers that report it (docs/GRADING.md)."),
+    ("grading fallbacks", "Samples whose math-verify comparison overran its 5 s limit or failed, graded instead by exact "
+                          "comparison of plain numbers; counted per model (table 'Grading')."),
     ("pass@k", "Unbiased estimator of Chen et al. 2021: mean over problems of 1 − C(n−c, k) / C(n, k)."),
     ("maj@k", "Accuracy of the most frequent (equivalence-clustered) answer among k samples, the exact expectation over "
               "k-subsets."),

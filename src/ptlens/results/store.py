@@ -331,6 +331,11 @@ class SampleRecord:
     finish: str
     seed: int
     token_ids: list[int]
+    extracted_flexible: str | None = None
+    """lm-eval's "flexible-extract" beside the strict ``extracted``: the response's last number (docs/GRADING.md)."""
+    correct_flexible: bool | None = None
+    grading_fallback: str | None = None
+    """None when math-verify graded; "timeout" / "error" when it overran or failed and plain numbers were compared."""
     logprob_sum: float | None = None
     mean_logprob: float | None = None
     entropy_sum: float | None = None
@@ -414,5 +419,7 @@ def problem_samples(records: Sequence[SampleRecord], names: Sequence[str], probl
                 problem_id=pid, correct=[r.correct for r in rs], keys=[r.answer_key for r in rs],
                 texts=[r.response for r in rs], lengths=[r.tokens for r in rs], truncated=[r.truncated for r in rs],
                 logprob_sums=[float(r.logprob_sum) for r in rs], entropy_sums=[float(r.entropy_sum) for r in rs],
-                cross=cross, cross_kl=cross_kl))
+                cross=cross, cross_kl=cross_kl,
+                correct_flexible=[bool(r.correct_flexible) for r in rs] if all(r.correct_flexible is not None
+                                                                                for r in rs) else []))
     return out
