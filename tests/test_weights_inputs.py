@@ -177,7 +177,7 @@ def test_resolution_keeps_order_and_names_trajectories(tmp_path, good):
 
 
 def test_preset_may_be_a_lab_manifest(tmp_path):
-    from ptlens.resolve.presets import get_preset
+    from ptlens.resolve.catalog import get_preset
     from ptlens.resolve.tiny import shipped_manifest
 
     tiny = get_preset("tiny")

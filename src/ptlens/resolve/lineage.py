@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ptlens.errors import PtlensError
-from ptlens.resolve.presets import StageFacts, get_preset
+from ptlens.resolve.catalog import get_preset
+from ptlens.resolve.presets import StageFacts
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]*$")

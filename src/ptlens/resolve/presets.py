@@ -150,20 +150,3 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
-
-
-def get_preset(name: str) -> Preset:
-    from ptlens.errors import PtlensError
-
-    from ptlens.resolve import tiny
-
-    if name in tiny.NAMES:
-        return tiny.tiny_preset(name)
-    if name.endswith(".json"):
-        return tiny.preset_from_manifest(Path(name))
-    try:
-        return PRESETS[name]
-    except KeyError:
-        known = ", ".join([*tiny.NAMES, *PRESETS])
-        raise PtlensError(f"unknown preset {name!r}; known presets: {known}, or the lineage.json of a `ptlens lab` "
-                          "run") from None
