@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ptlens.clikit import model_items
+from ptlens.cli.kit import model_items
 from ptlens.behavior.grading import grade
 from ptlens.behavior.toy import make_toy_model
 

@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from ptlens.cli import app
-from ptlens.clikit import check_output_dir
+from ptlens.cli.kit import check_output_dir
 from ptlens.errors import PtlensError
 from ptlens.synth import LlamaShape
 from weights_helpers import SHAPE, base_weights, write_lineage

@@ -10,7 +10,7 @@ import sys
 from rich.console import Console
 
 from ptlens import threads
-from ptlens.clikit import LineProgress
+from ptlens.progress import LineProgress
 
 
 def test_free_cores_counts_the_threads_running_now(monkeypatch):

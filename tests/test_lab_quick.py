@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
-from ptlens.lab.commands import lab  # noqa: E402
+from ptlens.cli.lab import lab  # noqa: E402
 from ptlens.resolve import resolve_lineage  # noqa: E402
 
 pytestmark = pytest.mark.slow

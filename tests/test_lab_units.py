@@ -92,7 +92,7 @@ def test_quick_config_is_smaller_and_serialisable(tmp_path):
 
 
 def _app():
-    from ptlens.lab.commands import lab
+    from ptlens.cli.lab import lab
 
     app = typer.Typer()
     app.command()(lab)

@@ -98,7 +98,7 @@ def test_planted_mlp_transplants(planted_mlp):
 
 
 def test_planted_mlp_record(planted_mlp):
-    from ptlens.mechanism.report import mechanism_markdown, mechanism_record
+    from ptlens.report.mechanism import mechanism_markdown, mechanism_record
 
     _, _, res = planted_mlp
     rec = mechanism_record(res.summary)
@@ -281,7 +281,7 @@ def test_carrier_claims_hold_their_family_wise_error_rate():
     calls a carrier in at most 5% of simulated transitions (binomial margin), while the per-part 95% bound
     the report used before calls one far more often; a part removing 80% is still found."""
     from ptlens.behavior.metrics import resample_weights
-    from ptlens.mechanism.report import CARRY_SHARE
+    from ptlens.mechanism.criteria import CARRY_SHARE
     from ptlens.mechanism.transplant import Measured, part_statistics
 
     rng = np.random.default_rng(0)

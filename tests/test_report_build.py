@@ -198,7 +198,7 @@ def test_report_command(stored, built, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from ptlens.report.commands import report
+    from ptlens.cli.report import report
 
     app = typer.Typer()
     app.command()(report)

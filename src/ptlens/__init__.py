@@ -16,7 +16,7 @@ from ptlens.pipeline import (Reporter, RunConfig, RunResult, WeightsResult, run,
                              run_report, run_weights)
 from ptlens.resolve import Checkpoint, Lineage, resolve_lineage
 
-__version__ = "0.1.0"
+from ptlens.version import __version__
 
 _CONFIGS = {"ScanConfig": "ptlens.weights", "BehaviorConfig": "ptlens.behavior.run",
             "MechanismConfig": "ptlens.mechanism.run"}

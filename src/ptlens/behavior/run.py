@@ -332,7 +332,7 @@ class _Progress:
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
                                 TimeRemainingColumn(), console=console, transient=False)
             if not console.is_terminal:  # a log file: a line per step and every 10% or 30 s, not one at the end
-                from ptlens.clikit import LineProgress
+                from ptlens.progress import LineProgress
 
                 self.bar = LineProgress(console)
 

@@ -136,7 +136,7 @@ def clear_previous(root: Path) -> None:
 
 
 def _source(config: LabConfig) -> str:
-    from ptlens import __version__
+    from ptlens.version import __version__
 
     return f"ptlens {__version__} lab, seed {config.seed}{' (quick)' if config.quick else ''}"
 

@@ -97,7 +97,7 @@ def transplant_figure(rows: list[dict], path: Path) -> Path | None:
                [max(0.0, h - v) if math.isfinite(h) else 0 for v, h in zip(y, hi)]]
         ax.errorbar(x, [0 if math.isnan(v) else v for v in y], yerr=err, fmt="none", ecolor="black", lw=1)
         ax.plot(x, [_v(r["delta_share"]) for r in rs], "D", color=OKABE_ITO[3], ms=5, label="share of ‖ΔW‖²")
-        from ptlens.mechanism.report import CARRY_SHARE
+        from ptlens.mechanism.criteria import CARRY_SHARE
 
         fw = [_v(r.get("kl_recovered_lo_fw")) for r in rs]
         if any(math.isfinite(v) for v in fw):  # what a "carries" claim reads: this bound against CARRY_SHARE

@@ -486,7 +486,7 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
 
 def _mechanism(inp: ReportInputs, embed: bool) -> dict | None:
     """The Mechanism section's record (ptlens.mechanism.report), None when the folder has no mechanism results."""
-    from ptlens.mechanism.report import mechanism_section
+    from ptlens.report.mechanism import mechanism_section
 
     return mechanism_section(inp.out_dir, embed)
 

@@ -89,7 +89,7 @@ def render_markdown(ctx: dict) -> str:
             out += md_table(t)
         for f in figs:
             out += _fig(f)
-    from ptlens.mechanism.report import mechanism_markdown
+    from ptlens.report.mechanism import mechanism_markdown
 
     out += mechanism_markdown(ctx.get("mechanism"))
     b = ctx["browser"]

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ptlens.clikit import check_output_dir, user_errors
+from ptlens.cli.kit import check_output_dir, user_errors
 
 STYLE = {"clear difference": "bold blue", "unexpected": "bold yellow", "minimal": "", "not measured": "dim"}
 

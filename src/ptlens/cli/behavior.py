@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from ptlens.behavior.engines import engine_names
-from ptlens.clikit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt, PresetOpt,
+from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt, PresetOpt,
                            ProblemsOpt, SeedOpt, TemperatureOpt, TopPOpt, instruction_option, lineage_from_options,
                            user_errors)
 from ptlens.errors import PtlensError
@@ -47,7 +47,7 @@ def behavior(
     from rich.console import Console
 
     from ptlens.behavior.run import BehaviorConfig
-    from ptlens.clikit import check_output_dir
+    from ptlens.cli.kit import check_output_dir
     from ptlens.pipeline import Reporter, run_behavior
 
     config = BehaviorConfig(problems=problems, limit=limit, seed=seed, n_samples=n_samples, temperature=temperature,
@@ -100,7 +100,7 @@ def summary_tables(results: dict, width: int = 80) -> list:
     """Behaviour per model: each value with its 95% interval on the line below, in tables that fit ``width``."""
     from rich.markup import escape
 
-    from ptlens.clikit import keyed_tables
+    from ptlens.cli.kit import keyed_tables
 
     k = results["ks"][-1]
     cols, cells = [], []

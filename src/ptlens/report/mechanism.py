@@ -14,12 +14,10 @@ import json
 import math
 from pathlib import Path
 
+from ptlens.mechanism.criteria import CARRY_SHARE
+
 MOVE_THRESHOLD = 1e-3
 """A layer "moves" when the mean relative activation change ‖h_B − h_A‖/‖h_A‖ exceeds this."""
-CARRY_SHARE = 0.5
-"""A part *carries* the change when the family-wise lower bound (one-sided, level 1 − 0.05/parts: Bonferroni over
-every part of the transition) of the share of KL(B ‖ A) its transplant removes is at least this; it carries
-*part* of it when the point estimate is at least half of this."""
 
 CRITERIA = (
     f"First layer that moves: the shallowest layer (−1 = embeddings) whose mean relative activation change "

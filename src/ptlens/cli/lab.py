@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ptlens.clikit import user_errors
+from ptlens.cli.kit import user_errors
 from ptlens.errors import PtlensError
 
 
@@ -35,7 +35,7 @@ def lab(
         raise PtlensError("--ship writes the default lab run into the package: "
                           "it takes no --output-dir, --quick or --controlled")
     if not ship:
-        from ptlens.clikit import check_output_dir
+        from ptlens.cli.kit import check_output_dir
 
         check_output_dir(output_dir or Path("ptlens-lab"))
     config = LabConfig(output_dir=SHIPPED if ship else (output_dir or Path("ptlens-lab")), seed=seed, quick=quick,

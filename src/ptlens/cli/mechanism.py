@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from ptlens.clikit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, ModelsOpt, OutOpt, PickleOpt, PresetOpt, ProblemsOpt,
+from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, ModelsOpt, OutOpt, PickleOpt, PresetOpt, ProblemsOpt,
                            console, instruction_option, lineage_from_options, user_errors)
 
 
@@ -44,7 +44,7 @@ def mechanism(
 
 def run_step(lineage, config, output_dir: Path) -> dict:
     """Run (or reuse) the mechanism step and print its one-screen summary; returns the stored summary."""
-    from ptlens.cli import ConsoleReporter
+    from ptlens.cli.app import ConsoleReporter
     from ptlens.pipeline import run_mechanism
 
     return run_mechanism(lineage, config, output_dir, reporter=ConsoleReporter()).summary
@@ -55,7 +55,7 @@ def print_summary(summary: dict, output_dir: Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from ptlens.mechanism.report import mechanism_record
+    from ptlens.report.mechanism import mechanism_record
 
     rec = mechanism_record(summary)
     out = Console()

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ptlens import threads
 from ptlens.behavior.engines import engine_names
-from ptlens.clikit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, MissingOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt,
+from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, MissingOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt,
                            PresetOpt, ProblemsOpt, check_output_dir, console, keyed_tables, lineage_from_options,
                            model_items, user_errors)
 from ptlens.errors import PtlensError
@@ -32,7 +32,7 @@ app = typer.Typer(
 )
 def _version(value: bool) -> None:
     if value:
-        from ptlens import __version__
+        from ptlens.version import __version__
 
         typer.echo(f"ptlens {__version__}")
         raise typer.Exit()
@@ -95,7 +95,7 @@ def byte_progress(description: str):
     The bar is transient: it never leaves an empty line above an error, and the summary that follows says the same.
     """
     if not console.is_terminal:
-        from ptlens.clikit import LineProgress
+        from ptlens.progress import LineProgress
 
         lines = LineProgress(console)
         task = None
@@ -239,7 +239,7 @@ class ConsoleReporter(Reporter):
         print_weight_summary(summary, output_dir, missing)
 
     def behavior_done(self, result) -> None:
-        from ptlens.behavior.commands import print_summary
+        from ptlens.cli.behavior import print_summary
 
         print_summary(Console(), result.results)
 
@@ -254,12 +254,12 @@ class ConsoleReporter(Reporter):
         return status()
 
     def mechanism_done(self, result, output_dir: Path) -> None:
-        from ptlens.mechanism.commands import print_summary
+        from ptlens.cli.mechanism import print_summary
 
         print_summary(result.summary, output_dir)
 
     def report_done(self, result: dict) -> None:
-        from ptlens.report.commands import print_verdicts
+        from ptlens.cli.report import print_verdicts
 
         print_verdicts(result)
 
@@ -297,10 +297,10 @@ def run(
     run_pipeline(model_items(models, extra), preset=preset, config=cfg, reporter=ConsoleReporter())
 
 
-from ptlens.behavior.commands import behavior, quick  # noqa: E402
-from ptlens.report.commands import report, write_report  # noqa: E402
-from ptlens.lab.commands import lab  # noqa: E402
-from ptlens.mechanism.commands import mechanism  # noqa: E402
+from ptlens.cli.behavior import behavior, quick  # noqa: E402
+from ptlens.cli.report import report, write_report  # noqa: E402
+from ptlens.cli.lab import lab  # noqa: E402
+from ptlens.cli.mechanism import mechanism  # noqa: E402
 
 app.command("behavior")(behavior)
 app.command("quick")(quick)
