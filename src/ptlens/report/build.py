@@ -19,6 +19,7 @@ from pathlib import Path
 from ptlens.io import write_json, write_text
 from ptlens.report import methods as M
 from ptlens.report.browser import build_browser
+from ptlens.report.decision import decide, decision_inputs, decision_rows
 from ptlens.report.inputs import RESULTS, SAMPLES, SUMMARY, ReportInputs, load_inputs
 from ptlens.report.stages import Transitions, stages_of
 from ptlens.report.trajectory import trajectories
@@ -430,6 +431,8 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
 
         extra = pair_differences(r, inp.samples, [pair[:2]])
     verdicts = all_verdicts(s, r, criteria, extra)
+    mechanism = _mechanism(inp, embed)
+    decision = decide(verdicts, decision_inputs(s, r, mechanism, criteria), criteria)
     eff = _efficiency_section(s, r) if s else None
     figures = _figures(inp, criteria, eff["rows"] if eff else [], eff["trajectories"] if eff else [])
     if embed:
@@ -461,7 +464,9 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
         "methods": _methods(inp, criteria),
         "repro": _reproducibility(inp),
         "files": {"summary": SUMMARY, "results": RESULTS, "samples": SAMPLES},
-        "mechanism": _mechanism(inp, embed),
+        "mechanism": mechanism,
+        "decision": decision,
+        "decision_rows": decision_rows(decision),
     }
 
 
@@ -480,18 +485,23 @@ def render_html(ctx: dict) -> str:
     return env.get_template("report.html.j2").render(**ctx)
 
 
-def verdicts_json(verdicts: list[Verdict], criteria: Criteria) -> dict:
-    return {"criteria": asdict(criteria), "criteria_text": criteria.text(),
-            "hypotheses": {k: asdict(h) for k, h in HYPOTHESES.items()},
-            "verdicts": [asdict(v) for v in verdicts]}
+def verdicts_json(verdicts: list[Verdict], criteria: Criteria, decision=None) -> dict:
+    """verdicts.json: the criteria, the hypotheses, every verdict and, under ``decision`` (with its own ``schema``
+    version), the overall decision and the inputs it was derived from."""
+    out = {"criteria": asdict(criteria), "criteria_text": criteria.text(),
+           "hypotheses": {k: asdict(h) for k, h in HYPOTHESES.items()},
+           "verdicts": [asdict(v) for v in verdicts]}
+    if decision is not None:
+        out["decision"] = decision.to_json()
+    return out
 
 
 def build_report(out_dir: str | Path, *, criteria: Criteria = Criteria(), max_problems: int = 40,
                  samples_per_model: int = 2) -> dict:
     """Write report.html, report.md and report/verdicts.json under ``out_dir`` from its stored results.
 
-    Returns ``{"html", "markdown", "verdicts_json", "verdicts", "figures"}`` (paths, the
-    :class:`Verdict` list, and figure paths relative to ``out_dir``). Raises PtlensError when the
+    Returns ``{"html", "markdown", "verdicts_json", "verdicts", "decision", "figures"}`` (paths, the
+    :class:`Verdict` list, the :class:`~ptlens.report.decision.Decision`, and figure paths relative to ``out_dir``). Raises PtlensError when the
     folder holds no results or a results file is unreadable.
     """
     from ptlens.report.markdown import render_markdown
@@ -501,6 +511,7 @@ def build_report(out_dir: str | Path, *, criteria: Criteria = Criteria(), max_pr
     out = inp.out_dir
     write_text(out / HTML_FILE, render_html(ctx))
     write_text(out / MD_FILE, render_markdown(ctx))
-    write_json(out / VERDICTS_FILE, verdicts_json(ctx["verdict_objects"], criteria))
+    write_json(out / VERDICTS_FILE, verdicts_json(ctx["verdict_objects"], criteria, ctx["decision"]))
     return {"html": out / HTML_FILE, "markdown": out / MD_FILE, "verdicts_json": out / VERDICTS_FILE,
-            "verdicts": ctx["verdict_objects"], "figures": {k: f["path"] for k, f in ctx["figures"].items()}}
+            "verdicts": ctx["verdict_objects"], "decision": ctx["decision"],
+            "figures": {k: f["path"] for k, f in ctx["figures"].items()}}

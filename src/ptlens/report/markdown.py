@@ -56,12 +56,26 @@ def _verdict(v: dict) -> list[str]:
     return out
 
 
+def _decision(d) -> list[str]:
+    """The overall decision (:mod:`ptlens.report.decision`) at the top of report.md."""
+    from ptlens.report.decision import decision_rows
+
+    out = ["## Decision", "", f"**{esc(d.branch.upper())}** — {esc(d.headline)}", ""]
+    for name, text in decision_rows(d):
+        if isinstance(text, list):
+            out += [f"- **{esc(name)}**:"] + [f"  - {esc(t)}" for t in text]
+        else:
+            out.append(f"- **{esc(name)}**: {esc(text)}")
+    return out + [""]
+
+
 def render_markdown(ctx: dict) -> str:
     v = ctx["verdicts"]
     out = [f"# What post-training did: {esc(' → '.join(ctx['stages']))}", ""]
     out += [f"Weights: {'yes' if ctx['has_weights'] else 'not measured'}; behaviour: "
             f"{'yes' if ctx['has_behaviour'] else 'not measured'}." + (f" Preset: {esc(ctx['preset'])}." if ctx["preset"] else ""), ""]
     out += [f"> {esc(b)}" for b in ctx["banners"]] + ([""] if ctx["banners"] else [])
+    out += _decision(ctx["decision"])
     out += ["## Verdicts", "", "The study's hypotheses (from the user's analysis plan) are under test, not findings; "
             "*unexpected* means a hypothesised direction came out clearly reversed.", "",
             "| question | verdict | compared | checks |", "|---|---|---|---|"]
