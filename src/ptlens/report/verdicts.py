@@ -563,13 +563,17 @@ def limit_for(results: dict | None, wanted: int) -> int | None:
     n, of = head.get("n"), head.get("of")
     if not head.get("excluded_tag") or not isinstance(n, int) or not isinstance(of, int) or n < 1:
         return wanted
-    tags = [tuple(p.get("tags") or ()) for p in (results or {}).get("problems") or []]
-    kept = 0
-    for i, t in enumerate(tags):  # the stored order: the smallest prefix that holds enough headline problems
-        kept += head["excluded_tag"] not in t
-        if kept >= wanted:
-            return i + 1
-    return max(len(tags) + 1, math.ceil(wanted * of / n))
+    keep = [head["excluded_tag"] not in (p.get("tags") or ()) for p in (results or {}).get("problems") or []]
+    # beyond the stored problems, repeat their shortest cycle (builtin levels cycle); without one, their share + 1 cycle
+    period = next((q for q in range(1, len(keep) // 2 + 1) if all(keep[i] == keep[i % q] for i in range(len(keep)))),
+                  None)
+    kept, i = 0, 0
+    while kept < wanted:  # the smallest prefix that holds enough headline problems
+        if i >= len(keep) and period is None:
+            return max(len(keep) + 1, math.ceil(wanted * of / n) + math.ceil(of / n))
+        kept += keep[i if i < len(keep) else i % period]
+        i += 1
+    return i
 
 
 def too_few_problems(results: dict, n: int, criteria: Criteria) -> str:
