@@ -97,10 +97,14 @@ def test_markdown_escapes_model_text(stored, built):
             if line == fence:
                 fence = None
             continue
-        assert "<script" not in line and "<img" not in line and "<b>" not in line, line
         assert not line.startswith("# not a heading"), line
     assert fence is None
     assert "````text" in md  # a fence longer than the response's own ``` run
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").enable("table").render(md)
+    assert "<script" not in rendered and "<img src=x" not in rendered and "<b>bold" not in rendered
+    assert "\\(" not in md and "-&gt;" not in md and "&lt;" not in md  # readable as text: only what Markdown needs
 
 
 def test_weights_only_and_behaviour_only(stored, tmp_path):

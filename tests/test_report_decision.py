@@ -150,3 +150,64 @@ def test_decision_inputs_from_results_and_json_schema():
     data = json.loads(json.dumps(d.to_json()))
     assert data["schema"] == SCHEMA == 1 and data["branch"] == NOT_ENOUGH
     assert data["inputs"]["pair"] == ["sft", "rlvr"] and data["verdicts"]["behaviour"] == NOT_MEASURED
+
+
+def test_decision_end_to_end_on_the_shipped_lineage(tmp_path):
+    """`ptlens run` on the embedded tiny lineage (small settings): the decision is in the console, report.md,
+    report.html and verdicts.json, derived from the verdicts stored beside it, with the scale note next to it."""
+    from typer.testing import CliRunner
+
+    from ptlens.cli import app
+    from ptlens.report.decision import BRANCHES, decide
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", "--output-dir", str(out), "--limit", "12", "--n-samples", "4",
+                                   "--spectral", "off", "--engine", "hf", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "report" / "verdicts.json").read_text())
+    d = data["decision"]
+    assert d["schema"] == SCHEMA and d["branch"] in BRANCHES
+    assert d["verdicts"] == {k: v["label"] for k, v in zip(("dynamics", "behaviour", "efficiency", "transfer"),
+                                                           data["verdicts"])}
+    assert d["inputs"]["pair"] == ["sft", "rlvr"] and d["inputs"]["parameters"] == 617_344
+    # the rule applied again to the stored verdicts gives the stored decision
+    vs = [Verdict(v["question"], v["label"], v["criterion"], [], checks=[Check(**{**c, "evidence": []}) for c in v["checks"]])
+          for v in data["verdicts"]]
+    assert decide(vs, DecisionInputs(**{**d["inputs"], "pair": tuple(d["inputs"]["pair"]),
+                                        "top_problems": [tuple(x) for x in d["inputs"]["top_problems"]]})).branch == d["branch"]
+    md = (out / "report.md").read_text()
+    head = md[:md.index("## Verdicts")]
+    assert "## Decision" in head and f"**{d['branch'].upper()}**" in head and "**rule**: Derived only" in head
+    assert "617,344 parameters" in head and "8B-scale" in head
+    html = (out / "report.html").read_text()
+    assert html.index('id="decision"') < html.index('id="verdicts"') and d["headline"] in html
+    assert f"Decision: {d['branch']}" in " ".join(res.output.split())
+
+
+
+TRICKY = ["rel_change and changed_exact", "_x_ *b* **c** `code` ``", "\\(a\\) \\[b\\] -> <- a > b", "<script>alert(1)</script>",
+          "<img src=x onerror=\"t()\">", "&amp; &#35; & fish", "[link](http://example.com) ![i](x.png)", "a | b |",
+          "~~gone~~ ~one~", "# not a heading", "1. not a list", "‖ΔW‖_F / ‖W_A‖_F, ≥ 1.5×", "<metric>_null",
+          "C:\\path\\_x"]
+
+
+def test_markdown_escape_renders_as_the_text_and_reads_as_text():
+    """esc() escapes only what Markdown reads: rendered by markdown-it (CommonMark + GFM tables and strikethrough),
+    every string comes out as itself, in a paragraph and in a table cell; plain text keeps no needless escapes."""
+    import html as H
+
+    from markdown_it import MarkdownIt
+
+    from ptlens.report.markdown import esc
+
+    md = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    for t in TRICKY:
+        para = md.render("x " + esc(t)).strip()
+        assert para.startswith("<p>x ") and para.endswith("</p>"), (t, para)
+        inner = para[len("<p>x "):-len("</p>")]
+        assert "<" not in inner and H.unescape(inner) == t, (t, esc(t), para)  # no markup: the text itself
+        cell = md.render(f"| h |\n|---|\n| {esc(t)} |\n")
+        inner = cell[cell.index("<td>") + 4:cell.index("</td>")]
+        assert "<" not in inner and H.unescape(inner) == t, (t, esc(t), cell)
+    assert esc("a -> b (c) [d] rel_change 95%") == "a -> b (c) \\[d\\] rel_change 95%"
+    assert esc("x\n  y") == "x y"

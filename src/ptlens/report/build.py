@@ -160,7 +160,7 @@ def _weights_section(s: dict) -> dict:
     return {"tables": [model, group, where], "notes": notes}
 
 
-def _behaviour_section(r: dict, extra: dict) -> dict:
+def _behaviour_section(r: dict, extra: dict, skipped: dict | None = None) -> dict:
     models = r.get("models") or {}
     ks = r.get("ks") or []
     kmax = max(ks) if ks else None
@@ -200,6 +200,8 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
         crossings.append(f"pass@k of {pair[1]} vs {pair[0]}: " + (
             f"the curves cross at k = {', '.join(map(str, ks_cross))}" if ks_cross else
             "the curves do not cross at the measured k"))
+    crossings += [f"paired differences of {b} − {a} not computed from the samples: {why}" for (a, b), why in
+                  sorted((skipped or {}).items())]
     return {"tables": [per, *_by_tag_table(r), diff, solved_t, cross], "notes": crossings}
 
 
@@ -424,12 +426,12 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
                   samples_per_model: int = 2, embed: bool = True) -> dict:
     """Everything the page and the markdown show; figures are drawn (into ``report/``) as a side effect."""
     s, r = inp.summary, inp.results
-    extra = {}
+    extra, skipped = {}, {}
     pair = behaviour_pair(r)
     if r and inp.samples and pair and not has_test(r, pair[0], pair[1]):
-        from ptlens.report.pairs import pair_differences
+        from ptlens.report.pairs import pair_differences_why
 
-        extra = pair_differences(r, inp.samples, [pair[:2]])
+        extra, skipped = pair_differences_why(r, inp.samples, [pair[:2]])
     verdicts = all_verdicts(s, r, criteria, extra)
     mechanism = _mechanism(inp, embed)
     decision = decide(verdicts, decision_inputs(s, r, mechanism, criteria), criteria)
@@ -453,7 +455,7 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
         "verdict": {QUESTION_KEYS[v.question]: _verdict_view(v, figures) for v in verdicts},
         "verdict_objects": verdicts,
         "weights": _weights_section(s) if s else None,
-        "behaviour": _behaviour_section(r, extra) if r else None,
+        "behaviour": _behaviour_section(r, extra, skipped) if r else None,
         "efficiency": eff,
         "transfer": _transfer_section(s) if s else None,
         "figures": figures,

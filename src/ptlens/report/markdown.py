@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import re
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+_MD_ALWAYS = re.compile(r"([\\`*\[\]|<~])")
+"""Characters that start Markdown syntax anywhere inline: code, emphasis, links and images, table cells, raw HTML
+and autolinks, strikethrough. ``(``, ``)``, ``!``, ``#``, ``+``, ``>`` mean nothing once ``[`` ``]`` are escaped and
+the text does not start a line."""
+_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+"""``_`` emphasises only at a word's edge (``rel_change`` stays as written)."""
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 
 
 def esc(text) -> str:
-    """A string safe inside a Markdown paragraph or table cell: no HTML, no Markdown syntax, one line."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    s = _MD_SPECIAL.sub(r"\\\1", s)
+    """A string that renders as itself inside a Markdown paragraph or table cell (no HTML, no Markdown syntax, one
+    line), escaping only what Markdown would read, so report.md stays readable as text."""
+    s = _MD_ALWAYS.sub(r"\\\1", str(text))
+    s = _EDGE_UNDERSCORE.sub(r"\\_", s)
+    s = _ENTITY.sub(r"\\&", s)
     return " ".join(s.split())
 
 
