@@ -185,6 +185,10 @@ def test_report_in_headless_chromium(stored, built, tmp_path):
               img: responses.some(t => t.includes(`<img src=x onerror="document.title='pwned'">`)),
               verdicts: document.querySelectorAll('.verdict').length,
               height: document.body.scrollHeight,
+              // a table wider than its box hides its last columns behind a scrollbar (and cuts them in print)
+              cut: [...document.querySelectorAll('.tablewrap')].filter(w => w.scrollWidth > w.clientWidth + 1)
+                     .map(w => w.id || w.querySelector('th')?.textContent),
+              decision: document.querySelectorAll('#decision + .decision dt').length,
             };
         })()""")
         errors = browser.errors()
@@ -196,6 +200,8 @@ def test_report_in_headless_chromium(stored, built, tmp_path):
     assert page["scripts"] == 0 and page["injected"] == 0
     assert page["script"] and page["img"], "the injected markup shows as text"
     assert page["verdicts"] == 4 and page["height"] > 2000
+    assert page["cut"] == [], page["cut"]  # at 1400 px every table fits or wraps
+    assert page["decision"] >= 4  # why, how sure, next step, rule
 
 
 def test_report_command(stored, built, tmp_path):

@@ -188,7 +188,7 @@ def test_decision_end_to_end_on_the_shipped_lineage(tmp_path):
 TRICKY = ["rel_change and changed_exact", "_x_ *b* **c** `code` ``", "\\(a\\) \\[b\\] -> <- a > b", "<script>alert(1)</script>",
           "<img src=x onerror=\"t()\">", "&amp; &#35; & fish", "[link](http://example.com) ![i](x.png)", "a | b |",
           "~~gone~~ ~one~", "# not a heading", "1. not a list", "‖ΔW‖_F / ‖W_A‖_F, ≥ 1.5×", "<metric>_null",
-          "C:\\path\\_x"]
+          "C:\\path\\_x", "[ref] a [b][c] [d]: http://x [] [e][]", "0.5 [0.4, 0.6]"]
 
 
 def test_markdown_escape_renders_as_the_text_and_reads_as_text():
@@ -209,5 +209,5 @@ def test_markdown_escape_renders_as_the_text_and_reads_as_text():
         cell = md.render(f"| h |\n|---|\n| {esc(t)} |\n")
         inner = cell[cell.index("<td>") + 4:cell.index("</td>")]
         assert "<" not in inner and H.unescape(inner) == t, (t, esc(t), cell)
-    assert esc("a -> b (c) [d] rel_change 95%") == "a -> b (c) \\[d\\] rel_change 95%"
+    assert esc("a -> b (c) [0.4, 0.6] rel_change 95%") == "a -> b (c) [0.4, 0.6] rel_change 95%"
     assert esc("x\n  y") == "x y"

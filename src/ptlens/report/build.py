@@ -13,7 +13,7 @@ import json
 import math
 import re
 import shlex
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ptlens.io import write_json, write_text
@@ -43,7 +43,7 @@ FIGURE_TEXT = {
     "layers_changed_exact": ("Changed share per layer, by module group", "Bit-exact changed share per layer and group."),
     "spectral": ("Spectral structure of the updates", "Stable rank, top-k energy, principal-weight overlap (1 = chance) "
                  "and top-k subspace angle per layer."),
-    "pass_at_k": ("pass@k and maj@k", "Solid: pass@k with its 95% band; dashed: maj@k; where curves cross, the "
+    "pass_at_k": ("pass@k and maj@k", "Solid: pass@k with its {level} band; dashed: maj@k; where curves cross, the "
                   "ranking of the models depends on the sampling budget."),
     "accuracy_histogram": ("Per-problem accuracy", "How many problems each model solves never, sometimes, always."),
     "entropy_length": ("Token entropy and length", "Distributions over responses of mean token entropy (nats) and "
@@ -104,6 +104,13 @@ def est_cell(e: dict | None) -> str | tuple[str, str]:
     lo, hi = e.get("lo"), e.get("hi")
     p = f" p = {fmt(e['p'])}" if isinstance(e.get("p"), (int, float)) else ""
     return (fmt(e["value"]), f"[{fmt(lo)}, {fmt(hi)}]{p}") if lo is not None and hi is not None else fmt(e["value"])
+
+
+def interval_level(results: dict | None, criteria: Criteria = Criteria()) -> str:
+    """The level of the behaviour intervals as the run stored it ("95%"), else the criteria's."""
+    lv = ((results or {}).get("bootstrap") or {}).get("level")
+    lv = lv if isinstance(lv, (int, float)) and 0 < lv < 1 else criteria.level
+    return f"{100 * lv:g}%"
 
 
 def slug(text: str) -> str:
@@ -171,7 +178,8 @@ def _behaviour_section(r: dict, extra: dict, skipped: dict | None = None) -> dic
     head = r.get("headline_problems") or {}
     scope = (f" ({head.get('excluded_tag')} problems left out: {fmt(head['of'] - head['n'])}; see accuracy by tag)"
              if head.get("excluded_tag") else "")
-    per = table("tbl-behaviour", "Per model, with 95% bootstrap intervals over problems",
+    level = interval_level(r)
+    per = table("tbl-behaviour", f"Per model, with {level} bootstrap intervals over problems",
                 ["model", *[c for _, c in cols]], rows,
                 f"{fmt(n_prob)} problems{scope}; {fmt((r.get('settings') or {}).get('n_samples'))} samples per problem.")
     diffs = []
@@ -181,7 +189,7 @@ def _behaviour_section(r: dict, extra: dict, skipped: dict | None = None) -> dic
              "token_entropy", "length_mean", "ece"]
     for a, b, d, src in pairs:
         diffs.append([f"{b} − {a}", src, *[est_cell(d.get(c)) for c in dcols]])
-    diff = table("tbl-behaviour-diff", "Paired differences (later − earlier), 95% paired bootstrap intervals, sign-flip p",
+    diff = table("tbl-behaviour-diff", f"Paired differences (later − earlier), {level} paired bootstrap intervals, sign-flip p",
                  ["difference", "source", *dcols], diffs)
     solved = [[f"{c.get('a')} → {c.get('b')}", *[fmt((c.get("solved_sets") or {}).get(k)) for k in
                                                    ("both", "a_only", "b_only", "neither")]]
@@ -218,7 +226,8 @@ def _by_tag_table(r: dict) -> list[dict]:
         diffs = {(c.get("a"), c.get("b")): (c.get("difference") or {}).get("accuracy") for c in t.get("consecutive") or []}
         rows.append([tag, fmt(t.get("n_problems")), *[est_cell(((t.get("models") or {}).get(n) or {}).get("accuracy"))
                                                      for n in names], *[est_cell(diffs.get(p)) for p in pairs]])
-    return [table("tbl-behaviour-by-tag", "Accuracy by problem tag, with 95% bootstrap intervals over each tag's problems",
+    return [table("tbl-behaviour-by-tag", f"Accuracy by problem tag, with {interval_level(r)} bootstrap intervals over each "
+                  "tag's problems",
                   ["tag", "problems", *names, *[f"{b} − {a}" for a, b in pairs]], rows,
                   "A problem counts under each of its tags; differences are paired (same resamples).")]
 
@@ -323,6 +332,7 @@ def _figures(inp: ReportInputs, criteria: Criteria, eff_rows, trajs) -> dict[str
         if not f.is_file():
             continue
         title, caption = FIGURE_TEXT.get(key, (key.replace("_", " "), ""))
+        caption = caption.replace("{level}", interval_level(r, criteria))
         figs[key] = {"key": key, "path": rel, "title": title, "caption": caption, "anchor": f"fig-{slug(key)}"}
     return figs
 
@@ -396,7 +406,7 @@ def _methods(inp: ReportInputs, criteria: Criteria) -> dict:
     for m in (inp.results or {}).get("models_info") or []:
         prompts.append([m.get("name", ""), m.get("prompt_format") or "–", m.get("instruction") or "none",
                         ", ".join(m.get("stop_strings") or []) or "–"])
-    return {"weights": M.weight_definitions(), "behaviour": M.BEHAVIOUR_DEFINITIONS, "efficiency": M.EFFICIENCY_DEFINITIONS,
+    return {"weights": M.weight_definitions(), "behaviour": M.behaviour_definitions(interval_level(inp.results, criteria)), "efficiency": M.EFFICIENCY_DEFINITIONS,
             "settings": settings, "criteria": M.decision_text(criteria, inp.results, inp.summary),
             "criteria_values": asdict(criteria),
             "hypotheses": list(HYPOTHESES.values()), "prompts": prompts}
@@ -426,6 +436,9 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
                   samples_per_model: int = 2, embed: bool = True) -> dict:
     """Everything the page and the markdown show; figures are drawn (into ``report/``) as a side effect."""
     s, r = inp.summary, inp.results
+    lv = ((r or {}).get("bootstrap") or {}).get("level")
+    if isinstance(lv, float) and 0 < lv < 1 and lv != criteria.level:  # the criteria text states the stored level
+        criteria = replace(criteria, level=lv)
     extra, skipped = {}, {}
     pair = behaviour_pair(r)
     if r and inp.samples and pair and not has_test(r, pair[0], pair[1]):
@@ -469,6 +482,7 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
         "mechanism": mechanism,
         "decision": decision,
         "decision_rows": decision_rows(decision),
+        "level": interval_level(r, criteria),
     }
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 
-_MD_ALWAYS = re.compile(r"([\\`*\[\]|<~])")
-"""Characters that start Markdown syntax anywhere inline: code, emphasis, links and images, table cells, raw HTML
-and autolinks, strikethrough. ``(``, ``)``, ``!``, ``#``, ``+``, ``>`` mean nothing once ``[`` ``]`` are escaped and
-the text does not start a line."""
+_MD_ALWAYS = re.compile(r"([\\`*|<~])")
+"""Characters that start Markdown syntax anywhere inline: code, emphasis, table cells, raw HTML and autolinks,
+strikethrough. ``(``, ``)``, ``!``, ``#``, ``+``, ``>`` mean nothing inside a line that the text does not start."""
+_LINK_CLOSE = re.compile(r"\](?=[(\[:])")
+"""A link or image needs ``](``, ``][`` (or a definition ``]:``); a bare ``[0.4, 0.6]`` is text."""
 _EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 """``_`` emphasises only at a word's edge (``rel_change`` stays as written)."""
 _ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
@@ -21,6 +22,7 @@ def esc(text) -> str:
     """A string that renders as itself inside a Markdown paragraph or table cell (no HTML, no Markdown syntax, one
     line), escaping only what Markdown would read, so report.md stays readable as text."""
     s = _MD_ALWAYS.sub(r"\\\1", str(text))
+    s = _LINK_CLOSE.sub(r"\\]", s)
     s = _EDGE_UNDERSCORE.sub(r"\\_", s)
     s = _ENTITY.sub(r"\\&", s)
     return " ".join(s.split())
