@@ -48,7 +48,7 @@ def test_clear_differences_spend():
     assert d.family_wise_error == 0.05 and "3 tested behaviour checks" in d.sureness
     assert "B2: Response length" in d.reason and "1 weight checks clear" in d.reason
     assert d.next_step.startswith("Design custom training")
-    assert any("carried by mlp" in a for a in d.next_actions) and any("p3 (sft 10% → rlvr 90%)" in a for a in d.next_actions)
+    assert any("carried by mlp" in a for a in d.next_actions) and any("where sft and rlvr differ most: p3 (sft 10% → rlvr 90%)" in a for a in d.next_actions)
     assert d.scale_note is None  # 8B parameters
     assert d.verdicts == {"dynamics": CLEAR, "behaviour": CLEAR, "efficiency": DESCRIPTIVE, "transfer": "reinforces"}
 

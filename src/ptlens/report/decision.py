@@ -243,7 +243,7 @@ def _problems_text(inp: DecisionInputs) -> str:
     if not inp.top_problems or not inp.pair:
         return ""
     a, b = inp.pair
-    return ("the problems where the stages differ most: " +
+    return (f"the problems where {a} and {b} differ most: " +
             "; ".join(f"{pid} ({a} {pa:.0%} → {b} {pb:.0%})" for pid, pa, pb in inp.top_problems))
 
 
