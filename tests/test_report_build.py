@@ -57,6 +57,9 @@ def test_report_files_and_verdicts(stored, built):
     data = json.loads((stored / "report" / "verdicts.json").read_text())
     assert [v["label"] for v in data["verdicts"]] == [v.label for v in built["verdicts"]]
     assert data["criteria"]["weight_factor"] == 2.0 and data["hypotheses"]["B2"]["text"]
+    d = data["decision"]  # derived from these verdicts (test_report_decision.py has the rule's branches)
+    assert d["schema"] == 1 and d["branch"] == built["decision"].branch and d["verdicts"]["behaviour"] == \
+        labels["Reasoning behaviour"] and d["inputs"]["pair"] == ["sft", "rlvr#2"]
 
 
 def test_rebuild_is_byte_identical_and_location_independent(stored, built, tmp_path):

@@ -113,6 +113,12 @@ def interval_level(results: dict | None, criteria: Criteria = Criteria()) -> str
     return f"{100 * lv:g}%"
 
 
+def run_criteria(criteria: Criteria, results: dict | None) -> Criteria:
+    """The criteria with the interval level the behaviour run stored, so their text states it."""
+    lv = ((results or {}).get("bootstrap") or {}).get("level")
+    return replace(criteria, level=lv) if isinstance(lv, float) and 0 < lv < 1 and lv != criteria.level else criteria
+
+
 def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
@@ -436,9 +442,7 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
                   samples_per_model: int = 2, embed: bool = True) -> dict:
     """Everything the page and the markdown show; figures are drawn (into ``report/``) as a side effect."""
     s, r = inp.summary, inp.results
-    lv = ((r or {}).get("bootstrap") or {}).get("level")
-    if isinstance(lv, float) and 0 < lv < 1 and lv != criteria.level:  # the criteria text states the stored level
-        criteria = replace(criteria, level=lv)
+    criteria = run_criteria(criteria, r)
     extra, skipped = {}, {}
     pair = behaviour_pair(r)
     if r and inp.samples and pair and not has_test(r, pair[0], pair[1]):
@@ -527,7 +531,8 @@ def build_report(out_dir: str | Path, *, criteria: Criteria = Criteria(), max_pr
     out = inp.out_dir
     write_text(out / HTML_FILE, render_html(ctx))
     write_text(out / MD_FILE, render_markdown(ctx))
-    write_json(out / VERDICTS_FILE, verdicts_json(ctx["verdict_objects"], criteria, ctx["decision"]))
+    write_json(out / VERDICTS_FILE, verdicts_json(ctx["verdict_objects"], run_criteria(criteria, inp.results),
+                                                  ctx["decision"]))
     return {"html": out / HTML_FILE, "markdown": out / MD_FILE, "verdicts_json": out / VERDICTS_FILE,
             "verdicts": ctx["verdict_objects"], "decision": ctx["decision"],
             "figures": {k: f["path"] for k, f in ctx["figures"].items()}}
