@@ -181,7 +181,8 @@ def test_decision_end_to_end_on_the_shipped_lineage(tmp_path):
     assert "617,344 parameters" in head and "8B-scale" in head
     html = (out / "report.html").read_text()
     assert html.index('id="decision"') < html.index('id="verdicts"') and d["headline"] in html
-    assert f"Decision: {d['branch']}" in " ".join(res.output.split())
+    console = " ".join(res.output.split())
+    assert f"Decision: {d['branch']}" in console and "rule: Derived only from the per-question verdicts" in console
 
 
 

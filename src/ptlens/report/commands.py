@@ -40,8 +40,6 @@ def print_decision(d, console: Console) -> None:
     style = {SPEND: "bold blue", INVESTIGATE: "bold yellow"}.get(d.branch, "bold")
     console.print(f"[{style}]Decision: {escape(d.branch)}[/] — {escape(d.headline)}")
     for name, text in decision_rows(d):
-        if name == "rule":
-            text = "in report.html → Decision and docs/DECISION.md"
         if isinstance(text, list):
             console.print(f"  [bold]{name}[/]:")
             for t in text:
