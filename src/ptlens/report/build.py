@@ -326,9 +326,10 @@ def _figures(inp: ReportInputs, criteria: Criteria, eff_rows, trajs) -> dict[str
         for p in listed_b:
             found[Path(p).stem] = p
     if s is not None:
+        lv = interval_level(r, criteria)
         made = {"sample_efficiency": F.efficiency_figure(eff_rows, out / files.REPORT_FIGURES["sample_efficiency"]),
-                "convergence": F.convergence_figure(trajs, out / files.REPORT_FIGURES["convergence"]),
-                "transfer": F.transfer_figure(s, r, out / files.REPORT_FIGURES["transfer"], criteria.cosine_threshold)}
+                "convergence": F.convergence_figure(trajs, out / files.REPORT_FIGURES["convergence"], lv),
+                "transfer": F.transfer_figure(s, r, out / files.REPORT_FIGURES["transfer"], criteria.cosine_threshold, lv)}
         for k, p in made.items():
             if p is not None:
                 found[k] = str(p.relative_to(out))
