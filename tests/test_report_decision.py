@@ -73,7 +73,7 @@ def test_minimal_differences_save_only_with_power():
     d = decide(_verdicts(dyn, BEH_MINIMAL), weak)
     assert d.branch == NOT_ENOUGH and "30% power" in d.reason
     assert d.next_actions == ["run with --limit 53: 42 problems × 16 samples give ≈ 80% power for an accuracy "
-                              "difference of 0.1 (3 held-out problems of the run are reported apart and not counted)"]
+                              "difference of 0.1 (the limit also loads held-out problems, which are reported apart and not counted)"]
 
 
 def test_minimal_without_a_tested_accuracy_check_is_not_enough():
@@ -101,7 +101,7 @@ def test_not_enough_evidence_without_behaviour_or_with_too_few_problems():
     assert d.next_actions == ["run ptlens behavior (or ptlens run) on this lineage with this output folder"]
     few = Verdict(BEH, NOT_MEASURED, "c", [], summary="not measured: too few problems (9)")
     d = decide([_verdicts(dyn)[0], few], DecisionInputs(has_behaviour=True, limit_for_verdict=13))
-    assert d.branch == NOT_ENOUGH and "too few problems (9)" in d.reason
+    assert d.branch == NOT_ENOUGH and "is not measured: too few problems (9)" in d.reason
     assert d.next_actions == ["run with --limit 13 or more (a behaviour verdict needs ≥ 10 problems)"]
     rows = dict(decision_rows(d))
     assert rows["rule"].startswith("Derived only from the per-question verdicts") and "carried by" not in rows

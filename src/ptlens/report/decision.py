@@ -248,8 +248,7 @@ def _problems_text(inp: DecisionInputs) -> str:
 
 
 def _more_problems(inp: DecisionInputs, criteria: Criteria) -> str:
-    held = (f" ({inp.held_out} held-out problem{'s' if inp.held_out != 1 else ''} of the run "
-            "are reported apart and not counted)") if inp.held_out else ""
+    held = " (the limit also loads held-out problems, which are reported apart and not counted)" if inp.held_out else ""
     if inp.problems_for_power and inp.limit_for_power:
         return (f"run with --limit {inp.limit_for_power}: {inp.problems_for_power} problems × {inp.n_samples} samples "
                 f"give ≈ {TARGET_POWER:.0%} power for an accuracy difference of {inp.effect_for_power:.2g}{held}")
@@ -318,7 +317,8 @@ def decide(verdicts: Sequence[Verdict], inputs: DecisionInputs = DecisionInputs(
                       f"accuracy gain of +{REFERENCE_EFFECT:g} (a decision to save needs ≥ {TARGET_POWER:.0%})")
             actions.append(_more_problems(inputs, criteria))
         else:
-            reason = f"the behaviour question is {beh.label}: {beh.summary}"
+            summary = beh.summary[len("not measured: "):] if beh.summary.startswith("not measured: ") else beh.summary
+            reason = f"the behaviour question is {beh.label}: {summary}"
             actions.append(_more_problems(inputs, criteria))
         if dyn_clear:
             reason += f"; the weights differ ({len(dyn_clear)} weight checks clear), which alone decides nothing"
