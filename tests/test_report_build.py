@@ -57,6 +57,9 @@ def test_report_files_and_verdicts(stored, built):
     data = json.loads((stored / "report" / "verdicts.json").read_text())
     assert [v["label"] for v in data["verdicts"]] == [v.label for v in built["verdicts"]]
     assert data["criteria"]["weight_factor"] == 2.0 and data["hypotheses"]["B2"]["text"]
+    d = data["decision"]  # derived from these verdicts (test_report_decision.py has the rule's branches)
+    assert d["schema"] == 1 and d["branch"] == built["decision"].branch and d["verdicts"]["behaviour"] == \
+        labels["Reasoning behaviour"] and d["inputs"]["pair"] == ["sft", "rlvr#2"]
 
 
 def test_rebuild_is_byte_identical_and_location_independent(stored, built, tmp_path):
@@ -97,10 +100,14 @@ def test_markdown_escapes_model_text(stored, built):
             if line == fence:
                 fence = None
             continue
-        assert "<script" not in line and "<img" not in line and "<b>" not in line, line
         assert not line.startswith("# not a heading"), line
     assert fence is None
     assert "````text" in md  # a fence longer than the response's own ``` run
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").enable("table").render(md)
+    assert "<script" not in rendered and "<img src=x" not in rendered and "<b>bold" not in rendered
+    assert "\\(" not in md and "-&gt;" not in md and "&lt;" not in md  # readable as text: only what Markdown needs
 
 
 def test_weights_only_and_behaviour_only(stored, tmp_path):
@@ -181,6 +188,10 @@ def test_report_in_headless_chromium(stored, built, tmp_path):
               img: responses.some(t => t.includes(`<img src=x onerror="document.title='pwned'">`)),
               verdicts: document.querySelectorAll('.verdict').length,
               height: document.body.scrollHeight,
+              // a table wider than its box hides its last columns behind a scrollbar (and cuts them in print)
+              cut: [...document.querySelectorAll('.tablewrap')].filter(w => w.scrollWidth > w.clientWidth + 1)
+                     .map(w => w.id || w.querySelector('th')?.textContent),
+              decision: document.querySelectorAll('#decision + .decision dt').length,
             };
         })()""")
         errors = browser.errors()
@@ -192,6 +203,8 @@ def test_report_in_headless_chromium(stored, built, tmp_path):
     assert page["scripts"] == 0 and page["injected"] == 0
     assert page["script"] and page["img"], "the injected markup shows as text"
     assert page["verdicts"] == 4 and page["height"] > 2000
+    assert page["cut"] == [], page["cut"]  # at 1400 px every table fits or wraps
+    assert page["decision"] >= 4  # why, how sure, next step, rule
 
 
 def test_report_command(stored, built, tmp_path):

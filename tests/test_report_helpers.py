@@ -251,7 +251,7 @@ class Chromium:
 
     FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-extensions", "--mute-audio", "--remote-debugging-pipe")
+             "--disable-extensions", "--mute-audio", "--remote-debugging-pipe", "--window-size=1400,900")
 
     def __init__(self, binary: str, profile: Path):
         import os

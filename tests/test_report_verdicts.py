@@ -389,3 +389,16 @@ def test_criteria_are_stated():
 def test_difference_check_missing_metric_is_not_measured():
     c = difference_check("x", "distinct_4", "a", {"value": None}, "b", est(0.5), None, Criteria(), False)
     assert c.outcome == NOT_MEASURED
+
+
+def test_pairs_not_computed_say_why():
+    """A pair whose samples are missing is not silently dropped: pair_differences_why names the model and problem."""
+    from ptlens.report.pairs import pair_differences_why
+
+    res, rows = real_behaviour(["base", "sft", "dpo", "rlvr"], n_problems=12)
+    pid = res["problems"][3]["id"]
+    cut = [r for r in rows if not (r["model"] == "rlvr" and r["problem_id"] == pid)]
+    out, why = pair_differences_why(res, cut, [("sft", "rlvr"), ("base", "sft"), ("sft", "nobody")])
+    assert list(out) == [("base", "sft")]
+    assert why == {("sft", "rlvr"): f"no samples of rlvr for problem {pid} in behavior/samples.jsonl",
+                   ("sft", "nobody"): "no samples of nobody in behavior/samples.jsonl"}

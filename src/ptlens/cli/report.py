@@ -28,7 +28,24 @@ def print_verdicts(result: dict, console: Console | None = None) -> None:
         t.add_row(v.question, f"[{STYLE.get(v.label, '')}]{v.label}[/]" if STYLE.get(v.label) else v.label,
                   escape(v.comparison or "–"), escape(v.summary))
     console.print(t)
+    if result.get("decision") is not None:
+        print_decision(result["decision"], console)
     Console(stderr=True).print(f"report: {result['html']}\n        {result['markdown']}", markup=False, highlight=False)
+
+
+def print_decision(d, console: Console) -> None:
+    """The overall decision (ptlens.report.decision) under the verdicts: branch, why, how sure, next step."""
+    from ptlens.report.decision import SPEND, INVESTIGATE, decision_rows
+
+    style = {SPEND: "bold blue", INVESTIGATE: "bold yellow"}.get(d.branch, "bold")
+    console.print(f"[{style}]Decision: {escape(d.branch)}[/] — {escape(d.headline)}")
+    for name, text in decision_rows(d):
+        if isinstance(text, list):
+            console.print(f"  [bold]{name}[/]:")
+            for t in text:
+                console.print(f"    - {escape(t)}")
+        else:
+            console.print(f"  [bold]{name}[/]: {escape(text)}")
 
 
 def write_report(output_dir: Path, console: Console | None = None) -> dict:

@@ -10,7 +10,7 @@ _RUN = ("MechanismConfig", "MechanismResult", "run_mechanism", "stored_mechanism
 
 def __getattr__(name: str):
     """The driver (``ptlens.mechanism.run``, which loads the sampling engines) loads on first use, so that the
-    report, reading ``mechanism/summary.json`` through ``ptlens.mechanism.report``, never imports it."""
+    report, reading ``mechanism/summary.json`` through ``ptlens.report.mechanism``, never imports it."""
     if name in _RUN:
         from ptlens.mechanism import run
 

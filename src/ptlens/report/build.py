@@ -13,12 +13,13 @@ import json
 import math
 import re
 import shlex
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ptlens.io import write_json, write_text
 from ptlens.report import methods as M
 from ptlens.report.browser import build_browser
+from ptlens.report.decision import decide, decision_inputs, decision_rows
 from ptlens.report.inputs import RESULTS, SAMPLES, SUMMARY, ReportInputs, load_inputs
 from ptlens.report.stages import Transitions, stages_of
 from ptlens.report.trajectory import trajectories
@@ -42,7 +43,7 @@ FIGURE_TEXT = {
     "layers_changed_exact": ("Changed share per layer, by module group", "Bit-exact changed share per layer and group."),
     "spectral": ("Spectral structure of the updates", "Stable rank, top-k energy, principal-weight overlap (1 = chance) "
                  "and top-k subspace angle per layer."),
-    "pass_at_k": ("pass@k and maj@k", "Solid: pass@k with its 95% band; dashed: maj@k; where curves cross, the "
+    "pass_at_k": ("pass@k and maj@k", "Solid: pass@k with its {level} band; dashed: maj@k; where curves cross, the "
                   "ranking of the models depends on the sampling budget."),
     "accuracy_histogram": ("Per-problem accuracy", "How many problems each model solves never, sometimes, always."),
     "entropy_length": ("Token entropy and length", "Distributions over responses of mean token entropy (nats) and "
@@ -105,6 +106,19 @@ def est_cell(e: dict | None) -> str | tuple[str, str]:
     return (fmt(e["value"]), f"[{fmt(lo)}, {fmt(hi)}]{p}") if lo is not None and hi is not None else fmt(e["value"])
 
 
+def interval_level(results: dict | None, criteria: Criteria = Criteria()) -> str:
+    """The level of the behaviour intervals as the run stored it ("95%"), else the criteria's."""
+    lv = ((results or {}).get("bootstrap") or {}).get("level")
+    lv = lv if isinstance(lv, (int, float)) and 0 < lv < 1 else criteria.level
+    return f"{100 * lv:g}%"
+
+
+def run_criteria(criteria: Criteria, results: dict | None) -> Criteria:
+    """The criteria with the interval level the behaviour run stored, so their text states it."""
+    lv = ((results or {}).get("bootstrap") or {}).get("level")
+    return replace(criteria, level=lv) if isinstance(lv, float) and 0 < lv < 1 and lv != criteria.level else criteria
+
+
 def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
@@ -159,7 +173,7 @@ def _weights_section(s: dict) -> dict:
     return {"tables": [model, group, where], "notes": notes}
 
 
-def _behaviour_section(r: dict, extra: dict) -> dict:
+def _behaviour_section(r: dict, extra: dict, skipped: dict | None = None) -> dict:
     models = r.get("models") or {}
     ks = r.get("ks") or []
     kmax = max(ks) if ks else None
@@ -170,7 +184,8 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
     head = r.get("headline_problems") or {}
     scope = (f" ({head.get('excluded_tag')} problems left out: {fmt(head['of'] - head['n'])}; see accuracy by tag)"
              if head.get("excluded_tag") else "")
-    per = table("tbl-behaviour", "Per model, with 95% bootstrap intervals over problems",
+    level = interval_level(r)
+    per = table("tbl-behaviour", f"Per model, with {level} bootstrap intervals over problems",
                 ["model", *[c for _, c in cols]], rows,
                 f"{fmt(n_prob)} problems{scope}; {fmt((r.get('settings') or {}).get('n_samples'))} samples per problem.")
     diffs = []
@@ -180,7 +195,7 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
              "token_entropy", "length_mean", "ece"]
     for a, b, d, src in pairs:
         diffs.append([f"{b} − {a}", src, *[est_cell(d.get(c)) for c in dcols]])
-    diff = table("tbl-behaviour-diff", "Paired differences (later − earlier), 95% paired bootstrap intervals, sign-flip p",
+    diff = table("tbl-behaviour-diff", f"Paired differences (later − earlier), {level} paired bootstrap intervals, sign-flip p",
                  ["difference", "source", *dcols], diffs)
     solved = [[f"{c.get('a')} → {c.get('b')}", *[fmt((c.get("solved_sets") or {}).get(k)) for k in
                                                    ("both", "a_only", "b_only", "neither")]]
@@ -199,6 +214,8 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
         crossings.append(f"pass@k of {pair[1]} vs {pair[0]}: " + (
             f"the curves cross at k = {', '.join(map(str, ks_cross))}" if ks_cross else
             "the curves do not cross at the measured k"))
+    crossings += [f"paired differences of {b} − {a} not computed from the samples: {why}" for (a, b), why in
+                  sorted((skipped or {}).items())]
     return {"tables": [per, *_by_tag_table(r), diff, solved_t, cross, *_grading_table(r)], "notes": crossings}
 
 
@@ -234,7 +251,8 @@ def _by_tag_table(r: dict) -> list[dict]:
         diffs = {(c.get("a"), c.get("b")): (c.get("difference") or {}).get("accuracy") for c in t.get("consecutive") or []}
         rows.append([tag, fmt(t.get("n_problems")), *[est_cell(((t.get("models") or {}).get(n) or {}).get("accuracy"))
                                                      for n in names], *[est_cell(diffs.get(p)) for p in pairs]])
-    return [table("tbl-behaviour-by-tag", "Accuracy by problem tag, with 95% bootstrap intervals over each tag's problems",
+    return [table("tbl-behaviour-by-tag", f"Accuracy by problem tag, with {interval_level(r)} bootstrap intervals over each "
+                  "tag's problems",
                   ["tag", "problems", *names, *[f"{b} − {a}" for a, b in pairs]], rows,
                   "A problem counts under each of its tags; differences are paired (same resamples).")]
 
@@ -327,9 +345,10 @@ def _figures(inp: ReportInputs, criteria: Criteria, eff_rows, trajs) -> dict[str
         for p in listed_b:
             found[Path(p).stem] = p
     if s is not None:
+        lv = interval_level(r, criteria)
         made = {"sample_efficiency": F.efficiency_figure(eff_rows, out / files.REPORT_FIGURES["sample_efficiency"]),
-                "convergence": F.convergence_figure(trajs, out / files.REPORT_FIGURES["convergence"]),
-                "transfer": F.transfer_figure(s, r, out / files.REPORT_FIGURES["transfer"], criteria.cosine_threshold)}
+                "convergence": F.convergence_figure(trajs, out / files.REPORT_FIGURES["convergence"], lv),
+                "transfer": F.transfer_figure(s, r, out / files.REPORT_FIGURES["transfer"], criteria.cosine_threshold, lv)}
         for k, p in made.items():
             if p is not None:
                 found[k] = str(p.relative_to(out))
@@ -339,6 +358,7 @@ def _figures(inp: ReportInputs, criteria: Criteria, eff_rows, trajs) -> dict[str
         if not f.is_file():
             continue
         title, caption = FIGURE_TEXT.get(key, (key.replace("_", " "), ""))
+        caption = caption.replace("{level}", interval_level(r, criteria))
         figs[key] = {"key": key, "path": rel, "title": title, "caption": caption, "anchor": f"fig-{slug(key)}"}
     return figs
 
@@ -412,7 +432,7 @@ def _methods(inp: ReportInputs, criteria: Criteria) -> dict:
     for m in (inp.results or {}).get("models_info") or []:
         prompts.append([m.get("name", ""), m.get("prompt_format") or "–", m.get("instruction") or "none",
                         ", ".join(m.get("stop_strings") or []) or "–"])
-    return {"weights": M.weight_definitions(), "behaviour": M.BEHAVIOUR_DEFINITIONS, "efficiency": M.EFFICIENCY_DEFINITIONS,
+    return {"weights": M.weight_definitions(), "behaviour": M.behaviour_definitions(interval_level(inp.results, criteria)), "efficiency": M.EFFICIENCY_DEFINITIONS,
             "settings": settings, "criteria": M.decision_text(criteria, inp.results, inp.summary),
             "criteria_values": asdict(criteria),
             "hypotheses": list(HYPOTHESES.values()), "prompts": prompts}
@@ -442,13 +462,16 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
                   samples_per_model: int = 2, embed: bool = True) -> dict:
     """Everything the page and the markdown show; figures are drawn (into ``report/``) as a side effect."""
     s, r = inp.summary, inp.results
-    extra = {}
+    criteria = run_criteria(criteria, r)
+    extra, skipped = {}, {}
     pair = behaviour_pair(r)
     if r and inp.samples and pair and not has_test(r, pair[0], pair[1]):
-        from ptlens.report.pairs import pair_differences
+        from ptlens.report.pairs import pair_differences_why
 
-        extra = pair_differences(r, inp.samples, [pair[:2]])
+        extra, skipped = pair_differences_why(r, inp.samples, [pair[:2]])
     verdicts = all_verdicts(s, r, criteria, extra)
+    mechanism = _mechanism(inp, embed)
+    decision = decide(verdicts, decision_inputs(s, r, mechanism, criteria), criteria)
     eff = _efficiency_section(s, r) if s else None
     figures = _figures(inp, criteria, eff["rows"] if eff else [], eff["trajectories"] if eff else [])
     if embed:
@@ -469,7 +492,7 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
         "verdict": {QUESTION_KEYS[v.question]: _verdict_view(v, figures) for v in verdicts},
         "verdict_objects": verdicts,
         "weights": _weights_section(s) if s else None,
-        "behaviour": _behaviour_section(r, extra) if r else None,
+        "behaviour": _behaviour_section(r, extra, skipped) if r else None,
         "efficiency": eff,
         "transfer": _transfer_section(s) if s else None,
         "figures": figures,
@@ -480,12 +503,15 @@ def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_proble
         "methods": _methods(inp, criteria),
         "repro": _reproducibility(inp),
         "files": {"summary": SUMMARY, "results": RESULTS, "samples": SAMPLES},
-        "mechanism": _mechanism(inp, embed),
+        "mechanism": mechanism,
+        "decision": decision,
+        "decision_rows": decision_rows(decision),
+        "level": interval_level(r, criteria),
     }
 
 
 def _mechanism(inp: ReportInputs, embed: bool) -> dict | None:
-    """The Mechanism section's record (ptlens.mechanism.report), None when the folder has no mechanism results."""
+    """The Mechanism section's record (ptlens.report.mechanism), None when the folder has no mechanism results."""
     from ptlens.report.mechanism import mechanism_section
 
     return mechanism_section(inp.out_dir, embed)
@@ -499,18 +525,23 @@ def render_html(ctx: dict) -> str:
     return env.get_template("report.html.j2").render(**ctx)
 
 
-def verdicts_json(verdicts: list[Verdict], criteria: Criteria) -> dict:
-    return {"criteria": asdict(criteria), "criteria_text": criteria.text(),
-            "hypotheses": {k: asdict(h) for k, h in HYPOTHESES.items()},
-            "verdicts": [asdict(v) for v in verdicts]}
+def verdicts_json(verdicts: list[Verdict], criteria: Criteria, decision=None) -> dict:
+    """verdicts.json: the criteria, the hypotheses, every verdict and, under ``decision`` (with its own ``schema``
+    version), the overall decision and the inputs it was derived from."""
+    out = {"criteria": asdict(criteria), "criteria_text": criteria.text(),
+           "hypotheses": {k: asdict(h) for k, h in HYPOTHESES.items()},
+           "verdicts": [asdict(v) for v in verdicts]}
+    if decision is not None:
+        out["decision"] = decision.to_json()
+    return out
 
 
 def build_report(out_dir: str | Path, *, criteria: Criteria = Criteria(), max_problems: int = 40,
                  samples_per_model: int = 2) -> dict:
     """Write report.html, report.md and report/verdicts.json under ``out_dir`` from its stored results.
 
-    Returns ``{"html", "markdown", "verdicts_json", "verdicts", "figures"}`` (paths, the
-    :class:`Verdict` list, and figure paths relative to ``out_dir``). Raises PtlensError when the
+    Returns ``{"html", "markdown", "verdicts_json", "verdicts", "decision", "figures"}`` (paths, the
+    :class:`Verdict` list, the :class:`~ptlens.report.decision.Decision`, and figure paths relative to ``out_dir``). Raises PtlensError when the
     folder holds no results or a results file is unreadable.
     """
     from ptlens.report.markdown import render_markdown
@@ -520,6 +551,8 @@ def build_report(out_dir: str | Path, *, criteria: Criteria = Criteria(), max_pr
     out = inp.out_dir
     write_text(out / HTML_FILE, render_html(ctx))
     write_text(out / MD_FILE, render_markdown(ctx))
-    write_json(out / VERDICTS_FILE, verdicts_json(ctx["verdict_objects"], criteria))
+    write_json(out / VERDICTS_FILE, verdicts_json(ctx["verdict_objects"], run_criteria(criteria, inp.results),
+                                                  ctx["decision"]))
     return {"html": out / HTML_FILE, "markdown": out / MD_FILE, "verdicts_json": out / VERDICTS_FILE,
-            "verdicts": ctx["verdict_objects"], "figures": {k: f["path"] for k, f in ctx["figures"].items()}}
+            "verdicts": ctx["verdict_objects"], "decision": ctx["decision"],
+            "figures": {k: f["path"] for k, f in ctx["figures"].items()}}

@@ -20,7 +20,7 @@ import numpy as np
 
 from ptlens.report.pairs import VERDICT_METRICS
 from ptlens.report.verdicts import (AS_HYPOTHESISED, BEHAVIOUR_CHECKS, CLEAR, CLEAR_UNDIRECTED, REVERSED, UNEXPECTED,
-                                    Criteria, Verdict, reasoning_behaviour)
+                                    Criteria, Verdict, reasoning_behaviour, rejectable_from)
 
 N_CHECKS = len(BEHAVIOUR_CHECKS)
 
@@ -48,10 +48,7 @@ def smallest_p(n_problems: int) -> float:
 
 def min_problems_for(alpha: float = 0.05, n_checks: int = N_CHECKS) -> int:
     """Fewest problems at which the exact test can reject at Holm's first threshold α/m at all."""
-    p = 1
-    while smallest_p(p) > alpha / n_checks:
-        p += 1
-    return p
+    return rejectable_from(alpha, n_checks)
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,25 @@ def design(n_problems: int, n_samples: int, effect: float = 0.10, criteria: Crit
         ("with the run's per-problem accuracy spread" if accuracy_variance is not None else
          "assuming per-problem accuracies spread as Beta(2, 2)")
     return Design(n_problems, n_samples, criteria.alpha, n_checks, mp, effect, v, float(power), how)
+
+
+def problems_for_power(effect: float, n_samples: int | None, target: float = 0.80, criteria: Criteria = Criteria(),
+                       accuracy_variance: float | None = None, most: int = 1_000_000) -> int | None:
+    """Fewest problems at which :func:`design` reaches ``target`` power for an accuracy gain of ``effect`` with
+    ``n_samples`` per problem; None when no size up to ``most`` does (an effect below the check's stated size)."""
+    if not n_samples or n_samples < 1 or effect <= 0:
+        return None
+    power = lambda p: design(p, n_samples, effect, criteria, accuracy_variance=accuracy_variance).power  # noqa: E731
+    if power(most) < target:
+        return None
+    lo, hi = 1, most
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if power(mid) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def design_of(results: dict | None, model: str | None = None, effect: float = 0.10,

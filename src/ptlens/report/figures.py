@@ -74,7 +74,7 @@ def efficiency_figure(rows: Sequence[EfficiencyRow], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def convergence_figure(trajs: Sequence[Trajectory], path: Path) -> Path | None:
+def convergence_figure(trajs: Sequence[Trajectory], path: Path, level: str = "95%") -> Path | None:
     """Per trajectory stage: distance and path length from the stage start, per-step change, behaviour."""
     if not trajs:
         return None
@@ -119,7 +119,7 @@ def convergence_figure(trajs: Sequence[Trajectory], path: Path) -> Path | None:
             pts = [(p.x, p.behaviour["accuracy"]) for p in t.points if "accuracy" in p.behaviour]
             if pts:
                 ys = [e["value"] for _, e in pts]
-                ax.plot([x for x, _ in pts], ys, "-o", ms=3, color=OKABE_ITO[2], label="accuracy (95% interval)")
+                ax.plot([x for x, _ in pts], ys, "-o", ms=3, color=OKABE_ITO[2], label=f"accuracy ({level} interval)")
                 lo = [e.get("lo") if e.get("lo") is not None else e["value"] for _, e in pts]
                 hi = [e.get("hi") if e.get("hi") is not None else e["value"] for _, e in pts]
                 ax.fill_between([x for x, _ in pts], lo, hi, color=OKABE_ITO[2], alpha=0.2, lw=0)
@@ -136,7 +136,8 @@ def convergence_figure(trajs: Sequence[Trajectory], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def transfer_figure(summary: dict, results: dict | None, path: Path, threshold: float = 0.1) -> Path | None:
+def transfer_figure(summary: dict, results: dict | None, path: Path, threshold: float = 0.1,
+                    level: str = "95%") -> Path | None:
     """How change accumulates: distance from the first checkpoint and Σ of steps; cosines between stage updates;
     accuracy along the lineage when measured."""
     from ptlens.report.stages import Transitions
@@ -195,7 +196,7 @@ def transfer_figure(summary: dict, results: dict | None, path: Path, threshold: 
             err = [[max(0.0, e["value"] - (e.get("lo") if e.get("lo") is not None else e["value"])) for _, e in pts],
                    [max(0.0, (e.get("hi") if e.get("hi") is not None else e["value"]) - e["value"]) for _, e in pts]]
             ax.errorbar([i for i, _ in pts], ys, yerr=err, fmt="-o", ms=4, capsize=3, color=OKABE_ITO[2],
-                        label="accuracy, 95% interval")
+                        label=f"accuracy, {level} interval")
             ax.legend(fontsize=7)
         ax.set_xticks(xs, names, rotation=30 if len(xs) > 5 else 0, ha="right" if len(xs) > 5 else "center", fontsize=8)
         ax.set_ylim(-0.02, 1.02)

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import re
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+_MD_ALWAYS = re.compile(r"([\\`*|<~])")
+"""Characters that start Markdown syntax anywhere inline: code, emphasis, table cells, raw HTML and autolinks,
+strikethrough. ``(``, ``)``, ``!``, ``#``, ``+``, ``>`` mean nothing inside a line that the text does not start."""
+_LINK_CLOSE = re.compile(r"\](?=[(\[:])")
+"""A link or image needs ``](``, ``][`` (or a definition ``]:``); a bare ``[0.4, 0.6]`` is text."""
+_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+"""``_`` emphasises only at a word's edge (``rel_change`` stays as written)."""
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 
 
 def esc(text) -> str:
-    """A string safe inside a Markdown paragraph or table cell: no HTML, no Markdown syntax, one line."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    s = _MD_SPECIAL.sub(r"\\\1", s)
+    """A string that renders as itself inside a Markdown paragraph or table cell (no HTML, no Markdown syntax, one
+    line), escaping only what Markdown would read, so report.md stays readable as text."""
+    s = _MD_ALWAYS.sub(r"\\\1", str(text))
+    s = _LINK_CLOSE.sub(r"\\]", s)
+    s = _EDGE_UNDERSCORE.sub(r"\\_", s)
+    s = _ENTITY.sub(r"\\&", s)
     return " ".join(s.split())
 
 
@@ -56,12 +66,26 @@ def _verdict(v: dict) -> list[str]:
     return out
 
 
+def _decision(d) -> list[str]:
+    """The overall decision (:mod:`ptlens.report.decision`) at the top of report.md."""
+    from ptlens.report.decision import decision_rows
+
+    out = ["## Decision", "", f"**{esc(d.branch.upper())}** — {esc(d.headline)}", ""]
+    for name, text in decision_rows(d):
+        if isinstance(text, list):
+            out += [f"- **{esc(name)}**:"] + [f"  - {esc(t)}" for t in text]
+        else:
+            out.append(f"- **{esc(name)}**: {esc(text)}")
+    return out + [""]
+
+
 def render_markdown(ctx: dict) -> str:
     v = ctx["verdicts"]
     out = [f"# What post-training did: {esc(' → '.join(ctx['stages']))}", ""]
     out += [f"Weights: {'yes' if ctx['has_weights'] else 'not measured'}; behaviour: "
             f"{'yes' if ctx['has_behaviour'] else 'not measured'}." + (f" Preset: {esc(ctx['preset'])}." if ctx["preset"] else ""), ""]
     out += [f"> {esc(b)}" for b in ctx["banners"]] + ([""] if ctx["banners"] else [])
+    out += _decision(ctx["decision"])
     out += ["## Verdicts", "", "The study's hypotheses (from the user's analysis plan) are under test, not findings; "
             "*unexpected* means a hypothesised direction came out clearly reversed.", "",
             "| question | verdict | compared | checks |", "|---|---|---|---|"]

@@ -111,9 +111,16 @@ def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict
     acc_carriers = [r for r in parts if acc_changed
                     and (_num(r.get("acc_recovered_lo_fw", r.get("acc_recovered_lo"))) or -1) >= CARRY_SHARE]
     sentences = []
-    if first is not None:
-        sentences.append(("Activations first move at the embeddings" if first == -1 else
-                          f"Activations first move at layer {first}")
+    largest = max((r for r in layers if int(r["layer"]) >= 0), key=lambda r: _num(r.get("act_rel_diff")) or 0,
+                  default=None)
+    if first == -1:  # the stage changed the embedding table, so every layer's input differs: say where it grows most
+        sentences.append("The embedding table changed, so activations differ from the first layer on"
+                         + (f"; the relative activation change is largest at layer {largest['layer']} "
+                            f"({_f(_num(largest.get('act_rel_diff')))})" if largest else "")
+                         + (f", and the readout changes most at layer {peak['layer']} (logit-lens KL "
+                            f"{_f(_num(peak['logit_lens_kl']))} nats/token)" if peak else ""))
+    elif first is not None:
+        sentences.append(f"Activations first move at layer {first}"
                          + (f"; the readout changes most at layer {peak['layer']} (logit-lens KL "
                             f"{_f(_num(peak['logit_lens_kl']))} nats/token)" if peak else ""))
     else:
@@ -129,7 +136,7 @@ def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict
     return {
         "transition": name,
         "first_layer": first,
-        "first_layer_text": "none" if first is None else "embeddings" if first == -1 else str(first),
+        "first_layer_text": "none" if first is None else "embeddings (table changed)" if first == -1 else str(first),
         "peak_kl_layer": None if peak is None else int(peak["layer"]),
         "peak_kl_text": "–" if peak is None else f"layer {peak['layer']}: {_f(_num(peak['logit_lens_kl']))}",
         "carriers": [r["part"] for r in carriers],

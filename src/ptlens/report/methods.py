@@ -54,7 +54,7 @@ BEHAVIOUR_DEFINITIONS = [
                  "sampled): full-vocabulary KL at each position of A's responses, summed and divided by A's tokens; "
                  "where top-p leaves B no mass on a token A can emit, B is ε-smoothed (ε = 1e-3) and the position "
                  "counted in cross_kl_inf_share (docs/validation/kl.md)."),
-    ("intervals", "Every headline number carries a 95% percentile bootstrap interval over problems; differences between "
+    ("intervals", "Every headline number carries a {level} percentile bootstrap interval over problems; differences between "
                   "two models are paired (the same problem resamples for both). The intervals describe; verdicts decide "
                   "on the paired test (p)."),
     ("p (paired test)", "Two-sided p-value of a paired difference from the sign-flip permutation test over problems: "
@@ -62,6 +62,11 @@ BEHAVIOUR_DEFINITIONS = [
                         "when that is at most the stored count, else that many random patterns, p = (1 + hits)/(1 + N)); "
                         "exact under the null that both models answer each problem alike."),
 ]
+
+def behaviour_definitions(level: str = "95%") -> list[tuple[str, str]]:
+    """The behaviour definitions with the run's interval level (stored by the behaviour run) filled in."""
+    return [(n, d.replace("{level}", level)) for n, d in BEHAVIOUR_DEFINITIONS]
+
 
 EFFICIENCY_DEFINITIONS = [
     ("stage", "Neighbouring checkpoints sharing a label; it starts at the checkpoint before its first member and ends at "

@@ -17,17 +17,20 @@ VERDICT_METRICS = ("accuracy", "distinct_answers", "answer_confidence", "length_
 
 
 def _problems(rows: Sequence[dict], model: str, ids: Sequence[str]):
+    """The model's samples grouped per problem, or the reason they cannot be (a str)."""
     from ptlens.behavior.metrics import ProblemSamples
 
     groups: dict[str, list[dict]] = {}
     for r in rows:
         if r.get("model") == model:
             groups.setdefault(r.get("problem_id"), []).append(r)
+    if not groups:
+        return f"no samples of {model} in behavior/samples.jsonl"
     out = []
     for pid in ids:
         rs = sorted(groups.get(pid, []), key=lambda r: r.get("sample", 0))
         if not rs:
-            return None
+            return f"no samples of {model} for problem {pid} in behavior/samples.jsonl"
         out.append(ProblemSamples(
             problem_id=pid, correct=[bool(r.get("correct")) for r in rs], keys=[r.get("answer_key") or "" for r in rs],
             texts=[r.get("response") or "" for r in rs], lengths=[int(r.get("tokens") or 0) for r in rs],
@@ -39,17 +42,22 @@ def _problems(rows: Sequence[dict], model: str, ids: Sequence[str]):
 
 def pair_differences(results: dict, rows: Sequence[dict], pairs: Iterable[tuple[str, str]],
                      ks: Sequence[int] | None = None) -> dict[tuple[str, str], dict[str, dict]]:
-    """{(a, b): {metric: {"value", "lo", "hi"}}} of B − A with paired problem resamples; pairs that
-    cannot be computed (missing samples, a behaviour module without these estimators) are left out."""
-    try:
-        from ptlens.behavior.metrics import flip_patterns, model_statistics, paired_differences, resample_weights
-    except ImportError:
-        return {}
+    """{(a, b): {metric: {"value", "lo", "hi", "p"}}} of B − A with paired problem resamples; the pairs that
+    cannot be computed are left out (:func:`pair_differences_why` says why)."""
+    return pair_differences_why(results, rows, pairs, ks)[0]
+
+
+def pair_differences_why(results: dict, rows: Sequence[dict], pairs: Iterable[tuple[str, str]],
+                         ks: Sequence[int] | None = None
+                         ) -> tuple[dict[tuple[str, str], dict[str, dict]], dict[tuple[str, str], str]]:
+    """:func:`pair_differences` and, for every pair not computed, why (missing samples, or samples the estimators
+    reject); the report lists those beside the verdict that then reads "not measured"."""
+    from ptlens.behavior.metrics import (flip_patterns, headline_indices, model_statistics, paired_differences,
+                                         resample_weights)
+
     problems = results.get("problems") or []
     ids = [p.get("id") for p in problems]
     if (results.get("headline_problems") or {}).get("excluded_tag"):  # same problems as the stored headline metrics
-        from ptlens.behavior.metrics import headline_indices
-
         ids = [ids[i] for i in headline_indices([p.get("tags") or () for p in problems])]
     if not ids:
         ids = sorted({r.get("problem_id") for r in rows})
@@ -58,15 +66,17 @@ def pair_differences(results: dict, rows: Sequence[dict], pairs: Iterable[tuple[
     test = results.get("test") or {}
     flips = flip_patterns(len(ids), int(test.get("permutations") or 2000), int(test.get("seed") or boot.get("seed") or 0))
     ks = list(ks or results.get("ks") or [1])
-    out = {}
+    out, why = {}, {}
     for a, b in pairs:
         pa, pb = _problems(rows, a, ids), _problems(rows, b, ids)
-        if pa is None or pb is None:
+        if isinstance(pa, str) or isinstance(pb, str):
+            why[(a, b)] = pa if isinstance(pa, str) else pb
             continue
         try:
             sa, sb = model_statistics(pa, ks), model_statistics(pb, ks)
-            metrics = [m for m in (*VERDICT_METRICS, f"pass@{max(ks)}") if m in sa and m in sb]
-            out[(a, b)] = paired_differences({m: sb[m] for m in metrics}, {m: sa[m] for m in metrics}, weights, flips)
-        except (KeyError, ValueError, TypeError, ZeroDivisionError):
+        except (KeyError, ValueError) as e:  # malformed stored samples: say so rather than guess
+            why[(a, b)] = f"the stored samples could not be scored ({type(e).__name__}: {e})"
             continue
-    return out
+        metrics = [m for m in (*VERDICT_METRICS, f"pass@{max(ks)}") if m in sa and m in sb]
+        out[(a, b)] = paired_differences({m: sb[m] for m in metrics}, {m: sa[m] for m in metrics}, weights, flips)
+    return out, why

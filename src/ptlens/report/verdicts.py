@@ -83,6 +83,16 @@ HYPOTHESES = {
 }
 
 
+def rejectable_from(alpha: float = 0.05, n_checks: int | None = None) -> int:
+    """Fewest problems at which the exact sign-flip test can reject at Holm's first threshold α/m at all
+    (its smallest two-sided p-value is 2/2^P)."""
+    m = N_BEHAVIOUR_CHECKS if n_checks is None else n_checks
+    p = 1
+    while 2.0 / 2.0 ** p > alpha / m:
+        p += 1
+    return p
+
+
 @dataclass(frozen=True)
 class Criteria:
     """The thresholds of every check; printed in the report's methods section."""
@@ -92,8 +102,9 @@ class Criteria:
     alpha: float = 0.05
     """Family-wise error rate of each behaviour question (Holm over its checks)."""
     min_problems: int = 10
-    """Fewest problems for a behaviour verdict: with 8 checks the exact paired test cannot reject at all below 9
-    (its smallest two-sided p-value, 2/2^P, exceeds Holm's first threshold α/8); one more leaves room for ties."""
+    """Fewest problems for a behaviour verdict: with the 8 behaviour checks the exact paired test cannot reject at all
+    below 9 (its smallest two-sided p-value, 2/2^P, exceeds Holm's first threshold α/8); one more leaves room for
+    ties. The report computes both counts (:func:`rejectable_from`)."""
     share_effect: float = 0.05
     """Minimum |difference| for metrics that are shares or probabilities (accuracy, pass@k, confidence, distinct-n, ECE)."""
     relative_effect: float = 0.10
@@ -123,8 +134,9 @@ class Criteria:
             f"distinct-n, ECE) or ≥ {self.relative_effect:.0%} of the first model's value for metrics with units "
             f"(length in tokens, token entropy in nats, distinct answers per problem). The {self.level:.0%} bootstrap "
             "intervals shown are descriptive; the decision is the test's.",
-            f"Behaviour needs at least {self.min_problems} problems for a verdict: with 8 checks the exact test cannot "
-            f"reject at all below 9 problems (smallest two-sided p-value 2/2^P > α/8 = {self.alpha / 8:g}).",
+            f"Behaviour needs at least {self.min_problems} problems for a verdict: with {N_BEHAVIOUR_CHECKS} checks the "
+            f"exact test cannot reject at all below {rejectable_from(self.alpha)} problems (smallest two-sided p-value "
+            f"2/2^P > α/{N_BEHAVIOUR_CHECKS} = {self.alpha / N_BEHAVIOUR_CHECKS:g}).",
             f"Weights: values are exact (no sampling). Where the scan stored a null (`<metric>_null`: what an unstructured "
             f"update of the same ‖ΔW‖_F, added to W_A and stored in B's dtype, would give) each stage's value is divided "
             f"by its null (1 = no structure beyond noise of that size) before the stages are compared; without a null "
@@ -148,7 +160,8 @@ class Criteria:
 
 
 class Evidence(NamedTuple):
-    """One number behind a verdict: metric, value and its 95% interval (None for exact weight numbers)."""
+    """One number behind a verdict: metric, value and its bootstrap interval at the run's level (None for exact
+    weight numbers)."""
 
     metric: str
     value: float | None
@@ -435,9 +448,9 @@ def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> 
     P = criteria.pattern_factor
     crit = (f"Compare the two stages' whole-stage weight updates (exact, parameter-weighted), each metric divided by its "
             f"null (an unstructured update of the same size) where the scan stored one: clear when a ratio is beyond "
-            f"{P:g}× (breadth, output-layer focus, attention/MLP balance, stable rank, principal overlap) or "
-            "(magnitude, raw or per unit of learning rate × steps, is descriptive: it has no null); "
-            "unexpected when a hypothesised direction (W1, W2, L1) is clearly reversed.")
+            f"{P:g}× either way (breadth, output-layer focus, attention/MLP balance, stable rank, principal overlap); "
+            "unexpected when a hypothesised direction (W1, W2, L1) is clearly reversed. Magnitude, raw or per unit of "
+            "learning rate × steps, is shown but descriptive: it has no null.")
     if not summary:
         return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
     tr = Transitions(summary)
@@ -496,6 +509,7 @@ BEHAVIOUR_CHECKS = (
     ("Token entropy", "token_entropy", True, +1, "B3"),
     ("Calibration error (ECE)", "ece", False, 0, None),
 )
+N_BEHAVIOUR_CHECKS = len(BEHAVIOUR_CHECKS)
 
 
 def behaviour_pair(results: dict | None) -> tuple[str, str, bool] | None:
@@ -539,6 +553,39 @@ def n_problems(results: dict, *names: str) -> int | None:
     return len(results.get("problems") or []) or None
 
 
+def limit_for(results: dict | None, wanted: int) -> int | None:
+    """The ``--limit`` that gives ``wanted`` headline problems: held-out problems (reported apart) are loaded in the
+    same share as in this run, so the limit grows by it; checked against the run's own problem order where it
+    reaches."""
+    if wanted is None or wanted < 1:
+        return None
+    head = (results or {}).get("headline_problems") or {}
+    n, of = head.get("n"), head.get("of")
+    if not head.get("excluded_tag") or not isinstance(n, int) or not isinstance(of, int) or n < 1:
+        return wanted
+    keep = [head["excluded_tag"] not in (p.get("tags") or ()) for p in (results or {}).get("problems") or []]
+    # beyond the stored problems, repeat their shortest cycle (builtin levels cycle); without one, their share + 1 cycle
+    period = next((q for q in range(1, len(keep) // 2 + 1) if all(keep[i] == keep[i % q] for i in range(len(keep)))),
+                  None)
+    kept, i = 0, 0
+    while kept < wanted:  # the smallest prefix that holds enough headline problems
+        if i >= len(keep) and period is None:
+            return max(len(keep) + 1, math.ceil(wanted * of / n) + math.ceil(of / n))
+        kept += keep[i if i < len(keep) else i % period]
+        i += 1
+    return i
+
+
+def too_few_problems(results: dict, n: int, criteria: Criteria) -> str:
+    """Why the behaviour verdict is not given, what was excluded, and a --limit that gives enough problems."""
+    head = results.get("headline_problems") or {}
+    loaded = head.get("of") if head.get("excluded_tag") else None
+    left = (f" of {loaded} loaded: the {loaded - n} {head['excluded_tag']} problems are reported apart (accuracy by "
+            "tag) and not counted" if isinstance(loaded, int) and loaded > n else "")
+    return (f"not measured: too few problems ({n}{left}); a verdict needs ≥ {criteria.min_problems}: run with --limit "
+            f"{limit_for(results, criteria.min_problems)} or more — the design in the methods gives the power at each size")
+
+
 def reasoning_behaviour(results: dict | None, criteria: Criteria = Criteria(),
                         extra_differences: dict | None = None) -> Verdict:
     q = QUESTIONS[1]
@@ -551,10 +598,7 @@ def reasoning_behaviour(results: dict | None, criteria: Criteria = Criteria(),
     a, b, hyp = pair
     n = n_problems(results, a, b)
     if n is not None and n < criteria.min_problems:
-        return _combine(q, [], crit, None, None, _comparison_text(a, b, hyp),
-                        f"not measured: too few problems ({n}; a verdict needs ≥ {criteria.min_problems}, run with "
-                        f"--limit {criteria.min_problems} or more — see the design in the methods for the power at "
-                        "each size)")
+        return _combine(q, [], crit, None, None, _comparison_text(a, b, hyp), too_few_problems(results, n, criteria))
     ks = results.get("ks") or []
     kmax = f"pass@{max(ks)}" if ks else None
     diff = stored_difference(results, a, b, extra_differences)
