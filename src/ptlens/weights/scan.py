@@ -902,15 +902,16 @@ def open_scan_journal(path: Path, plan: ScanPlan, fp: dict, overwrite: bool,
     from ptlens.results.reuse import compare
 
     say = note or (lambda _m: None)
+    if overwrite:
+        path.unlink(missing_ok=True)  # even one that is not a journal ptlens wrote
     jr = Journal(path)
     try:
         if jr.rows:
             head = jr.rows[0]
             cmp = compare(head.get("fingerprint") if isinstance(head, dict) else None, fp)
-            if not overwrite:
-                cmp.refuse_changed(path)
-            if overwrite or not cmp.same:
-                if len(jr.rows) > 1 and not overwrite:
+            cmp.refuse_changed(path)
+            if not cmp.same:
+                if len(jr.rows) > 1:
                     say(f"weights: {len(jr.rows) - 1} tensor(s) in {path} were scanned with other settings "
                         f"({cmp.what()}): scanning again")
                 jr.reset()
@@ -918,7 +919,7 @@ def open_scan_journal(path: Path, plan: ScanPlan, fp: dict, overwrite: bool,
             jr.append([{"schema": JOURNAL_SCHEMA, "fingerprint": fp}])
         done: dict[int, TensorResult] = {}
         for row in jr.rows[1:]:
-            i = row.get("index")
+            i = row.get("index") if isinstance(row, dict) else None
             if isinstance(i, int) and 0 <= i < len(plan.tasks) and plan.tasks[i].name == row.get("tensor"):
                 done.setdefault(i, result_from_row(row))
     except BaseException:
