@@ -32,7 +32,7 @@ from ptlens.resolve import resolve_lineage
 from ptlens.results import files as F
 from ptlens.results.reuse import checkpoint_files, compare, fingerprint
 from ptlens.weights.executors import LocalExecutor
-from ptlens.weights.scan import ScanConfig, plan_scan
+from ptlens.weights.scan import ScanConfig
 
 torch.set_num_threads(1)
 

@@ -19,10 +19,9 @@ The step functions are ``run_weights``, ``run_behavior``, ``run_mechanism`` and 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Mapping, Optional, Sequence, Union
 
