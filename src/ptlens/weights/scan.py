@@ -865,12 +865,10 @@ def scan_lineage(lineage: Lineage, config: ScanConfig | None = None, progress: P
     ex = get_executor(executor) if isinstance(executor, str) else executor
     try:
         steps = _bytes_progress(progress, sum(t.nbytes for t in todo))
-        if jr is None:
-            results = ex.map(todo, steps)
-        else:
-            results = ex.map(todo, steps, on_result=lambda r: jr.append([result_row(r)]))
+        results = ex.map(todo, steps) if jr is None else ex.map(todo, steps, on_result=_journal_writer(jr))
     finally:
         if jr is not None:
+            jr.sync()
             jr.close()
     # a resumed scan's time: this run's and what the reused tensors took when they were scanned
     seconds = time.perf_counter() - t0 + sum(r.seconds for r in done.values())
@@ -928,6 +926,23 @@ def open_scan_journal(path: Path, plan: ScanPlan, fp: dict, overwrite: bool,
     if done:
         say(f"weights: resumed: {len(done)} of {len(plan.tasks)} tensors reused from {path}")
     return jr, done
+
+
+def _journal_writer(jr, every: float = 1.0) -> Callable[[TensorResult], None]:
+    """Append each result as it arrives, flushed to disk at most once per ``every`` seconds: an fsync costs ~3 ms
+    here, which per tensor would add ~0.4 s to a 1B pair's 3 s element-wise scan (146 tensors); a kill or OOM of
+    this process loses no line either way (the page cache keeps them), a crash of the machine at most the last
+    second's, which are scanned again."""
+    last = time.monotonic()
+
+    def write(r: TensorResult) -> None:
+        nonlocal last
+        now = time.monotonic()
+        jr.append([result_row(r)], sync=now - last >= every)
+        if now - last >= every:
+            last = now
+
+    return write
 
 
 def result_row(r: TensorResult) -> dict:
