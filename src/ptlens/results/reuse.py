@@ -6,9 +6,9 @@ and its files. A file is known by its size, modification time (ns), inode and, f
 SHA-256 of its header (names, dtypes, shapes, offsets); no weight byte is read. Stored results are
 reused (or resumed) only when the whole fingerprint is equal.
 
-Why metadata and not a content hash: hashing reads every byte, ~1.7 GB/s for SHA-256 on one core of
-this machine, so ~8 min per 810 GB checkpoint of a 405B lineage at best and disk-bound beyond that, on
-every rerun, for a scan that otherwise reuses its results in a second. Any write to a file moves its
+Why metadata and not a content hash: hashing reads every byte; SHA-256 ran at 0.27–0.34 GB/s on one
+(busy) core of the development machine, 40–50 min per 810 GB checkpoint of a 405B lineage, on every
+rerun, for a step that otherwise reuses its results in a second. Any write to a file moves its
 modification time (and ``ptlens lab``, ``save_pretrained`` and ``safetensors`` write whole files); a
 copy that keeps the times (``cp -p``, ``rsync -a``) gets a new inode. What goes unseen: bytes changed
 in place with the modification time set back by hand, on the same inode.
