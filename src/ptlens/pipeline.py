@@ -8,7 +8,7 @@
     res.report["verdicts"], res.weights["aggregates"]["model"]
 
 Each step stores its results (names in :mod:`ptlens.results.files`); :func:`run` reuses a stored
-weight scan made from the same lineage with the same settings, skips behaviour (and mechanism)
+weight scan made from the same checkpoint files with the same settings (:mod:`ptlens.results.reuse`), skips behaviour (and mechanism)
 when a checkpoint has no tokenizer, and ends with the report. What the pipeline tells as it goes
 goes to a :class:`Reporter`: silent by default, the CLI's prints tables and progress.
 
@@ -19,10 +19,9 @@ The step functions are ``run_weights``, ``run_behavior``, ``run_mechanism`` and 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Mapping, Optional, Sequence, Union
 
@@ -163,22 +162,44 @@ class WeightsResult:
 
 
 def stored_weights(lineage, cfg: "ScanConfig", output_dir: Path) -> Optional[dict]:
-    """The stored weight summary, if it was made from this lineage with these settings."""
-    from ptlens.io import read_json
+    """The stored weight summary, if it was made from these checkpoint files with these settings.
 
-    s = read_json(Path(output_dir) / F.WEIGHT_SUMMARY)
+    Other settings or another lineage: None (scanned again). The same checkpoints with files changed since
+    (retrained in place): one line naming them (:meth:`ptlens.results.reuse.Comparison.refuse_changed`).
+    """
+    from ptlens.io import read_json
+    from ptlens.results.reuse import compare
+    from ptlens.weights.scan import scan_fingerprint
+
+    path = Path(output_dir) / F.WEIGHT_SUMMARY
+    s = read_json(path)
     if s is None:
         return None
     try:
         from ptlens.results.store import parse_weight_summary
 
-        parse_weight_summary(s, path=Path(output_dir) / F.WEIGHT_SUMMARY)
+        parse_weight_summary(s, path=path)
     except PtlensError:
         return None  # a newer or broken file is scanned again, not reused
-    same_lineage = [(c["path"], c.get("resolved_revision")) for c in s["lineage"]["checkpoints"]] == [
-        (str(c.path), c.resolved_revision) for c in lineage.checkpoints]
-    same_cfg = {k: v for k, v in s["settings"].items() if k in asdict(cfg)} == json.loads(json.dumps(asdict(cfg)))
-    return s if same_lineage and same_cfg else None
+    cmp = compare(s.get("fingerprint"), scan_fingerprint(lineage, cfg))
+    cmp.refuse_changed(path)
+    return s if cmp.same else None
+
+
+def check_stored_inputs(lineage, output_dir: Path, overwrite: bool = False) -> None:
+    """Before any work: stop with one line when a result stored in ``output_dir`` (weight summary, behaviour
+    journal settings, mechanism summary or a finished transition) was made from checkpoint files that changed
+    since, so that a retrained checkpoint is neither reused nor found out only after hours of scanning."""
+    from ptlens.results.reuse import INPUTS, check_stored, inputs_of
+
+    out = Path(output_dir)
+    if overwrite or not out.is_dir():
+        return
+    weights, model = {INPUTS: inputs_of(lineage, "weights")}, {INPUTS: inputs_of(lineage, "model")}
+    stored = [(out / F.WEIGHT_SUMMARY, "fingerprint", weights), (out / F.BEHAVIOR_SETTINGS, "", model),
+              (out / F.MECHANISM_SUMMARY, "fingerprint", model)]
+    stored += [(p, "fingerprint", model) for p in sorted((out / F.MECHANISM_TRANSITIONS_DIR).glob("*.json"))]
+    check_stored(stored, overwrite)
 
 
 def start_weight_figure_pool():
@@ -190,15 +211,18 @@ def start_weight_figure_pool():
 
 
 def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str | Path = "analysis_results", *,
-                figures: bool = True, allow_missing: bool = False, reuse: bool = False,
+                figures: bool = True, allow_missing: bool = False, reuse: bool = False, overwrite: bool = False,
                 reporter: Optional[Reporter] = None, executor: Any = "local", figure_pool: Any = None) -> WeightsResult:
     """Scan every tensor of the lineage once; write tensors.csv, summary.json, figures, weight_analysis_report.md.
 
-    ``reuse``: return the stored summary instead when it was made from this lineage with these settings.
+    ``reuse``: return the stored summary instead when it was made from these checkpoint files with these settings.
+    Finished tensors are journalled (``weights/scan.jsonl``, removed once the outputs are written): a rerun after a
+    kill scans only the others. ``overwrite``: start the journal over even when its checkpoint files changed.
     ``executor``: where the per-tensor tasks run (a name in ``ptlens.weights.executors.EXECUTORS`` or an executor).
     ``figure_pool``: a :class:`ptlens.figpool.FigurePool` the caller started early and closes; else one is started
     here, before the scan, and closed after the figures.
     """
+    from ptlens.results.journal import remove_lock
     from ptlens.weights import ScanConfig, scan_lineage, write_outputs
 
     rep = reporter or Reporter()
@@ -207,18 +231,23 @@ def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str 
     out = Path(output_dir)
     lineage = lineage_of(lineage, allow_pickle=cfg.allow_pickle)
     missing = check_lineage_tensors(lineage, cfg.layer_pattern, allow_missing, cfg.allow_pickle)
-    summary = stored_weights(lineage, cfg, out) if reuse else None
+    summary = stored_weights(lineage, cfg, out) if reuse and not overwrite else None
     if summary is not None:
-        rep.message(f"weights: reusing {out}/{F.WEIGHT_SUMMARY} (same lineage and settings)")
+        rep.message(f"weights: reusing {out}/{F.WEIGHT_SUMMARY} (same checkpoint files and settings)")
         return WeightsResult(summary, True, missing)
+    journal = out / F.WEIGHT_JOURNAL
     own = figure_pool is None and figures
     pool = start_weight_figure_pool() if own else figure_pool  # started now, their imports overlap the scan
     try:
         prog, update = rep.weights_progress("weights")
         with prog:
-            result = scan_lineage(lineage, cfg, progress=update, executor=executor)
+            result = scan_lineage(lineage, cfg, progress=update, executor=executor, journal=journal,
+                                  overwrite=overwrite, note=rep.message)
         rep.message(f"writing tables, figures and {F.WEIGHT_REPORT_MD} …")
-        return WeightsResult(write_outputs(result, out, figures=figures, pool=pool), False, missing)
+        summary = write_outputs(result, out, figures=figures, pool=pool)
+        journal.unlink(missing_ok=True)  # every tensor is in tensors.csv now
+        remove_lock(journal)
+        return WeightsResult(summary, False, missing)
     finally:
         if own and pool is not None:
             pool.close()
@@ -252,7 +281,7 @@ def run_mechanism(lineage, config: Optional["MechanismConfig"] = None, output_di
     with rep.mechanism_status() as update:
         result = drive(lineage_of(lineage, allow_pickle=cfg.allow_pickle), cfg, output_dir, progress=update)
     if result.reused:
-        rep.message(f"mechanism: reusing {output_dir}/{F.MECHANISM_SUMMARY} (same lineage and settings)")
+        rep.message(f"mechanism: reusing {output_dir}/{F.MECHANISM_SUMMARY} (same checkpoint files and settings)")
     rep.mechanism_done(result, Path(output_dir))
     return result
 
@@ -366,8 +395,9 @@ def run(models: Models = None, *, preset: Optional[str] = None, config: Optional
     cfg.validate()
     lineage = lineage_of(models, preset, cfg.scan.allow_pickle)
     out = cfg.output_dir
+    check_stored_inputs(lineage, out, cfg.overwrite)
     w = run_weights(lineage, cfg.scan, out, figures=cfg.figures, allow_missing=cfg.allow_missing,
-                    reuse=not cfg.overwrite, reporter=rep, executor=cfg.executor)
+                    reuse=not cfg.overwrite, overwrite=cfg.overwrite, reporter=rep, executor=cfg.executor)
     rep.weights_done(w.summary, out, w.missing)
     res = RunResult(out, lineage, w)
     res.behavior_skipped = [c.name for c in lineage.checkpoints if not has_tokenizer(c.path)]

@@ -2,7 +2,8 @@
 
 Files under ``OUTPUT/behavior/``:
 
-- ``settings.json``: what the samples depend on; a rerun with other settings is refused.
+- ``settings.json``: what the samples depend on (settings and checkpoint files, :mod:`ptlens.results.reuse`); a
+  rerun with other settings, or after a checkpoint's files changed, is refused.
 - ``samples.jsonl``: one :class:`SampleRecord` per line, appended and flushed per batch.
 - ``scores.jsonl``: the teacher-forced scoring journal (:class:`ScoreRecord`), appended per batch.
 - ``nuclei/``: while a run scores, each model's sampling distribution along its own responses (kept from its
@@ -24,7 +25,6 @@ write the same samples.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -59,6 +59,7 @@ from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import PtlensError
 from ptlens.io import atomic_open, write_json
 from ptlens.results import files as F
+from ptlens.results.journal import Journal, remove_lock
 from ptlens.results.store import BEHAVIOR_SCHEMA as SCHEMA_VERSION
 from ptlens.results.store import SampleRecord, load_samples, problem_samples, save_behavior_results, write_samples
 
@@ -138,73 +139,6 @@ class ScoreRecord:
 # ---------------------------------------------------------------- journal files
 
 
-class Journal:
-    """An append-only JSONL file that any number of processes may append to at once.
-
-    Every append is one ``write`` of whole lines on an ``O_APPEND`` descriptor, taken under an exclusive
-    ``flock`` on ``PATH.lock`` (writes of regular files are not atomic for every size; the lock makes
-    them so, and lets the recovery below run while nobody writes). Complete lines survive any kill;
-    a torn last line (a writer killed inside ``write``) is cut off on open.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: list[dict] = []
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        with self._locked():
-            self._recover()
-
-    def _locked(self):
-        import contextlib
-
-        @contextlib.contextmanager
-        def held():
-            fcntl.flock(self._lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._lock, fcntl.LOCK_UN)
-        return held()
-
-    def _recover(self) -> None:
-        data = self.path.read_bytes()
-        good = 0
-        lines = data.split(b"\n")
-        for i, line in enumerate(lines):
-            last = i == len(lines) - 1
-            if last:
-                break
-            try:
-                self.rows.append(json.loads(line))
-            except ValueError:
-                if i < len(lines) - 2:
-                    raise PtlensError(f"{self.path}: line {i + 1} is corrupt (not written by ptlens?); "
-                                      "rerun with --overwrite to start again") from None
-                break
-            good += len(line) + 1
-        if good != len(data):
-            os.truncate(self.path, good)
-
-    def append(self, rows: Sequence[dict]) -> None:
-        """Write rows as one block (one ``write`` under the lock) and flush to disk before returning."""
-        if not rows:
-            return
-        block = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-        with self._locked():
-            written = os.write(self._fd, block)
-            if written != len(block):  # a short write (disk full): cut it off so the file stays whole lines
-                os.truncate(self.path, os.fstat(self._fd).st_size - written)
-                raise OSError(f"{self.path}: short write ({written} of {len(block)} bytes)")
-            os.fsync(self._fd)
-        self.rows.extend(rows)
-
-    def close(self) -> None:
-        os.close(self._fd)
-        os.close(self._lock)
-
-
 # ---------------------------------------------------------------- planning
 
 
@@ -270,7 +204,10 @@ class _ModelCtx:
 
 
 def _settings_fingerprint(lineage, config: BehaviorConfig, problems: Sequence[Problem], ctxs: Sequence[_ModelCtx]) -> dict:
-    return {
+    """What the samples depend on: settings, problems, and every file of each checkpoint (:mod:`ptlens.results.reuse`)."""
+    from ptlens.results.reuse import fingerprint
+
+    return fingerprint(lineage, {
         "schema": SCHEMA_VERSION,
         "problems": config.problems,
         "limit": config.limit,
@@ -286,10 +223,13 @@ def _settings_fingerprint(lineage, config: BehaviorConfig, problems: Sequence[Pr
         "dtype": config.dtype,
         "seeding": "per-sample",
         "models": [{"name": c.name, "spec": c.spec, "resolved_revision": c.resolved_revision} for c in lineage.checkpoints],
-    }
+    }, part="model")
 
 
 def _check_settings(bdir: Path, want: dict, overwrite: bool) -> None:
+    """Resume only samples made from the same checkpoint files with the same settings; else refuse, one line."""
+    from ptlens.results.reuse import compare
+
     f = bdir / SETTINGS
     if overwrite:
         for name in (SETTINGS, SCORES, SAMPLES):
@@ -304,9 +244,10 @@ def _check_settings(bdir: Path, want: dict, overwrite: bool) -> None:
         have = json.loads(f.read_text())
     except ValueError:
         raise PtlensError(f"{f}: unreadable; rerun with --overwrite") from None
-    diff = [k for k in want if have.get(k) != want[k]]
-    if diff:
-        raise PtlensError(f"{bdir} holds samples made with other settings ({', '.join(diff)}); "
+    cmp = compare(have, want)
+    cmp.refuse_changed(bdir / SAMPLES)
+    if not cmp.same:
+        raise PtlensError(f"{bdir} holds samples made with other settings ({cmp.what()}); "
                           "use another --output-dir or pass --overwrite")
 
 
@@ -416,6 +357,8 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
         scores.close()
     records = _merge(samples.rows, scores.rows, [c.name for c in ctxs], [p.id for p in problems])
     write_samples(bdir / SAMPLES, records)
+    for journal in (SAMPLES, SCORES):  # samples.jsonl was just replaced: no writer can still use the locks
+        remove_lock(bdir / journal)
     results = _results(lineage, config, engine, problems, records, ctxs, (bdir / SCORES).stat().st_mtime)
     results_path = output_dir / RESULTS_FILE
     figures: list[Path] = []

@@ -142,8 +142,12 @@ def weights(
     allow_missing: bool = MissingOpt,
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start an interrupted scan over instead of resuming it "
+                                   "(needed when its checkpoint files changed since)."),
 ) -> None:
-    """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report."""
+    """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report.
+
+    An interrupted scan resumes: rerunning the same command scans only the tensors not yet finished."""
     if workers is not None and workers < 1:
         raise PtlensError(f"--workers must be at least 1, got {workers}")
     from ptlens.pipeline import start_weight_figure_pool
@@ -161,7 +165,7 @@ def weights(
         ex = get_executor(executor)
         check_output_dir(output_dir)
         lineage = lineage_from_options(preset, models, extra, allow_pickle)
-        w = run_weights(lineage, cfg, output_dir, figures=figures, allow_missing=allow_missing,
+        w = run_weights(lineage, cfg, output_dir, figures=figures, allow_missing=allow_missing, overwrite=overwrite,
                         reporter=ConsoleReporter(), executor=ex, figure_pool=pool)
         if pool is not None:
             pool.shutdown()  # the workers exit while the summary prints

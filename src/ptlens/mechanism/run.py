@@ -11,8 +11,8 @@ Per transition, each model is loaded once and never together with the other:
 
 Files under ``OUTPUT/mechanism/``: ``layers.csv``, ``adl.json``, ``transplant.csv``,
 ``summary.json`` (settings, rows of both tables, timings) and the figures. A rerun with the
-same lineage and settings reuses them (``ptlens run`` does); each finished transition is also
-kept in ``transitions/*.json``, so an interrupted run resumes at the next transition.
+same checkpoint files and settings reuses them (``ptlens run`` does; :mod:`ptlens.results.reuse`); each
+finished transition is also kept in ``transitions/*.json``, so an interrupted run resumes at the next transition.
 
 Cost (forward passes only). On 2 CPU cores the embedded tiny lineage (3 transitions, 32
 problems) takes about 20 s. **Estimate** for an 8B model on one H100/H200-class GPU in
@@ -154,19 +154,29 @@ def pairs_for(lineage, which: str) -> list[tuple[int, int, str]]:
 
 
 def _fingerprint(lineage, config: MechanismConfig, problems: Sequence[Problem]) -> dict:
-    return {"schema": SCHEMA_VERSION, **config.fingerprint(),
-            "problems_sha256": hashlib.sha256(json.dumps([[p.id, p.question, p.answer] for p in problems]).encode()).hexdigest(),
-            "models": [{"name": c.name, "path": str(c.path), "resolved_revision": c.resolved_revision}
-                       for c in lineage.checkpoints]}
+    """Settings, problems and every file of each checkpoint (:mod:`ptlens.results.reuse`), as stored."""
+    from ptlens.results.reuse import fingerprint
+
+    return fingerprint(lineage, {
+        "schema": SCHEMA_VERSION, **config.fingerprint(),
+        "problems_sha256": hashlib.sha256(json.dumps([[p.id, p.question, p.answer] for p in problems]).encode()).hexdigest(),
+        "models": [{"name": c.name, "path": str(c.path), "resolved_revision": c.resolved_revision}
+                   for c in lineage.checkpoints]}, part="model")
 
 
 def stored_mechanism(lineage, config: MechanismConfig, output_dir: str | Path) -> dict | None:
-    """The stored summary, if it was made from this lineage with these settings and its files are all there."""
-    s = read_json(Path(output_dir) / F.MECHANISM_SUMMARY)
+    """The stored summary, if it was made from these checkpoint files with these settings and its files are all
+    there; other settings: None (recomputed); checkpoint files changed since: one line, refused."""
+    from ptlens.results.reuse import compare
+
+    path = Path(output_dir) / F.MECHANISM_SUMMARY
+    s = read_json(path)
     if s is None:
         return None
     problems = load_problems(config.problems, config.limit, config.seed)
-    if s.get("fingerprint") != json.loads(json.dumps(_fingerprint(lineage, config, problems))):
+    cmp = compare(s.get("fingerprint"), _fingerprint(lineage, config, problems))
+    cmp.refuse_changed(path)
+    if not cmp.same:
         return None
     if not all((Path(output_dir) / p).is_file() for p in (s.get("files") or {}).values()):
         return None
@@ -200,7 +210,7 @@ def run_mechanism(lineage, config: MechanismConfig, output_dir: str | Path,
         check_pair(lineage.checkpoints[i], lineage.checkpoints[j], indexes[i], indexes[j])
     t0, cpu0 = time.perf_counter(), time.process_time()
     layers_rows, adl, trows, notes, timings = [], [], [], [], {}
-    fp = json.loads(json.dumps(_fingerprint(lineage, config, problems)))
+    fp = _fingerprint(lineage, config, problems)
     for i, j, name in pairs:
         ts = time.perf_counter()
         say(f"mechanism {name}")
@@ -221,7 +231,7 @@ def run_mechanism(lineage, config: MechanismConfig, output_dir: str | Path,
              "summary": F.MECHANISM_SUMMARY}
     summary = {
         "schema": SCHEMA_VERSION, "kind": "ptlens.mechanism", "command": sys.argv,
-        "fingerprint": _fingerprint(lineage, config, problems), "settings": config.fingerprint(),
+        "fingerprint": fp, "settings": config.fingerprint(),
         "lineage": lineage.to_dict(), "transitions": [n for _, _, n in pairs],
         "n_problems": len(problems), "plain_texts": list(PLAIN_TEXTS[:config.plain_prompts]),
         "layers": layers_rows, "transplant": trows, "notes": notes,
@@ -251,11 +261,17 @@ TRANSPLANT_COLUMNS = ("transition", "a", "b", "row", "partition", "part", "tenso
 
 
 def _stored_transition(path: Path, fingerprint: dict) -> dict | None:
+    """A finished transition kept by an interrupted run, if made from these checkpoint files with these settings
+    (checkpoint files changed since: refused in one line, as the summary)."""
+    from ptlens.results.reuse import compare
+
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return {k: d[k] for k in ("layers", "adl", "transplant", "notes")} if d.get("fingerprint") == fingerprint else None
+    cmp = compare(d.get("fingerprint"), fingerprint)
+    cmp.refuse_changed(path)
+    return {k: d[k] for k in ("layers", "adl", "transplant", "notes")} if cmp.same else None
 
 
 def _csv(rows: Sequence[dict], columns: Sequence[str]) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 WEIGHTS_DIR = "weights"
 TENSORS_CSV = f"{WEIGHTS_DIR}/tensors.csv"
 WEIGHT_SUMMARY = f"{WEIGHTS_DIR}/summary.json"
+WEIGHT_JOURNAL = f"{WEIGHTS_DIR}/scan.jsonl"
+"""Transient: each finished tensor's result, so a killed scan resumes (removed once the outputs are written)."""
 WEIGHT_REPORT_MD = "weight_analysis_report.md"
 OVERVIEW_FIGURE = "sft_vs_rlvr_comparison.png"
 """The seed's name for the overview figure; a lineage without sft and rlvr stages gets OVERVIEW_FIGURE_OTHER."""

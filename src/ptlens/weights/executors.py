@@ -14,7 +14,11 @@ function of its task, so an executor only decides *where* each runs and how ofte
   with: the files must be at the same path on every node (a shared filesystem, or the same HF
   cache layout).
 
-A new executor is one class with ``name`` and ``map(tasks, progress)``, added to ``EXECUTORS``.
+Each result comes back to the driver, which hands it to ``on_result`` as soon as it arrives: the scan
+journals finished tensors there (``scan.open_scan_journal``), so a killed scan resumes whichever
+executor ran it.
+
+A new executor is one class with ``name`` and ``map(tasks, progress, on_result)``, added to ``EXECUTORS``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Callable, Iterable, Sequence
 from ptlens.errors import PtlensError
 
 StepProgress = Callable[[int, str], None]
+OnResult = Callable[[object], None]
+"""Called in the driver with each ``TensorResult`` as it arrives (the scan journal)."""
 RAY_HINT = "--executor ray needs Ray, which is not installed here: pip install 'ptlens[ray]'"
 
 
@@ -33,7 +39,7 @@ class LocalExecutor:
 
     name = "local"
 
-    def map(self, tasks: Sequence, progress: StepProgress | None = None) -> list:
+    def map(self, tasks: Sequence, progress: StepProgress | None = None, on_result: OnResult | None = None) -> list:
         from ptlens.weights.scan import _return_freed_memory, prefetch, scan_tensor
 
         if tasks and tasks[0].config.workers:
@@ -46,6 +52,8 @@ class LocalExecutor:
                 if i + 1 < len(tasks):
                     prefetch(tasks[i + 1])
                 out.append(scan_tensor(task, progress))
+                if on_result:
+                    on_result(out[-1])
         return out
 
 
@@ -126,7 +134,7 @@ class RayExecutor:
             opts["num_gpus"] = 1
         return opts
 
-    def map(self, tasks: Sequence, progress: StepProgress | None = None) -> list:
+    def map(self, tasks: Sequence, progress: StepProgress | None = None, on_result: OnResult | None = None) -> list:
         """Largest tasks to Ray first; the driver itself scans the smallest ones until Ray's first result.
 
         New Ray worker processes spend seconds importing torch and numba before their first task: the
@@ -164,6 +172,8 @@ class RayExecutor:
                     if progress:
                         progress(result.bytes_read, task.name)
                     out.append(result)
+                    if on_result:
+                        on_result(result)
                 return bool(done)
 
             threads_before = _torch_threads()
@@ -177,6 +187,8 @@ class RayExecutor:
                     out.append(_scan_here(task, self.options(task)["num_cpus"]))
                     if progress:
                         progress(out[-1].bytes_read, task.name)
+                    if on_result:
+                        on_result(out[-1])
                 else:
                     collect(None)
             if threads_before:

@@ -59,6 +59,7 @@ def summary_dict(result: ScanResult) -> dict:
         "command": sys.argv,
         "lineage": result.lineage.to_dict(),
         "settings": {**asdict(result.config), "device_used": result.device, "backend_used": result.backend},
+        **({"fingerprint": result.fingerprint} if result.fingerprint else {}),  # what reuse compares (results.reuse)
         "transitions": [asdict(t) for t in result.transitions],
         "aggregates": all_aggregates(recs, result.pairs),
         "added_rows": [
