@@ -4,7 +4,6 @@ tables that stay readable at 80 columns, and progress lines for non-terminal out
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 

@@ -226,7 +226,7 @@ def mechanism_section(out_dir: str | Path, embed: bool = True) -> dict | None:
 
 def mechanism_markdown(rec: dict | None) -> list[str]:
     """report.md lines of the Mechanism section ("not measured" without results)."""
-    from ptlens.report.markdown import esc, md_table
+    from ptlens.report.mdkit import esc, md_table
 
     out = ["## Mechanism: which layers and modules carry the change", ""]
     if not rec:

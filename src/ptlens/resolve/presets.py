@@ -7,7 +7,6 @@ guessed, and the sample-efficiency figures leave that stage out.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 TULU3_PAPER = "Tülu 3 paper, Lambert et al. 2024 (arXiv:2411.15124)"
 
