@@ -241,7 +241,8 @@ def test_report_does_not_import_the_sampling_driver(tmp_path):
     code = (
         "import sys, json\n"
         "from pathlib import Path\n"
-        "from ptlens.results.store import load_samples, problem_samples, save_behavior_results\n"
+        "from ptlens.results.store import load_samples, save_behavior_results\n"
+        "from ptlens.behavior.samples import problem_samples\n"
         "from ptlens.behavior.metrics import compare_models\n"
         f"out = Path({str(out)!r})\n"
         "recs = load_samples(out)\n"

@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from ptlens.behavior.samples import ProblemSamples
 
 # ---------------------------------------------------------------- per-problem estimators
 
@@ -428,35 +430,6 @@ def _evaluate(stat, weights):
 
 
 # ---------------------------------------------------------------- one model, all metrics
-
-
-@dataclass
-class ProblemSamples:
-    """One model's graded samples of one problem: the input of every metric."""
-
-    problem_id: str
-    correct: list[bool]
-    keys: list[str]
-    texts: list[str]
-    lengths: list[int]
-    truncated: list[bool]
-    logprob_sums: list[float]
-    entropy_sums: list[float]
-    cross: dict[str, tuple[list[float], list[int]]] = field(default_factory=dict)
-    """other model → (per-sample log-prob sums of this response under it, its token counts)."""
-    cross_kl: dict[str, tuple[list[float], list[int]]] = field(default_factory=dict)
-    """other model → (per-sample KL sums from this model's sampling distribution to the other's, per-sample
-    counts of tokens where the unsmoothed KL is infinite); counted over this model's own tokens (``lengths``)."""
-    correct_flexible: list[bool] = field(default_factory=list)
-    """Per-sample correctness under lm-eval's flexible-extract (the last number); empty when not recorded."""
-
-    @property
-    def n(self) -> int:
-        return len(self.correct)
-
-    @property
-    def c(self) -> int:
-        return int(sum(self.correct))
 
 
 def default_ks(n: int) -> list[int]:

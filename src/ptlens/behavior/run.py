@@ -61,7 +61,8 @@ from ptlens.io import atomic_open, write_json
 from ptlens.results import files as F
 from ptlens.results.journal import Journal, remove_lock
 from ptlens.results.store import BEHAVIOR_SCHEMA as SCHEMA_VERSION
-from ptlens.results.store import SampleRecord, load_samples, problem_samples, save_behavior_results, write_samples
+from ptlens.behavior.samples import problem_samples
+from ptlens.results.store import SampleRecord, load_samples, save_behavior_results, write_samples
 
 RESULTS_FILE = F.BEHAVIOR_RESULTS
 SETTINGS, SAMPLES, SCORES = (Path(f).name for f in (F.BEHAVIOR_SETTINGS, F.SAMPLES_JSONL, F.SCORES_JSONL))
@@ -638,7 +639,7 @@ def _merge(sample_rows: list[dict], score_rows: list[dict], names: list[str],
     return out
 
 
-# SampleRecord, write_samples, load_samples and problem_samples live in ptlens.results.store (the report reads
+# SampleRecord, write_samples and load_samples live in ptlens.results.store (problem_samples in behavior.samples) (the report reads
 # samples without importing this driver); they are imported above under their old names.
 
 

@@ -193,7 +193,7 @@ def simulate_verdict(rng: np.random.Generator, n_problems: int, n_samples: int, 
     distinct-1..3, which the verdict does not read.
     """
     from ptlens.behavior.metrics import compare_models
-    from ptlens.results.store import problem_samples
+    from ptlens.behavior.samples import problem_samples
 
     names = ("sft", "rlvr")
     recs = simulate_records(rng, n_problems, n_samples, effect, names)

@@ -392,34 +392,3 @@ def load_samples(out_dir: str | Path) -> list[SampleRecord]:
     if not path.is_file():
         raise PtlensError(f"{path}: no behaviour samples (run ptlens behavior first)")
     return [SampleRecord.from_dict(r) for r in read_sample_rows(path)[0]]
-
-
-def problem_samples(records: Sequence[SampleRecord], names: Sequence[str], problem_ids: Sequence[str]) -> dict:
-    """Group merged samples per model and problem, in the given orders, for the metrics
-    (``{model: [ProblemSamples, …]}``)."""
-    from ptlens.behavior.metrics import ProblemSamples
-
-    groups: dict[tuple[str, str], list[SampleRecord]] = {}
-    for r in records:
-        groups.setdefault((r.model, r.problem_id), []).append(r)
-    out: dict[str, list] = {}
-    for name in names:
-        out[name] = []
-        for pid in problem_ids:
-            rs = sorted(groups.get((name, pid), []), key=lambda r: r.sample)
-            if not rs:
-                raise PtlensError(f"model {name} has no samples for problem {pid}")
-            others = {o for r in rs for o in r.cross_logprobs}
-            cross = {o: ([r.cross_logprobs[o]["logprob_sum"] for r in rs], [int(r.cross_logprobs[o]["tokens"]) for r in rs])
-                     for o in others if all(o in r.cross_logprobs for r in rs)}
-            cross_kl = {o: ([float(r.cross_logprobs[o]["kl_sum"]) for r in rs],
-                            [int(r.cross_logprobs[o]["kl_inf_tokens"]) for r in rs])
-                        for o in cross if all(r.cross_logprobs[o].get("kl_sum") is not None for r in rs)}
-            out[name].append(ProblemSamples(
-                problem_id=pid, correct=[r.correct for r in rs], keys=[r.answer_key for r in rs],
-                texts=[r.response for r in rs], lengths=[r.tokens for r in rs], truncated=[r.truncated for r in rs],
-                logprob_sums=[float(r.logprob_sum) for r in rs], entropy_sums=[float(r.entropy_sum) for r in rs],
-                cross=cross, cross_kl=cross_kl,
-                correct_flexible=[bool(r.correct_flexible) for r in rs] if all(r.correct_flexible is not None
-                                                                                for r in rs) else []))
-    return out
