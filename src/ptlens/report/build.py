@@ -199,6 +199,10 @@ def _behaviour_section(r: dict, extra: dict) -> dict:
         crossings.append(f"pass@k of {pair[1]} vs {pair[0]}: " + (
             f"the curves cross at k = {', '.join(map(str, ks_cross))}" if ks_cross else
             "the curves do not cross at the measured k"))
+    for model, by in sorted((r.get("unscorable") or {}).items()):  # ids a later stage added: not scorable by earlier ones
+        for scorer, c in sorted(by.items()):
+            crossings.append(f"{scorer} could not score {c['samples']} response(s) of {model} ({c['tokens']} token(s) "
+                             f"beyond its vocabulary): left out of cross-model perplexity and KL under {scorer}.")
     return {"tables": [per, *_by_tag_table(r), diff, solved_t, cross], "notes": crossings}
 
 
