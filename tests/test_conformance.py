@@ -107,7 +107,7 @@ def test_weights_recover_the_planted_changes(family_run):
     assert float(by[(planted, "base→sft")]["rel_change"]) == 1.0
     assert float(by[(planted, "sft→rlvr")]["rel_change"]) == 1.0
     assert float(by[(planted, "base→rlvr")]["rel_change"]) == pytest.approx(3.0, abs=1e-12)  # ‖4W − W‖/‖W‖
-    moved = {(r["tensor"], r["transition"]) for r in rows if float(r["rel_change"]) != 0}
+    moved = {(r["tensor"], r["transition"]) for r in rows if float(r["delta_norm"]) != 0}  # (zero-init biases: no rel_change)
     expect = {(planted, t) for t in ("base→sft", "sft→rlvr", "base→rlvr")}
     if fam == "qwen2":
         head = [by[("lm_head.weight", t)] for t in ("base→sft", "sft→rlvr", "base→rlvr")]
