@@ -280,3 +280,18 @@ def test_swap_maps_stored_experts_to_fused_parameters(tmp_path):
             swap.view("model.layers.1.block_sparse_moe.experts.2.w1.weight"), before)
         swap.restore()
         assert torch.equal(swap.view(name), r.rows(name))
+
+
+def test_all_tied_lineage_has_no_head_rows(tmp_path):
+    """Only a lineage mixing tied and untied checkpoints reads a tied head as its embedding: when every checkpoint
+    ties, the embedding is compared once (no lm_head rows counting it twice)."""
+    from ptlens.weights.index import CheckpointIndex, align_tied_heads
+
+    args = make_lineage(tmp_path, "qwen2", ("base", "sft"))
+    indexes = align_tied_heads([CheckpointIndex.from_dir(a.split("=", 1)[1]) for a in args])
+    assert all(ix.tied_embeddings and not ix.head_aliases and "lm_head.weight" not in ix.tensors for ix in indexes)
+    mixed = align_tied_heads([CheckpointIndex.from_dir(a.split("=", 1)[1]) for a in
+                              make_lineage(tmp_path / "mixed", "qwen2", ("base", "sft"), untie=True)])
+    assert mixed[0].head_aliases == {"lm_head.weight": "model.embed_tokens.weight"} and not mixed[1].head_aliases
+    assert mixed[0].tensors["lm_head.weight"] == mixed[0].tensors["model.embed_tokens.weight"]
+    assert mixed[0].tied_embeddings and not mixed[1].tied_embeddings
