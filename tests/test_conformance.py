@@ -295,3 +295,17 @@ def test_all_tied_lineage_has_no_head_rows(tmp_path):
     assert mixed[0].head_aliases == {"lm_head.weight": "model.embed_tokens.weight"} and not mixed[1].head_aliases
     assert mixed[0].tensors["lm_head.weight"] == mixed[0].tensors["model.embed_tokens.weight"]
     assert mixed[0].tied_embeddings and not mixed[1].tied_embeddings
+
+
+@pytest.mark.slow
+def test_mamba_run_finishes_without_mechanism(tmp_path):
+    """``ptlens run`` on a Mamba lineage: weights, behaviour and report, the mechanism step skipped with a warning."""
+    args = _mamba(tmp_path)
+    res = runner.invoke(app, ["run", "--models", *args, "--output-dir", str(tmp_path / "out"), "--spectral", "off",
+                              *FAST])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "attention/MLP questions do not apply" in text and "mechanism skipped" in text
+    assert (tmp_path / "out" / "report.html").is_file() and not (tmp_path / "out" / "mechanism").exists()
+    results = json.loads((tmp_path / "out" / "model_comparison_results.json").read_text())
+    assert list(results["models"]) == ["base", "sft"]
