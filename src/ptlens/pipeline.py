@@ -122,6 +122,15 @@ def check_lineage_tensors(lineage, layer_pattern: Optional[str], allow_missing: 
     return missing
 
 
+def architecture_warning(lineage, allow_pickle: bool = False) -> Optional[str]:
+    """A line when the lineage is not a transformer ptlens understands (Mamba): attention/MLP questions do not apply."""
+    from ptlens.weights.index import CheckpointIndex
+    from ptlens.weights.names import architecture_note
+
+    cp = lineage.checkpoints[0]
+    return architecture_note(CheckpointIndex.from_dir(cp.path, allow_pickle=allow_pickle).tensors) if cp.path else None
+
+
 def validate_behavior(config: "BehaviorConfig") -> None:
     """Every behaviour option checked before the first step: a bad one must not cost a weight scan."""
     from ptlens.behavior.engines import pick_engine
@@ -231,6 +240,9 @@ def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str 
     out = Path(output_dir)
     lineage = lineage_of(lineage, allow_pickle=cfg.allow_pickle)
     missing = check_lineage_tensors(lineage, cfg.layer_pattern, allow_missing, cfg.allow_pickle)
+    note = architecture_warning(lineage, cfg.allow_pickle)
+    if note:
+        rep.warning(f"weights: {note}")
     summary = stored_weights(lineage, cfg, out) if reuse and not overwrite else None
     if summary is not None:
         rep.message(f"weights: reusing {out}/{F.WEIGHT_SUMMARY} (same checkpoint files and settings)")
@@ -405,7 +417,9 @@ def run(models: Models = None, *, preset: Optional[str] = None, config: Optional
         rep.warning(f"behaviour skipped: no tokenizer in {', '.join(res.behavior_skipped)} (weights-only lineage)")
     else:
         res.behavior = run_behavior(lineage, cfg.behavior, out, reporter=rep)
-        if cfg.mechanism is not None:
+        if cfg.mechanism is not None and architecture_warning(lineage, cfg.scan.allow_pickle):
+            rep.warning("mechanism skipped: attention/MLP activations and transplants do not apply to this architecture")
+        elif cfg.mechanism is not None:
             res.mechanism = run_mechanism(lineage, cfg.mechanism, out, reporter=rep)
     res.report = run_report(out, reporter=rep)
     return res

@@ -66,6 +66,9 @@ class TokenScores:
     """Positions where the unsmoothed KL is infinite: the sampler's nucleus holds a token outside this model's."""
     nucleus: "Nucleus | None" = None
     """This model's own sampling distribution along the response (only when asked for: ``HFModel.score(keep=…)``)."""
+    unscorable: int = 0
+    """Tokens of the prompt + response this model cannot embed or predict (ids beyond its vocabulary rows: a later
+    stage added them). Such a response is left out of this model's scores: log-prob, entropy, tokens 0, no KL."""
 
 
 KL_SMOOTHING = 1e-3
@@ -417,6 +420,7 @@ class HFModel:
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.eos_ids = {int(e) for e in eos} | {int(tokenizer.eos_token_id)}
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self.embed_rows = int(self.model.get_input_embeddings().weight.shape[0])
         self.score_token_budget = score_token_budget or (1 << 28 if self.device.startswith("cuda") else 1 << 24)
         self._shares_prompts = True
         self.split_cost = SPLIT_COST
@@ -485,6 +489,13 @@ class HFModel:
         """
         if kl is not None and len(kl.nuclei if kl.nuclei is not None else kl.prompts) != len(pairs):
             raise ValueError("KLReference needs one sampler prompt (or nucleus) per pair")
+        limit = min(self.embed_rows, self.vocab_size)
+        outside = [sum(t >= limit for t in p) + sum(t >= limit for t in r) for p, r in pairs]
+        if any(outside):  # ids a later stage added (Tülu 3 SFT's new rows): this model cannot run them
+            good = [i for i, n in enumerate(outside) if not n]
+            done = iter(self.score([pairs[i] for i in good], None if kl is None else kl.subset(good), keep,
+                                   share_prompts) if good else [])
+            return [next(done) if not n else TokenScores(0.0, 0.0, 0, unscorable=n) for n in outside]
         results: list[TokenScores | None] = [None] * len(pairs)
         if share_prompts:  # one prompt's pairs together, shortest prompts first, shortest responses first within one
             first: dict[tuple[int, ...], int] = {}

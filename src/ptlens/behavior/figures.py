@@ -100,11 +100,12 @@ def distributions_figure(records: Sequence, names: Sequence[str], path: Path) ->
     import numpy as np
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 3.8))
-    ent_bins = np.histogram_bin_edges([r.mean_entropy for r in records], bins=30)
-    len_bins = np.histogram_bin_edges([r.tokens for r in records], bins=min(30, max(r.tokens for r in records)))
+    ents = [r.mean_entropy for r in records if r.mean_entropy is not None]  # None: an empty response
+    ent_bins = np.histogram_bin_edges(ents or [0.0], bins=30)
+    len_bins = np.histogram_bin_edges([r.tokens for r in records], bins=max(1, min(30, max(r.tokens for r in records))))
     for i, name in enumerate(names):
         mine = [r for r in records if r.model == name]
-        a1.hist([r.mean_entropy for r in mine], bins=ent_bins, histtype="step", lw=1.5, color=colour(i), label=name)
+        a1.hist([r.mean_entropy for r in mine if r.mean_entropy is not None], bins=ent_bins, histtype="step", lw=1.5, color=colour(i), label=name)
         a2.hist([r.tokens for r in mine], bins=len_bins, histtype="step", lw=1.5, color=colour(i), label=name)
     a1.set_xlabel("mean token entropy of a response (nats)")
     a1.set_ylabel("responses")

@@ -131,6 +131,8 @@ class ScoreRecord:
     tokens: int
     kl_sum: float | None = None
     kl_inf_tokens: int | None = None
+    unscorable: int = 0
+    """Tokens the scorer cannot embed (ids beyond its vocabulary): then the response is left out (tokens 0)."""
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -534,7 +536,8 @@ def _score_pending(model: HFModel, ctx: _ModelCtx, ctxs: list[_ModelCtx], target
                 save_nuclei(folder, target, start, [(r["problem_id"], r["sample"]) for r in chunk],
                             [s.nucleus for s in out])
             scores.append([asdict(ScoreRecord(ctx.name, target, r["problem_id"], r["sample"], s.logprob_sum,
-                                              s.entropy_sum if own else None, s.tokens, s.kl_sum, s.kl_inf_tokens))
+                                              s.entropy_sum if own else None, s.tokens, s.kl_sum, s.kl_inf_tokens,
+                                              s.unscorable))
                            for r, s in zip(chunk, out)])
             bar.advance(task, len(chunk))
     finally:
@@ -633,7 +636,8 @@ def _merge(sample_rows: list[dict], score_rows: list[dict], names: list[str],
             if other != rec.model and s is not None:
                 rec.cross_logprobs[other] = {"logprob_sum": s["logprob_sum"], "tokens": s["tokens"],
                                              "mean_logprob": s["logprob_sum"] / max(s["tokens"], 1),
-                                             "kl_sum": s.get("kl_sum"), "kl_inf_tokens": s.get("kl_inf_tokens")}
+                                             "kl_sum": s.get("kl_sum"), "kl_inf_tokens": s.get("kl_inf_tokens"),
+                                             "unscorable": s.get("unscorable", 0)}
         out.append(rec)
     out.sort(key=lambda r: (order[r.model], porder[r.problem_id], r.sample))
     return out
@@ -678,6 +682,7 @@ def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Pr
                               "excluded_tag": "held-out" if len(keep) < len(problems) else None},
         "by_tag": by_tag,
         "grading": grading_counts(records, names),
+        "unscorable": unscorable_counts(records),
     }
 
 
@@ -692,3 +697,16 @@ def grading_counts(records: Sequence[SampleRecord], names: Sequence[str]) -> dic
         if r.grading_fallback:
             c[f"fallback_{r.grading_fallback}"] += 1
     return {"conventions": "docs/GRADING.md", "models": out}
+
+
+def unscorable_counts(records: Sequence[SampleRecord]) -> dict:
+    """{model: {scorer: {"samples", "tokens"}}}: responses a scorer could not score (token ids beyond its
+    vocabulary), left out of its cross-model scores; empty when every response was scored."""
+    out: dict = {}
+    for r in records:
+        for scorer, c in (r.cross_logprobs or {}).items():
+            if c.get("unscorable"):
+                d = out.setdefault(r.model, {}).setdefault(scorer, {"samples": 0, "tokens": 0})
+                d["samples"] += 1
+                d["tokens"] += int(c["unscorable"])
+    return out

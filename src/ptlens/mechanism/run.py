@@ -205,6 +205,13 @@ def run_mechanism(lineage, config: MechanismConfig, output_dir: str | Path,
             raise PtlensError(f"model {cp.name}: not resolved to a local folder")
         check_weights(cp.path, cp.name, config.allow_pickle)
         indexes.append(CheckpointIndex.from_dir(cp.path, allow_pickle=config.allow_pickle))
+    from ptlens.weights.index import align_tied_heads
+    from ptlens.weights.names import architecture_note
+
+    note = architecture_note(indexes[0].tensors)
+    if note:
+        raise PtlensError(f"mechanism: {lineage.checkpoints[0].name}: {note}")
+    align_tied_heads(indexes)  # a tied checkpoint's head is its embedding when others store a head
     pairs = pairs_for(lineage, config.transitions)
     for i, j, _ in pairs:
         check_pair(lineage.checkpoints[i], lineage.checkpoints[j], indexes[i], indexes[j])
@@ -327,7 +334,7 @@ def transition(cp_a, cp_b, index_a, index_b, name: str, problems: Sequence[Probl
     import torch
 
     from ptlens.mechanism.activations import adl_tokens, compare_pass, finite, make_batches, record_pass
-    from ptlens.mechanism.transplant import response_logprobs
+    from ptlens.mechanism.transplant import response_logprobs, untie_head
     from ptlens.weights.names import parse_name
 
     notes = []
@@ -336,7 +343,7 @@ def transition(cp_a, cp_b, index_a, index_b, name: str, problems: Sequence[Probl
     prompts = [build_prompt(tok, p.question, instruction) for p in problems]
     pids = [prompt_ids(tok, pr) for pr in prompts]
     plain = [tok(t).input_ids for t in PLAIN_TEXTS[:config.plain_prompts]]
-    embed = next((n for n in index_a.tensors if parse_name(n).group == "embedding"), None)
+    embed = next((n for n in index_a.tensors if parse_name(n).group == "embedding" and parse_name(n).is_vocab), None)
     vocab = min(index_a.tensors[embed].shape[0], index_b.tensors[embed].shape[0]) if embed else None
     rows = pids + plain
     flags = [False] * len(pids) + [True] * len(plain)
@@ -359,6 +366,9 @@ def transition(cp_a, cp_b, index_a, index_b, name: str, problems: Sequence[Probl
             ref_b = response_logprobs(mb.model, pairs, pad, vocab)
     head_b = recorded.head
     with HFModel(cp_a.path, tok, config.device, config.dtype, allow_pickle=config.allow_pickle) as ma:
+        if index_a.head_aliases and untie_head(ma.model):
+            notes.append(f"{name}: {cp_a.name} ties its head to its embedding; its head is compared and transplanted "
+                         "as a copy of the embedding")
         sums = compare_pass(ma.model, recorded, batches, config.adl_k, vocab)
         del recorded
         layer_rows = []
@@ -421,7 +431,7 @@ def _transplants(ma: HFModel, cp_a, cp_b, index_b, name, probs, prows, stop, pai
                 for n in part.tensors:  # one of B's tensors in memory at a time
                     t = rb.rows(n)
                     if n not in sq:
-                        p = swap.params[swap.param_name(n)].detach()
+                        p = swap.view(n).detach()
                         rows = min(p.shape[0], t.shape[0]) if t.ndim else None
                         pa, tb = (p[:rows], t[:rows]) if rows is not None else (p, t)
                         sq[n] = float(((tb.double().to(pa.device) - pa.double()) ** 2).sum())

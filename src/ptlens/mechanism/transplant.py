@@ -14,6 +14,7 @@ intervals) are separate from the model-touching ones (:class:`Swap`, :func:`resp
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -89,23 +90,63 @@ def part_shares(parts: Sequence[Part], sq: Mapping[str, float]) -> dict[str, flo
 # ---------------------------------------------------------------- in-memory hybrids
 
 
+_EXPERT = re.compile(r"^(?P<pre>.*)\.(?:block_sparse_moe|mlp)\.experts\.(?P<e>\d+)\."
+                     r"(?P<w>w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
+_GATE_UP = {"w1": 0, "gate_proj": 0, "w3": 1, "up_proj": 1}
+"""Which half of a fused ``experts.gate_up_proj`` (experts × 2·intermediate × hidden) a stored expert matrix is."""
+
+
 class Swap:
     """Copy B's tensors of a part into a loaded model A in place; ``restore`` puts A's back bit for bit.
 
     Tensor names are the checkpoint's (safetensors) names; they map to the model's parameter
-    names directly or with the ``model.`` prefix added or removed. Vocabulary matrices of
-    different sizes are swapped over the rows both have (added rows cannot exist in A).
+    names directly or with the ``model.`` prefix added or removed. Mixture-of-experts checkpoints
+    store one matrix per expert (Mixtral ``block_sparse_moe.experts.3.w1``, Qwen2-MoE/OLMoE
+    ``mlp.experts.3.gate_proj``) where transformers ≥ 5 fuses them into ``mlp.experts.gate_up_proj``
+    and ``down_proj`` (experts first, gate rows before up rows) and renames Mixtral's router
+    ``block_sparse_moe.gate`` to ``mlp.gate``: each stored expert maps to its slice of the fused
+    parameter, so experts are transplanted one by one. Vocabulary matrices of different sizes are
+    swapped over the rows both have (added rows cannot exist in A).
     """
 
     def __init__(self, model: Any):
         self.params = dict(model.named_parameters())
         self.saved: dict[str, torch.Tensor] = {}
 
-    def param_name(self, name: str) -> str | None:
+    def _param(self, name: str) -> str | None:
         for cand in (name, name.removeprefix("model."), "model." + name):
             if cand in self.params:
                 return cand
         return None
+
+    def locate(self, name: str) -> tuple[str, tuple] | None:
+        """The model parameter holding stored tensor ``name`` and the index of its slice (() for the whole)."""
+        pn = self._param(name) or self._param(name.replace(".block_sparse_moe.", ".mlp."))
+        if pn is not None:
+            return pn, ()
+        m = _EXPERT.match(name)
+        if m is None:
+            return None
+        pn = self._param(f"{m['pre']}.mlp.experts." + ("gate_up_proj" if m["w"] in _GATE_UP else "down_proj"))
+        if pn is None or self.params[pn].ndim != 3 or int(m["e"]) >= self.params[pn].shape[0]:
+            return None
+        e = int(m["e"])
+        if m["w"] not in _GATE_UP:
+            return pn, (e,)
+        half = self.params[pn].shape[1] // 2
+        return pn, (e, slice(_GATE_UP[m["w"]] * half, (_GATE_UP[m["w"]] + 1) * half))
+
+    def param_name(self, name: str) -> str | None:
+        loc = self.locate(name)
+        return None if loc is None else loc[0]
+
+    def view(self, name: str) -> torch.Tensor:
+        """A's values of stored tensor ``name``: its parameter, or the slice of a fused one (a view: writes go through)."""
+        loc = self.locate(name)
+        if loc is None:
+            raise KeyError(name)
+        pn, idx = loc
+        return self.params[pn][idx] if idx else self.params[pn]
 
     def apply(self, tensors: Mapping[str, torch.Tensor]) -> None:
         with torch.no_grad():
@@ -113,20 +154,33 @@ class Swap:
                 pn = self.param_name(name)
                 if pn is None:
                     raise KeyError(name)
-                p = self.params[pn]
                 if pn not in self.saved:
-                    self.saved[pn] = p.detach().to("cpu", copy=True)
+                    self.saved[pn] = self.params[pn].detach().to("cpu", copy=True)
+                p = self.view(name)
                 if tuple(t.shape) == tuple(p.shape):
                     p.copy_(t.to(p.dtype))
-                else:
+                elif t.ndim == p.ndim and tuple(t.shape[1:]) == tuple(p.shape[1:]):
                     rows = min(p.shape[0], t.shape[0])
                     p[:rows].copy_(t[:rows].to(p.dtype))
+                else:
+                    raise ValueError(f"{name}: stored shape {tuple(t.shape)} does not fit the model's {tuple(p.shape)}")
 
     def restore(self) -> None:
         with torch.no_grad():
             for pn, t in self.saved.items():
                 self.params[pn].copy_(t)
         self.saved.clear()
+
+
+def untie_head(model: Any) -> bool:
+    """Give a model with tied embeddings a head parameter of its own (a copy of its embedding; same outputs), so a
+    transplant can set the head from an untied B without touching A's input embedding. False when already untied."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is None or head.weight is not emb.weight:
+        return False
+    head.weight = torch.nn.Parameter(emb.weight.detach().clone(), requires_grad=False)
+    model.config.tie_word_embeddings = False
+    return True
 
 
 # ---------------------------------------------------------------- teacher-forced distributions

@@ -216,6 +216,10 @@ def _behaviour_section(r: dict, extra: dict, skipped: dict | None = None) -> dic
             "the curves do not cross at the measured k"))
     crossings += [f"paired differences of {b} − {a} not computed from the samples: {why}" for (a, b), why in
                   sorted((skipped or {}).items())]
+    for model, by in sorted((r.get("unscorable") or {}).items()):  # ids a later stage added: not scorable by earlier ones
+        for scorer, c in sorted(by.items()):
+            crossings.append(f"{scorer} could not score {c['samples']} response(s) of {model} ({c['tokens']} token(s) "
+                             f"beyond its vocabulary): left out of cross-model perplexity and KL under {scorer}.")
     return {"tables": [per, *_by_tag_table(r), diff, solved_t, cross, *_grading_table(r)], "notes": crossings}
 
 

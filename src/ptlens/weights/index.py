@@ -109,6 +109,8 @@ class CheckpointIndex:
     tensors: dict[str, TensorInfo]
     config: dict = field(default_factory=dict)
     format: str = "safetensors"
+    head_aliases: dict[str, str] = field(default_factory=dict)
+    """Head name → the embedding it reads (tied checkpoints in a lineage with untied ones: :func:`align_tied_heads`)."""
 
     @property
     def nbytes(self) -> int:
@@ -117,7 +119,7 @@ class CheckpointIndex:
     @property
     def tied_embeddings(self) -> bool:
         """No ``lm_head`` stored next to an embedding: the head reuses the embedding matrix."""
-        has_head = any(n.endswith("lm_head.weight") for n in self.tensors)
+        has_head = any(n.endswith("lm_head.weight") and n not in self.head_aliases for n in self.tensors)
         has_embed = any(n.endswith("embed_tokens.weight") for n in self.tensors)
         return bool(self.config.get("tie_word_embeddings", False)) or (has_embed and not has_head)
 
@@ -146,6 +148,26 @@ class CheckpointIndex:
                     raise PtlensError(f"{f}: tensor {info.name} also stored in {tensors[info.name].file.name}")
                 tensors[info.name] = info
         return cls(root=root, tensors=tensors, config=config)
+
+
+def align_tied_heads(indexes: list[CheckpointIndex]) -> list[CheckpointIndex]:
+    """Where some checkpoints store an output head and others tie it to the input embedding (Qwen2.5-Math → R1-Distill),
+    give each tied one the head name, pointing at its embedding's bytes: a tied model's head *is* its embedding, so
+    the scan compares it as such instead of calling the head missing. In place; returns ``indexes``."""
+    from ptlens.weights.names import parse_name
+
+    heads = {n for ix in indexes if not ix.tied_embeddings for n in ix.tensors if parse_name(n).group == "head"}
+    if not heads:
+        return indexes
+    for ix in indexes:
+        if not ix.tied_embeddings or any(h in ix.tensors for h in heads):
+            continue
+        embed = next((n for n in ix.tensors if parse_name(n).group == "embedding" and parse_name(n).is_vocab), None)
+        if embed is not None:
+            for h in heads:
+                ix.tensors[h] = ix.tensors[embed]  # TensorInfo keeps the embedding's name: the reader finds its bytes
+                ix.head_aliases[h] = embed
+    return indexes
 
 
 def _read_config(root: Path) -> dict:

@@ -125,6 +125,9 @@ def weight_report_markdown(s: dict) -> str:
     tied = [n for n, v in s["tied_embeddings"].items() if v]
     if tied:
         notes.append(f"- Tied input/output embeddings (no separate `lm_head`) in: {', '.join(tied)}.")
+        if len(tied) < len(s["tied_embeddings"]):
+            notes.append(f"- The head of {', '.join(tied)} is its input embedding: its `lm_head` is compared with the "
+                         "untied checkpoints' as that embedding matrix.")
     for name, where in list(s["missing_tensors"].items())[:20]:
         notes.append(f"- `{name}` is missing in {', '.join(where)}; compared only where present.")
     for nf in s["nonfinite"][:20]:

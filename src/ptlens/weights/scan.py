@@ -34,7 +34,7 @@ from ptlens.resolve import Lineage
 from ptlens.weights import kernels as K
 from ptlens.weights import metrics as M
 from ptlens.weights import null as N
-from ptlens.weights.index import BITS, DTYPES, ITEMSIZE, CheckpointIndex, Reader, TensorInfo, decode
+from ptlens.weights.index import BITS, DTYPES, ITEMSIZE, CheckpointIndex, Reader, TensorInfo, align_tied_heads, decode
 from ptlens.weights.names import TensorRole, parse_name
 
 if TYPE_CHECKING:
@@ -216,7 +216,9 @@ class _TensorPlan:
 
 def plan_tensors(indexes: list[CheckpointIndex], names: list[str], layer_pattern: str | None
                  ) -> tuple[list[_TensorPlan], dict[str, list[str]], dict[str, str]]:
-    """Pair tensors by name; vocabulary rows may differ, any other shape difference is fatal."""
+    """Pair tensors by name; vocabulary rows may differ, any other shape difference is fatal. A tied checkpoint's
+    head is its embedding when others store a head (:func:`align_tied_heads`, which adds the alias to ``indexes``)."""
+    align_tied_heads(indexes)
     pattern = re.compile(layer_pattern) if layer_pattern else None
     all_names = sorted(set().union(*(ix.tensors for ix in indexes)), key=_natural_key)
     plans, missing, skipped, mismatches = [], {}, {}, []
