@@ -95,17 +95,32 @@ def accuracy_histogram_figure(results: dict, path: Path) -> Path:
 
 
 def distributions_figure(records: Sequence, names: Sequence[str], path: Path) -> Path:
-    """Histograms of per-response mean token entropy (nats) and response length (tokens)."""
+    """Histograms of per-response mean token entropy (nats) and response length (tokens).
+
+    An empty response (0 tokens) has no mean entropy: it counts in the length panel (at 0) and is left out of
+    the entropy panel, whose legend says how many each model had, so a model that stops at once still gets a figure.
+    """
     plt = _plt()
     import numpy as np
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 3.8))
-    ent_bins = np.histogram_bin_edges([r.mean_entropy for r in records], bins=30)
-    len_bins = np.histogram_bin_edges([r.tokens for r in records], bins=min(30, max(r.tokens for r in records)))
+    ents = [r.mean_entropy for r in records if r.mean_entropy is not None]
+    ent_bins = np.histogram_bin_edges(ents, bins=30) if ents else None
+    longest = max((r.tokens for r in records), default=0)
+    len_bins = np.histogram_bin_edges([r.tokens for r in records] or [0], bins=max(1, min(30, longest)))
     for i, name in enumerate(names):
         mine = [r for r in records if r.model == name]
-        a1.hist([r.mean_entropy for r in mine], bins=ent_bins, histtype="step", lw=1.5, color=colour(i), label=name)
+        mine_ent = [r.mean_entropy for r in mine if r.mean_entropy is not None]
+        empty = len(mine) - len(mine_ent)
+        label = f"{name} ({empty} empty left out)" if empty else name
+        if mine_ent:
+            a1.hist(mine_ent, bins=ent_bins, histtype="step", lw=1.5, color=colour(i), label=label)
+        else:
+            a1.plot([], [], color=colour(i), lw=1.5, label=f"{name} (all {len(mine)} empty)")
         a2.hist([r.tokens for r in mine], bins=len_bins, histtype="step", lw=1.5, color=colour(i), label=name)
+    if not ents:
+        a1.text(0.5, 0.5, "no response has a token:\nno entropy to show", transform=a1.transAxes, ha="center",
+                va="center", fontsize=9, color="grey")
     a1.set_xlabel("mean token entropy of a response (nats)")
     a1.set_ylabel("responses")
     a1.set_title("Token entropy")
@@ -150,17 +165,20 @@ def cross_ppl_figure(results: dict, path: Path) -> Path:
             if e and e["value"] is not None:
                 grid[i, j] = e["value"]
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.4, 1.0 * len(names) + 1.8))
-    im = ax.imshow(np.log(grid), cmap="cividis")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        im = ax.imshow(np.log(grid), cmap="cividis")
     for i in range(len(names)):
         for j in range(len(names)):
             if np.isfinite(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=8,
                         color="white" if np.log(grid[i, j]) < np.nanmean(np.log(grid)) else "black")
+            else:  # no tokens to score (empty responses) or not scored: say so rather than leave a blank cell
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="grey")
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("scoring model")
     ax.set_ylabel("responses of model")
-    ax.set_title("Cross-model perplexity")
+    ax.set_title("Cross-model perplexity" + ("" if np.isfinite(grid).all() else " (n/a: no tokens scored)"))
     fig.colorbar(im, ax=ax, label="log perplexity")
     return _save(fig, path)
 
