@@ -142,3 +142,15 @@ def test_help_shows_no_type_beside_flags(command):
     assert res.exit_code == 0, res.output
     assert "<bool>" not in res.output
     assert "<int>" in res.output or command == "lab"  # valued options keep their type
+
+
+@pytest.mark.parametrize("command", [["behavior"], ["mechanism"], ["quick", "a=x", "b=y"], ["lab"]])
+def test_negative_seed_fails_before_any_work(lineage, tmp_path, command):
+    """numpy's bootstrap refused it after the whole sampling run, with a traceback and partial results."""
+    _, args, _ = lineage
+    out = tmp_path / "out"
+    models = ["--models", *args] if command[0] in ("behavior", "mechanism") else []
+    where = [] if command[0] == "quick" else ["--output-dir", str(out)]
+    res = runner.invoke(app, [*command, *models, *where, "--seed", "-1"])
+    _one_error_line(res, "--seed must be between 0 and 2**63 - 1, got -1")
+    assert not out.exists()

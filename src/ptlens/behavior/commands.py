@@ -133,11 +133,11 @@ def quick(
 
     if max_new_tokens < 1:
         raise PtlensError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    probs = load_problems(problems, limit, seed)  # the problems and the seed before a model is resolved
     lineage = resolve_lineage(models=[_quick_item(a, "A"), _quick_item(b, "B")], allow_pickle=allow_pickle)
     config = QuickConfig(problems=problems, limit=limit, seed=seed, temperature=temperature, top_p=top_p,
                          max_new_tokens=max_new_tokens, device=device, instruction=instruction or None,
                          allow_pickle=allow_pickle)
-    probs = load_problems(problems, limit, seed)
     console = Console()
     rows = quick_compare(lineage, probs, config, console=console)
     console.print(summary_table(rows, console.width))

@@ -195,6 +195,16 @@ def jsonl_problems(path: str | Path) -> list[Problem]:
     return out
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int) -> None:
+    """Seeds feed numpy's bootstrap and torch's sampler: both refuse negatives (after the sampling, for the
+    bootstrap), so every command that takes problems checks the seed with them, before any work."""
+    if not 0 <= seed <= MAX_SEED:
+        raise PtlensError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
+
+
 _BUILTIN = re.compile(r"^builtin(?::(\d+(?:,\d+)*))?$")
 
 
@@ -208,6 +218,7 @@ def load_problems(spec: str, limit: int | None = None, seed: int = 0) -> list[Pr
     """
     if limit is not None and limit < 1:
         raise PtlensError(f"--limit must be at least 1, got {limit}")
+    check_seed(seed)
     m = _BUILTIN.match(spec)
     if m:
         levels = tuple(int(x) for x in m.group(1).split(",")) if m.group(1) else DEFAULT_LEVELS

@@ -30,6 +30,9 @@ def lab(
     from ptlens.lab.runner import require_lab_deps, run_lab
     from ptlens.resolve.tiny import SHIPPED
 
+    from ptlens.behavior.problems import check_seed
+
+    check_seed(seed)
     require_lab_deps()
     if ship and (output_dir is not None or quick or controlled):
         raise PtlensError("--ship writes the default lab run into the package: "
