@@ -239,9 +239,10 @@ class ConsoleReporter(Reporter):
         print_weight_summary(summary, output_dir, missing)
 
     def behavior_done(self, result) -> None:
-        from ptlens.behavior.commands import print_summary
+        from ptlens.behavior.commands import print_paths, print_summary
 
         print_summary(Console(), result.results)
+        print_paths(result)
 
     def mechanism_status(self):
         from contextlib import contextmanager
@@ -295,6 +296,9 @@ def run(
                                  allow_pickle=allow_pickle, allow_missing=allow_missing, executor=executor)
     # the pipeline checks every option and the folder before it resolves (and maybe downloads) the lineage
     run_pipeline(model_items(models, extra), preset=preset, config=cfg, reporter=ConsoleReporter())
+    from ptlens.clikit import print_total_time
+
+    print_total_time("ptlens run")
 
 
 from ptlens.behavior.commands import behavior, quick  # noqa: E402

@@ -23,6 +23,9 @@ _FLAGS_GIVEN: contextvars.ContextVar[list[str]] = contextvars.ContextVar("ptlens
 """The flags (off by default) given to the running command: a stray ``true`` after one is blamed on it."""
 
 
+_STARTED: contextvars.ContextVar[float] = contextvars.ContextVar("ptlens_started", default=time.monotonic())
+
+
 def _flags_off_by_default(fn: Callable) -> list[str]:
     import inspect
 
@@ -41,6 +44,7 @@ def user_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _STARTED.set(time.monotonic())
         _FLAGS_GIVEN.set([f"--{k.replace('_', '-')}" for k in off_by_default if kwargs.get(k) is True])
         try:
             return fn(*args, **kwargs)
@@ -200,6 +204,26 @@ def keyed_tables(title: str, key: str, keys: Sequence[str], columns: Sequence[tu
 # ---------------------------------------------------------------- progress without a terminal
 
 
+def print_total_time(command: str) -> None:
+    """The command's wall time (from when its options were parsed), last on stderr."""
+    elapsed = time.monotonic() - _STARTED.get()
+    console.print(f"{command}: done in {duration_text(elapsed) if elapsed >= 60 else f'{elapsed:.1f} s'}",
+                  markup=False, highlight=False)
+
+
+def duration_text(seconds: float) -> str:
+    """A duration as people say it: 40 s, 12 min, 3 h 20 min, 2.5 days."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        h, m = divmod(round(seconds / 60), 60)
+        return f"{h} h {m} min" if m else f"{h} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+
 class LineProgress:
     """Progress as plain lines, for output that is not a terminal (a log file, CI): a line when a task
     starts, then at most every ``every_s`` seconds or each ``step`` share of it, and when it ends."""
@@ -248,7 +272,7 @@ class LineProgress:
         rate = (t["done"] - t["start_done"]) / elapsed if elapsed > 0 else 0.0
         eta = ""
         if t["total"] and rate > 0 and t["done"] < t["total"]:
-            eta = f", about {(t['total'] - t['done']) / rate:.0f} s left"
+            eta = f", about {duration_text((t['total'] - t['done']) / rate)} left"
         suffix = f" {state}" if state else ""
         self.out.print(f"{t['description']}: {body}, {elapsed:.0f} s{eta}{suffix}", markup=False, highlight=False)
 

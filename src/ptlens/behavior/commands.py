@@ -61,7 +61,19 @@ def behavior(
     reporter.behavior_progress = True
     result = run_behavior(lineage, config, output_dir, reporter=reporter)
     print_summary(Console(), result.results)
-    Console(stderr=True).print(f"results: {result.results_path}\nsamples: {result.samples_path}", markup=False, highlight=False)
+    print_paths(result)
+    from ptlens.clikit import print_total_time
+
+    print_total_time("ptlens behavior")
+
+
+def print_paths(result) -> None:
+    """Where the behaviour results went (stderr, beside the progress)."""
+    from ptlens.clikit import console
+
+    figs = f"\nfigures: {result.figures[0].parent}/" if result.figures else ""
+    console.print(f"behaviour results: {result.results_path}\nsamples: {result.samples_path}{figs}", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 def print_summary(console, results: dict) -> None:
