@@ -62,8 +62,10 @@ def behavior(
     result = run_behavior(lineage, config, output_dir, reporter=reporter)
     print_summary(Console(), result.results)
     print_paths(result)
+    from ptlens.cli import print_figures_not_drawn
     from ptlens.clikit import print_total_time
 
+    print_figures_not_drawn(output_dir, ("behavior",))
     print_total_time("ptlens behavior")
 
 

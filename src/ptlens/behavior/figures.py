@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ptlens.figpool import figure
+
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 
@@ -37,6 +39,7 @@ def _save(fig, path: Path, rect=None) -> Path:
     return path
 
 
+@figure
 def pass_at_k_figure(results: dict, path: Path) -> Path:
     """pass@k and maj@k against k (log₂ axis) with 95% bootstrap bands."""
     plt = _plt()
@@ -76,6 +79,7 @@ def _style_legends(ax, names: Sequence[str]) -> None:
     ax.legend(handles=styles, fontsize=7, loc="upper left", handlelength=3.5)
 
 
+@figure
 def accuracy_histogram_figure(results: dict, path: Path) -> Path:
     """Per-problem share of correct samples, one bar group per bin and model."""
     plt = _plt()
@@ -94,6 +98,7 @@ def accuracy_histogram_figure(results: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+@figure
 def distributions_figure(records: Sequence, names: Sequence[str], path: Path) -> Path:
     """Histograms of per-response mean token entropy (nats) and response length (tokens).
 
@@ -131,6 +136,7 @@ def distributions_figure(records: Sequence, names: Sequence[str], path: Path) ->
     return _save(fig, path)
 
 
+@figure
 def calibration_figure(results: dict, path: Path) -> Path:
     """Reliability diagram: accuracy of the modal answer per confidence bin, against the diagonal."""
     plt = _plt()
@@ -152,6 +158,7 @@ def calibration_figure(results: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+@figure
 def cross_ppl_figure(results: dict, path: Path) -> Path:
     """Heatmap of cross_ppl[scorer](author): row = whose responses, column = which model scores them."""
     import numpy as np
@@ -184,16 +191,17 @@ def cross_ppl_figure(results: dict, path: Path) -> Path:
 
 
 def write_figures(results: dict, records: Sequence, out_dir: Path) -> list[Path]:
-    """Every behaviour figure into ``out_dir``; returns their paths."""
+    """Every behaviour figure into ``out_dir``; returns the paths of those drawn."""
     out_dir.mkdir(parents=True, exist_ok=True)
     from ptlens.results.files import BEHAVIOR_FIGURES  # every output name is defined there
 
     names = list(results["models"])
     f = {k: out_dir / Path(v).name for k, v in BEHAVIOR_FIGURES.items()}
-    return [
+    made = [
         pass_at_k_figure(results, f["pass_at_k"]),
         accuracy_histogram_figure(results, f["accuracy_histogram"]),
         distributions_figure(records, names, f["entropy_length"]),
         calibration_figure(results, f["calibration"]),
         cross_ppl_figure(results, f["cross_ppl_heatmap"]),
     ]
+    return [p for p in made if p is not None]  # the others are named in figures_not_drawn.json (ptlens.figpool)

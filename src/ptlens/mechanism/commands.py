@@ -43,6 +43,9 @@ def mechanism(
     load_problems(config.problems, config.limit, config.seed)
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
     run_step(lineage, config, output_dir)
+    from ptlens.cli import print_figures_not_drawn
+
+    print_figures_not_drawn(output_dir, ("mechanism",))
 
 
 def run_step(lineage, config, output_dir: Path) -> dict:
