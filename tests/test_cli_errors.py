@@ -105,3 +105,52 @@ def test_report_and_lab_check_their_folder_first(tmp_path):
     _one_error_line(runner.invoke(app, ["lab", "--quick", "--output-dir", str(blocker / "lab")]), "is a file")
     _one_error_line(runner.invoke(app, ["report", "/proc/ptlens-res"]), "not writable")
     assert list(tmp_path.iterdir()) == [blocker] and blocker.read_text() == "x"
+
+
+def test_model_path_with_spaces(lineage, tmp_path):
+    """A quoted `label=SPEC` whose folder has spaces is one item, alone or beside others in one --models."""
+    root, args, _ = lineage
+    spaced = tmp_path / "dir with spaces"
+    spaced.mkdir()
+    for a in args:
+        label, path = a.split("=", 1)
+        (spaced / label).symlink_to(path)
+    items = [f"base={spaced / 'base'}", f"sft={spaced / 'sft'}"]
+    for form in (items, [" ".join(items)]):
+        out = tmp_path / f"out{len(form)}"
+        res = runner.invoke(app, ["weights", "--models", *form, "--output-dir", str(out), "--spectral", "off",
+                                  "--no-figures"])
+        assert res.exit_code == 0, res.output
+        assert (out / "weights").is_dir()
+    # unquoted, the shell splits the path: the stray word is named, with the way out
+    res = runner.invoke(app, ["weights", "--models", f"sft={spaced}", "with", "--output-dir", str(tmp_path / "o")])
+    _one_error_line(res, "got 'with'", "quote a path with spaces")
+
+
+@pytest.mark.parametrize("command,flag,word", [("run", "--overwrite", "true"), ("behavior", "--overwrite", "false"),
+                                               ("weights", "--allow-pickle", "yes"), ("mechanism", "--overwrite", "1")])
+def test_a_value_after_a_flag_blames_the_flag(tmp_path, command, flag, word):
+    out = tmp_path / "out"
+    res = runner.invoke(app, [command, flag, word, "--output-dir", str(out)])
+    _one_error_line(res, f"{flag} takes no value, got '{word}'")
+    assert "--models" not in res.output and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "behavior", "weights", "mechanism", "quick", "lab"])
+def test_help_shows_no_type_beside_flags(command):
+    res = runner.invoke(app, [command, "--help"], terminal_width=120)
+    assert res.exit_code == 0, res.output
+    assert "<bool>" not in res.output
+    assert "<int>" in res.output or command == "lab"  # valued options keep their type
+
+
+@pytest.mark.parametrize("command", [["behavior"], ["mechanism"], ["quick", "a=x", "b=y"], ["lab"]])
+def test_negative_seed_fails_before_any_work(lineage, tmp_path, command):
+    """numpy's bootstrap refused it after the whole sampling run, with a traceback and partial results."""
+    _, args, _ = lineage
+    out = tmp_path / "out"
+    models = ["--models", *args] if command[0] in ("behavior", "mechanism") else []
+    where = [] if command[0] == "quick" else ["--output-dir", str(out)]
+    res = runner.invoke(app, [*command, *models, *where, "--seed", "-1"])
+    _one_error_line(res, "--seed must be between 0 and 2**63 - 1, got -1")
+    assert not out.exists()

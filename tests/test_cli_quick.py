@@ -58,3 +58,27 @@ def test_panel_title_states():
     assert "✗ wrong" in panel_title("m", st) and "41" in panel_title("m", st)
     st.correct = True
     assert "✓ correct" in panel_title("m", st)
+
+
+def test_quick_names_the_shipped_models_by_stage(tmp_path):
+    """`ptlens quick sft rlvr` runs the embedded tiny lineage's stages (it used to look them up on the hub);
+    --preset picks the lineage, and a stage it lacks is named with the stages it has."""
+    from typer.testing import CliRunner
+
+    from ptlens.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["quick", "sft", "rlvr", "--limit", "1", "--max-new-tokens", "6", "--device", "cpu"],
+                        terminal_width=120)
+    assert res.exit_code == 0, res.output
+    table = res.output[res.output.index("ptlens quick (log-prob"):]
+    assert "│ all          │ sft " in table and "│ all          │ rlvr " in table
+    res = runner.invoke(app, ["quick", "sft-step0400", "sft", "--preset", "tiny-trajectory", "--limit", "1",
+                              "--max-new-tokens", "4", "--device", "cpu"], terminal_width=120)
+    assert res.exit_code == 0, res.output
+    assert "sft-step0400" in res.output[res.output.index("ptlens quick (log-prob"):]
+    res = runner.invoke(app, ["quick", "sft", "nope", "--preset", "tiny"])
+    assert res.exit_code == 2
+    assert "'nope' is no stage of preset 'tiny': its stages are base, sft, dpo, rlvr" in res.output
+    res = runner.invoke(app, ["quick", "--help"], terminal_width=120)
+    assert "ptlens quick sft rlvr" in res.output and "--preset" in res.output

@@ -69,15 +69,101 @@ def test_layer_axes_have_integer_ticks(captured, tmp_path):
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
-def test_principal_overlap_axis_shows_chance_without_offset(captured, tmp_path):
-    WF.spectral_curves(summary(), tmp_path / "s.png")
+def test_principal_overlap_is_drawn_against_its_null_without_offset(captured, tmp_path):
+    """The report judges principal overlap against its null (0.19 on a bf16 DPO update), not against 1: the figure
+    draws each transition's null in its colour, and no '1 = chance' line."""
+    s = summary()
+    for r in s["aggregates"]["layer"]:
+        r["principal_overlap_wmean_null"] = 0.19 if r["transition"] == "sft→dpo" else 1.0
+    WF.spectral_curves(s, tmp_path / "s.png")
     (fig,) = captured
     ax = next(a for a in fig.axes if "principal" in a.get_ylabel())
     fig.canvas.draw()
     assert ax.yaxis.get_offset_text().get_text() == ""
+    colour = matplotlib.colors.to_hex(WF.transition_styles(s)["sft→dpo"]["color"])
+    nulls = [l for l in ax.get_lines() if l.get_alpha() and l.get_alpha() < 1]
+    assert len(nulls) == len(TRANS)
+    dpo = [l for l in nulls if matplotlib.colors.to_hex(l.get_color()) == colour]
+    assert len(dpo) == 1 and list(dpo[0].get_ydata()) == [0.19] * LAYERS
     lo, hi = ax.get_ylim()
-    assert lo <= 0.8 and hi >= 1.2  # 1 = chance inside, and ±1e-4 noise stays flat at that scale
-    assert any(abs(l.get_ydata()[0] - 1.0) < 1e-12 for l in ax.get_lines() if len(l.get_ydata()) == 2)
+    assert lo < 0.19 and hi > 1.0001 and hi - lo < 1.2  # the nulls inside; ±1e-4 noise stays flat at that scale
+    assert not [t for t in ax.texts if "chance" in t.get_text()]
+    assert "its null" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_zero_cells_and_bars_are_marked(captured, tmp_path):
+    s = summary()
+    for r in s["aggregates"]["layer_kind"]:
+        if r["transition"] == "sft→dpo" and r["key"][1] == "up_proj":
+            r["rel_change"] = 0.0
+    for r in s["aggregates"]["group"]:
+        if r["transition"] == "sft→dpo" and r["key"] == ["norm"]:
+            r["rel_change"] = r["changed_exact"] = 0.0
+    WF.heatmap(s, "rel_change", tmp_path / "h.png")
+    WF.overview(s, tmp_path / "o.png")
+    heat, over = captured
+    hatched = [p for ax in heat.axes for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == LAYERS  # one per zero cell, in the sft→dpo panel only
+    assert {p.axes.get_title() for p in hatched} == {"sft→dpo"}
+    assert "exactly 0 (4 cells" in heat._supxlabel.get_text()
+    for ax in over.axes[:2]:  # both bar panels say 0 where the sft→dpo norm bar has no height
+        assert [t.get_text() for t in ax.texts] == ["0"]
+
+
+def test_transplant_legend_leaves_the_bars_free(tmp_path, monkeypatch):
+    from ptlens.mechanism import figures as MF
+
+    seen = []
+    monkeypatch.setattr(MF, "_save", lambda fig, path: seen.append(fig) or path)
+    rows = [{"row": "part", "transition": "sft→dpo", "partition": "groups", "part": p, "kl_recovered": v,
+             "kl_recovered_lo": v - 0.05, "kl_recovered_hi": min(v + 0.05, 1.0), "delta_share": 0.3,
+             "kl_recovered_lo_fw": v - 0.08, "acc_recovered": None} for p, v in (("attention", 0.2), ("mlp", 0.97),
+                                                                                 ("norm", 0.0))]
+    MF.transplant_figure(rows, tmp_path / "t.png")
+    (fig,) = seen
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes_box.x1  # beside the axes: the main carrier's bar (mlp, 0.97, upper right) stays whole
+    assert [t.get_text() for t in ax.texts] == ["0"]
+    WF.plt.close(fig)
+
+
+def test_figures_not_drawn_are_named_with_why(tmp_path):
+    """A figure that raises costs no run: it is listed with its reason in figures_not_drawn.json beside the figures,
+    and the entry goes once the figure is drawn; the console lists failures apart from figures with no data."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from ptlens import cli
+    from ptlens.figpool import NOT_DRAWN, figures_not_drawn
+
+    s = summary()
+    out = tmp_path / "weights"
+    broken = {**s, "aggregates": {**s["aggregates"], "group": [{"transition": "base→sft", "key": ["mlp"]}]}}
+    assert WF.overview(broken, out / "overview.png") is None  # KeyError 'rel_change', caught
+    s_off = {**s, "aggregates": {**s["aggregates"], "layer": [{"transition": t, "key": [0], "rel_change": 0.1}
+                                                              for t, _ in TRANS]}}
+    assert WF.spectral_curves(s_off, out / "spectral.png") is None
+    notes = json.loads((out / NOT_DRAWN).read_text())
+    assert notes["overview.png"] == "failed: KeyError: 'rel_change'"
+    assert notes["spectral.png"].startswith("nothing to draw: no spectral metrics per layer (--spectral off")
+    assert figures_not_drawn(tmp_path) == {"weights/overview.png": notes["overview.png"],
+                                           "weights/spectral.png": notes["spectral.png"]}
+    buf = io.StringIO()
+    old = cli.console
+    cli.console = Console(file=buf, width=200, color_system=None)
+    try:
+        assert cli.print_figures_not_drawn(tmp_path) == 1
+    finally:
+        cli.console = old
+    text = buf.getvalue()
+    assert "1 figure(s) not drawn" in text and "weights/overview.png: failed: KeyError: 'rel_change'" in text
+    assert "no data for: weights/spectral.png (no spectral metrics per layer" in text
+    assert WF.overview(s, out / "overview.png") is not None and WF.spectral_curves(s, out / "spectral.png")
+    assert not (out / NOT_DRAWN).exists()  # every figure drawn: nothing listed
 
 
 def test_cumulative_curves_stay_distinguishable_and_colours_mean_one_thing(captured, tmp_path):

@@ -106,6 +106,8 @@ def test_reporter_hears_every_step_in_order(both):
     assert ("weights", ["base→sft"]) in rec.events and ("behavior", ["base", "sft"]) in rec.events
     assert any(e[0] == "message" and F.WEIGHT_REPORT_MD in e[1] for e in rec.events)
     assert "Verdicts" in cli_output and "Weight changes" in cli_output  # the CLI's reporter prints them
+    assert "behaviour results: " in cli_output and F.BEHAVIOR_RESULTS in cli_output  # where they went
+    assert "\nptlens run: done in " in cli_output  # and the total time
 
 
 def test_rerun_reuses_weights_and_mechanism(both, toy):

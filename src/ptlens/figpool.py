@@ -13,14 +13,95 @@ calling process, so a pool changes only when figures are drawn, never what is dr
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+NOT_DRAWN = "figures_not_drawn.json"
+"""Beside the figures of each folder (weights/, behavior/, mechanism/, report/): {file name: why it was not drawn},
+for the figures of the last drawing that are missing; absent when every figure was drawn."""
+
+
+class NothingToDraw(Exception):
+    """Raised by a figure function whose data this run lacks (``--spectral off``, no transplant rows …)."""
+
+
+def figure(fn: Callable) -> Callable:
+    """Wrap a figure function (one of whose arguments is the ``.png`` path): a figure that raises is not drawn and
+    never stops the run, and whatever is not drawn gets its reason in ``NOT_DRAWN`` beside it (removed once drawn)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        path = next((Path(a) for a in [*args, *kwargs.values()] if isinstance(a, (str, Path))
+                     and str(a).endswith(".png")), None)
+        try:
+            made = fn(*args, **kwargs)
+            why = None if made is not None else "nothing to draw"
+        except NothingToDraw as e:
+            made, why = None, f"nothing to draw: {e}"
+        except Exception as e:  # noqa: BLE001 - a figure must not cost the run: it is counted and named instead
+            made, why = None, f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            plt = sys.modules.get("matplotlib.pyplot")
+            if plt is not None:
+                plt.close("all")  # the half-drawn figure (figures are drawn one at a time per process)
+        if path is not None:
+            note_figure(path, why)
+        return made
+
+    return wrapper
+
+
+def note_figure(path: Path, why: str | None) -> None:
+    """Record (or, ``why`` None, clear) why the figure at ``path`` is missing, in ``NOT_DRAWN`` beside it.
+
+    Pool workers draw in parallel into the same folder: the read-modify-write holds an flock on the folder.
+    """
+    import fcntl
+
+    folder = Path(path).parent
+    if why is None and not (folder / NOT_DRAWN).exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        f = folder / NOT_DRAWN
+        try:
+            notes = json.loads(f.read_text()) if f.exists() else {}
+        except ValueError:
+            notes = {}
+        if why is None:
+            notes.pop(Path(path).name, None)
+        else:
+            notes[Path(path).name] = why
+        if notes:
+            tmp = f.with_name(f".{f.name}.tmp")
+            tmp.write_text(json.dumps(dict(sorted(notes.items())), indent=1, ensure_ascii=False) + "\n")
+            tmp.replace(f)
+        else:
+            f.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def figures_not_drawn(output_dir: Path) -> dict[str, str]:
+    """Every figure of a results folder that is missing, as {path relative to it: why}."""
+    out = {}
+    for f in sorted(Path(output_dir).glob(f"*/{NOT_DRAWN}")):
+        try:
+            notes = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        out.update({f"{f.parent.name}/{name}": why for name, why in notes.items()})
+    return out
+
 
 Job = tuple[str, Sequence[Any]]
 """``("module:function", args)``: small JSON values (pass large inputs as a file's path: jobs are all written

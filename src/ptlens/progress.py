@@ -12,6 +12,18 @@ from typing import Callable, Optional
 from rich.console import Console
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as people say it: 40 s, 12 min, 3 h 20 min, 2.5 days."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        h, m = divmod(round(seconds / 60), 60)
+        return f"{h} h {m} min" if m else f"{h} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 class LineProgress:
     """Progress as plain lines, for output that is not a terminal (a log file, CI): a line when a task
     starts, then at most every ``every_s`` seconds or each ``step`` share of it, and when it ends."""
@@ -60,7 +72,7 @@ class LineProgress:
         rate = (t["done"] - t["start_done"]) / elapsed if elapsed > 0 else 0.0
         eta = ""
         if t["total"] and rate > 0 and t["done"] < t["total"]:
-            eta = f", about {(t['total'] - t['done']) / rate:.0f} s left"
+            eta = f", about {duration_text((t['total'] - t['done']) / rate)} left"
         suffix = f" {state}" if state else ""
         self.out.print(f"{t['description']}: {body}, {elapsed:.0f} s{eta}{suffix}", markup=False, highlight=False)
 

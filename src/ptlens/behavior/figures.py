@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ptlens.figpool import figure
+
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 
@@ -37,6 +39,7 @@ def _save(fig, path: Path, rect=None) -> Path:
     return path
 
 
+@figure
 def pass_at_k_figure(results: dict, path: Path) -> Path:
     """pass@k and maj@k against k (log₂ axis) with 95% bootstrap bands."""
     plt = _plt()
@@ -76,6 +79,7 @@ def _style_legends(ax, names: Sequence[str]) -> None:
     ax.legend(handles=styles, fontsize=7, loc="upper left", handlelength=3.5)
 
 
+@figure
 def accuracy_histogram_figure(results: dict, path: Path) -> Path:
     """Per-problem share of correct samples, one bar group per bin and model."""
     plt = _plt()
@@ -94,19 +98,34 @@ def accuracy_histogram_figure(results: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+@figure
 def distributions_figure(records: Sequence, names: Sequence[str], path: Path) -> Path:
-    """Histograms of per-response mean token entropy (nats) and response length (tokens)."""
+    """Histograms of per-response mean token entropy (nats) and response length (tokens).
+
+    An empty response (0 tokens) has no mean entropy: it counts in the length panel (at 0) and is left out of
+    the entropy panel, whose legend says how many each model had, so a model that stops at once still gets a figure.
+    """
     plt = _plt()
     import numpy as np
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 3.8))
-    ents = [r.mean_entropy for r in records if r.mean_entropy is not None]  # None: an empty response
-    ent_bins = np.histogram_bin_edges(ents or [0.0], bins=30)
-    len_bins = np.histogram_bin_edges([r.tokens for r in records], bins=max(1, min(30, max(r.tokens for r in records))))
+    ents = [r.mean_entropy for r in records if r.mean_entropy is not None]
+    ent_bins = np.histogram_bin_edges(ents, bins=30) if ents else None
+    longest = max((r.tokens for r in records), default=0)
+    len_bins = np.histogram_bin_edges([r.tokens for r in records] or [0], bins=max(1, min(30, longest)))
     for i, name in enumerate(names):
         mine = [r for r in records if r.model == name]
-        a1.hist([r.mean_entropy for r in mine if r.mean_entropy is not None], bins=ent_bins, histtype="step", lw=1.5, color=colour(i), label=name)
+        mine_ent = [r.mean_entropy for r in mine if r.mean_entropy is not None]
+        empty = len(mine) - len(mine_ent)
+        label = f"{name} ({empty} empty left out)" if empty else name
+        if mine_ent:
+            a1.hist(mine_ent, bins=ent_bins, histtype="step", lw=1.5, color=colour(i), label=label)
+        else:
+            a1.plot([], [], color=colour(i), lw=1.5, label=f"{name} (all {len(mine)} empty)")
         a2.hist([r.tokens for r in mine], bins=len_bins, histtype="step", lw=1.5, color=colour(i), label=name)
+    if not ents:
+        a1.text(0.5, 0.5, "no response has a token:\nno entropy to show", transform=a1.transAxes, ha="center",
+                va="center", fontsize=9, color="grey")
     a1.set_xlabel("mean token entropy of a response (nats)")
     a1.set_ylabel("responses")
     a1.set_title("Token entropy")
@@ -117,6 +136,7 @@ def distributions_figure(records: Sequence, names: Sequence[str], path: Path) ->
     return _save(fig, path)
 
 
+@figure
 def calibration_figure(results: dict, path: Path) -> Path:
     """Reliability diagram: accuracy of the modal answer per confidence bin, against the diagonal."""
     plt = _plt()
@@ -138,6 +158,7 @@ def calibration_figure(results: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+@figure
 def cross_ppl_figure(results: dict, path: Path) -> Path:
     """Heatmap of cross_ppl[scorer](author): row = whose responses, column = which model scores them."""
     import numpy as np
@@ -151,32 +172,36 @@ def cross_ppl_figure(results: dict, path: Path) -> Path:
             if e and e["value"] is not None:
                 grid[i, j] = e["value"]
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.4, 1.0 * len(names) + 1.8))
-    im = ax.imshow(np.log(grid), cmap="cividis")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        im = ax.imshow(np.log(grid), cmap="cividis")
     for i in range(len(names)):
         for j in range(len(names)):
             if np.isfinite(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=8,
                         color="white" if np.log(grid[i, j]) < np.nanmean(np.log(grid)) else "black")
+            else:  # no tokens to score (empty responses) or not scored: say so rather than leave a blank cell
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="grey")
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("scoring model")
     ax.set_ylabel("responses of model")
-    ax.set_title("Cross-model perplexity")
+    ax.set_title("Cross-model perplexity" + ("" if np.isfinite(grid).all() else " (n/a: no tokens scored)"))
     fig.colorbar(im, ax=ax, label="log perplexity")
     return _save(fig, path)
 
 
 def write_figures(results: dict, records: Sequence, out_dir: Path) -> list[Path]:
-    """Every behaviour figure into ``out_dir``; returns their paths."""
+    """Every behaviour figure into ``out_dir``; returns the paths of those drawn."""
     out_dir.mkdir(parents=True, exist_ok=True)
     from ptlens.results.files import BEHAVIOR_FIGURES  # every output name is defined there
 
     names = list(results["models"])
     f = {k: out_dir / Path(v).name for k, v in BEHAVIOR_FIGURES.items()}
-    return [
+    made = [
         pass_at_k_figure(results, f["pass_at_k"]),
         accuracy_histogram_figure(results, f["accuracy_histogram"]),
         distributions_figure(records, names, f["entropy_length"]),
         calibration_figure(results, f["calibration"]),
         cross_ppl_figure(results, f["cross_ppl_heatmap"]),
     ]
+    return [p for p in made if p is not None]  # the others are named in figures_not_drawn.json (ptlens.figpool)

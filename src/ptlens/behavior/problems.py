@@ -13,6 +13,7 @@ one side by side; the behaviour results keep the two apart (``by_tag``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -120,18 +121,57 @@ def builtin_problems(n: int, seed: int = 0, levels: tuple[int, ...] = (1, 2, 3))
     return out
 
 
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub (``HF_ENDPOINT``, default huggingface.co) cannot be reached, or None when it can.
+
+    One TCP connection with a short timeout: without a network the datasets library retries for about
+    half a minute, printing a line per retry, before it gives up.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{constants.ENDPOINT} is unreachable ({e.strerror or type(e).__name__})"
+    return None
+
+
+@contextlib.contextmanager
+def _offline():
+    """huggingface_hub's and datasets' offline switches for one load (they read them at each request)."""
+    import datasets
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
+
+
 def _load_hf(name: str, config: str | None, split: str):
+    """A hub data set; with the hub unreachable, straight from the cache (one line when it is not there)."""
     try:
         import datasets
     except ImportError:
         raise PtlensError(f"--problems {name}: needs the 'datasets' library (pip install datasets)") from None
+    from huggingface_hub import constants
+
+    why = None if constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE else hub_unreachable()
     try:
-        return datasets.load_dataset(name, config, split=split)
+        with _offline() if why else contextlib.nullcontext():
+            return datasets.load_dataset(name, config, split=split)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PtlensError(
-            f"--problems: could not load {name} ({split}) from the hub or its cache: {first}. "
-            "Offline? Use --problems builtin or a JSONL file") from None
+        where = f"{why}, and it is not in the cache" if why else f"could not load it from the hub or its cache: {first}"
+        raise PtlensError(f"--problems: {name} ({split}): {where}. Offline? Use --problems builtin or a JSONL file"
+                          ) from None
 
 
 def gsm8k_problems() -> list[Problem]:
@@ -195,6 +235,16 @@ def jsonl_problems(path: str | Path) -> list[Problem]:
     return out
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int) -> None:
+    """Seeds feed numpy's bootstrap and torch's sampler: both refuse negatives (after the sampling, for the
+    bootstrap), so every command that takes problems checks the seed with them, before any work."""
+    if not 0 <= seed <= MAX_SEED:
+        raise PtlensError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
+
+
 _BUILTIN = re.compile(r"^builtin(?::(\d+(?:,\d+)*))?$")
 
 
@@ -208,6 +258,7 @@ def load_problems(spec: str, limit: int | None = None, seed: int = 0) -> list[Pr
     """
     if limit is not None and limit < 1:
         raise PtlensError(f"--limit must be at least 1, got {limit}")
+    check_seed(seed)
     m = _BUILTIN.match(spec)
     if m:
         levels = tuple(int(x) for x in m.group(1).split(",")) if m.group(1) else DEFAULT_LEVELS

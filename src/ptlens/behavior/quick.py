@@ -225,8 +225,9 @@ def summary_table(rows: Sequence[QuickRow], width: int = 80):
     t = Table(title="ptlens quick (log-prob, entropy: means per response token, nats)", title_justify="left")
     for j, (col, just) in enumerate(cols):
         t.add_column(col, justify=just, width=answer_w if j == 2 else natural[j], no_wrap=j != 2, overflow="fold")
-    for r, row in zip(rows, body):
-        t.add_row(escape(row[0]), escape(row[1]), f"[{'green' if r.correct else 'red'}]{escape(row[2])}[/]", *row[3:])
-    for k, row in enumerate(totals):
-        t.add_row("[bold]all[/]", *(escape(c) for c in row[1:]), end_section=k == 0)
+    for i, (r, row) in enumerate(zip(rows, body)):
+        t.add_row(escape(row[0]), escape(row[1]), f"[{'green' if r.correct else 'red'}]{escape(row[2])}[/]", *row[3:],
+                  end_section=i == len(body) - 1)  # a rule between the answers and the totals
+    for row in totals:
+        t.add_row("[bold]all[/]", *(escape(c) for c in row[1:]))
     return t

@@ -262,6 +262,9 @@ class _Progress:
 
     def __init__(self, enabled: bool):
         self.bar = None
+        self.started: dict = {}  # task → (when it was added, its unit), until its first batch
+        self.estimated: set[str] = set()
+        self.left: dict[str, int] = {}
         if enabled:
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
@@ -292,11 +295,31 @@ class _Progress:
     def task(self, description: str, total: int, done: int = 0, unit: str = "samples"):
         if not self.bar:
             return None
-        return self.bar.add_task(description, total=total, completed=done, unit=unit)
+        tid = self.bar.add_task(description, total=total, completed=done, unit=unit)
+        self.started[tid] = (time.monotonic(), unit)
+        return tid
 
     def advance(self, task, n: int) -> None:
         if self.bar and task is not None:
             self.bar.advance(task, n)
+            self._estimate(task, n)
+
+    def plan(self, **left: int) -> None:
+        """What the whole run has left to do, by unit (samples, responses): the first batch of each gives a time."""
+        self.left = dict(left)
+
+    def _estimate(self, task, n: int) -> None:
+        """After the first batch of a unit: how long all of that unit's work (every model) takes at this rate."""
+        from ptlens.progress import duration_text
+
+        t0, unit = self.started.pop(task, (None, None))
+        if t0 is None or unit in self.estimated or not self.left.get(unit):
+            return
+        self.estimated.add(unit)
+        rate = n / max(time.monotonic() - t0, 1e-9)
+        what = "drawing and grading" if unit == "samples" else "scoring"
+        self.note(f"{what}: {self.left[unit]:,} {unit} in all at {rate:.1f}/s (first batch) → about "
+                  f"{duration_text(self.left[unit] / rate)}")
 
     def note(self, message: str) -> None:
         if self.bar:
@@ -329,6 +352,12 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     bdir = output_dir / F.BEHAVIOR_DIR
     problems = load_problems(config.problems, config.limit, config.seed)
     engine = pick_engine(config.engine, config.device)
+    bar = _Progress(progress)
+    n = len(lineage.checkpoints)
+    bar.note(f"behaviour: {len(problems):,} problems × {config.n_samples} samples × {n} models = "
+             f"{len(problems) * config.n_samples * n:,} samples to draw and grade, each then scored under "
+             f"{'each of the' if n > 1 else 'the'} {n} model{'s' if n > 1 else ''} (engine {engine}); "
+             "a time estimate follows the first batch")
     ctxs = []
     for cp in lineage.checkpoints:
         if cp.path is None:
@@ -346,8 +375,11 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
 
     samples = Journal(bdir / SAMPLES)
     scores = Journal(bdir / SCORES)
+    total = len(problems) * config.n_samples * len(ctxs)
+    bar.plan(samples=max(total - len({(r["model"], r["problem_id"], r["sample"]) for r in samples.rows}), 0),
+             responses=max(total * len(ctxs) - len(scores.rows), 0))
     try:
-        with _Progress(progress) as bar:
+        with bar:
             if config.shard_count > 1:
                 for ctx in ctxs:
                     e = _generate(ctx, problems, config, engine, samples, bar, on_batch, engines)

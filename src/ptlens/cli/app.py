@@ -170,9 +170,30 @@ def weights(
         if pool is not None:
             pool.shutdown()  # the workers exit while the summary prints
         print_weight_summary(w.summary, output_dir, w.missing)
+        print_figures_not_drawn(output_dir, (F.WEIGHTS_DIR,))
     finally:
         if pool is not None:
             pool.close()
+
+
+def print_figures_not_drawn(output_dir: Path, folders: Optional[tuple[str, ...]] = None) -> int:
+    """Every figure missing under ``output_dir`` with why (figures_not_drawn.json beside them); returns how many
+    failed. A failure is a warning; a figure with nothing to draw in this run (no trajectory …) one dim line."""
+    from rich.markup import escape
+
+    from ptlens.figpool import NOT_DRAWN, figures_not_drawn
+
+    notes = {k: v for k, v in figures_not_drawn(output_dir).items() if folders is None or k.split("/")[0] in folders}
+    failed = {k: v for k, v in notes.items() if not v.startswith("nothing to draw")}
+    if failed:
+        console.print(f"[yellow]{len(failed)} figure(s) not drawn (in {escape(str(output_dir))}/*/{NOT_DRAWN}):[/]")
+        for k, why in failed.items():
+            console.print(f"[yellow]  {escape(k)}: {escape(why)}[/]", soft_wrap=True)
+    empty = {k: v for k, v in notes.items() if k not in failed}
+    if empty:
+        console.print("[dim]no data for: " + "; ".join(f"{escape(k)} ({escape(v.split(': ', 1)[-1])})"
+                                                    for k, v in empty.items()) + "[/]", soft_wrap=True)
+    return len(failed)
 
 
 def print_weight_summary(summary: dict, output_dir: Path, missing: Optional[dict] = None) -> None:
@@ -243,9 +264,10 @@ class ConsoleReporter(Reporter):
         print_weight_summary(summary, output_dir, missing)
 
     def behavior_done(self, result) -> None:
-        from ptlens.cli.behavior import print_summary
+        from ptlens.cli.behavior import print_paths, print_summary
 
         print_summary(Console(), result.results)
+        print_paths(result)
 
     def mechanism_status(self):
         from contextlib import contextmanager
@@ -299,6 +321,10 @@ def run(
                                  allow_pickle=allow_pickle, allow_missing=allow_missing, executor=executor)
     # the pipeline checks every option and the folder before it resolves (and maybe downloads) the lineage
     run_pipeline(model_items(models, extra), preset=preset, config=cfg, reporter=ConsoleReporter())
+    from ptlens.cli.kit import print_total_time
+
+    print_figures_not_drawn(output_dir)
+    print_total_time("ptlens run")
 
 
 from ptlens.cli.behavior import behavior, quick  # noqa: E402

@@ -61,7 +61,21 @@ def behavior(
     reporter.behavior_progress = True
     result = run_behavior(lineage, config, output_dir, reporter=reporter)
     print_summary(Console(), result.results)
-    Console(stderr=True).print(f"results: {result.results_path}\nsamples: {result.samples_path}", markup=False, highlight=False)
+    print_paths(result)
+    from ptlens.cli import print_figures_not_drawn
+    from ptlens.cli.kit import print_total_time
+
+    print_figures_not_drawn(output_dir, ("behavior",))
+    print_total_time("ptlens behavior")
+
+
+def print_paths(result) -> None:
+    """Where the behaviour results went (stderr, beside the progress)."""
+    from ptlens.cli.kit import console
+
+    figs = f"\nfigures: {result.figures[0].parent}/" if result.figures else ""
+    console.print(f"behaviour results: {result.results_path}\nsamples: {result.samples_path}{figs}", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 def print_summary(console, results: dict) -> None:
@@ -126,10 +140,39 @@ def _quick_item(spec: str, fallback: str) -> str:
     return f"{base if _LABEL.match(base) else fallback}={spec}"
 
 
+def _bare_name(spec: str) -> bool:
+    """A word that is neither a folder here nor a hub id (ORG/NAME) nor label=SPEC: a stage name."""
+    return _LABEL.match(spec) is not None and "=" not in spec and not Path(spec).exists()
+
+
+def _preset_items(preset: str, *wanted: str) -> list[str]:
+    """``label=SPEC`` of each wanted stage of ``preset``: by label (the last checkpoint with it, the stage's end)
+    or by its folder's or hub id's last part (``sft-step0400`` in tiny-trajectory). Only those two are resolved."""
+    from ptlens.resolve.presets import get_preset
+
+    p = get_preset(preset)
+    items = []
+    for want in wanted:
+        hits = [st for st in p.stages if want in (st.label, st.spec, st.spec.rstrip("/").rsplit("/", 1)[-1])]
+        if not hits:
+            names = ", ".join(dict.fromkeys([st.label for st in p.stages] +
+                                            [st.spec.rstrip("/").rsplit("/", 1)[-1] for st in p.stages]))
+            raise PtlensError(f"{want!r} is no stage of preset {preset!r}: its stages are {names} "
+                              "(or give a folder, a hub id ORG/NAME, or label=SPEC)")
+        items.append(f"{want if _LABEL.match(want) else hits[-1].label}={hits[-1].spec}")
+    if items[0] == items[1]:
+        raise PtlensError(f"{wanted[0]!r} and {wanted[1]!r} name the same checkpoint of preset {preset!r}")
+    return items
+
+
 @user_errors
 def quick(
-    a: str = typer.Argument(..., help="First model: folder, hub id or id@revision (optionally label=SPEC)."),
+    a: str = typer.Argument(..., help="First model: folder, hub id or id@revision (optionally label=SPEC), or a stage "
+                            "of --preset (sft, rlvr, sft-step0400 …)."),
     b: str = typer.Argument(..., help="Second model."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Name A and B by their stage in this lineage (see "
+                                         "`ptlens presets`); two bare stage names without it are looked up in the "
+                                         "embedded tiny lineage."),
     problems: str = ProblemsOpt,
     limit: int = typer.Option(3, "--limit", help="How many problems."),
     seed: int = SeedOpt,
@@ -140,7 +183,11 @@ def quick(
     instruction: str = InstructionOpt,
     allow_pickle: bool = PickleOpt,
 ) -> None:
-    """A fast first look: two models answer a few problems side by side, live, then a one-screen table."""
+    """A fast first look: two models answer a few problems side by side, live, then a one-screen table.
+
+    Examples: ptlens quick sft rlvr (the shipped tiny models) · ptlens quick sft dpo --preset tulu3-8b ·
+    ptlens quick ./ckpt-a ./ckpt-b · ptlens quick sft=ORG/NAME rlvr=ORG/NAME@REVISION
+    """
     from rich.console import Console
 
     from ptlens.behavior.problems import load_problems
@@ -149,11 +196,14 @@ def quick(
 
     if max_new_tokens < 1:
         raise PtlensError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    lineage = resolve_lineage(models=[_quick_item(a, "A"), _quick_item(b, "B")], allow_pickle=allow_pickle)
+    probs = load_problems(problems, limit, seed)  # the problems and the seed before a model is resolved
+    if preset is None and all(_bare_name(x) for x in (a, b)):
+        preset = "tiny"  # like `ptlens run`: the embedded lineage when no model is named by path or hub id
+    items = _preset_items(preset, a, b) if preset else [_quick_item(a, "A"), _quick_item(b, "B")]
+    lineage = resolve_lineage(models=items, allow_pickle=allow_pickle)
     config = QuickConfig(problems=problems, limit=limit, seed=seed, temperature=temperature, top_p=top_p,
                          max_new_tokens=max_new_tokens, device=device, instruction=instruction or None,
                          allow_pickle=allow_pickle)
-    probs = load_problems(problems, limit, seed)
     console = Console()
     rows = quick_compare(lineage, probs, config, console=console)
     console.print(summary_table(rows, console.width))

@@ -3,7 +3,10 @@ tables that stay readable at 80 columns, and progress lines for non-terminal out
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import re
+import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -12,15 +15,38 @@ from rich.console import Console
 from rich.markup import escape
 
 from ptlens.errors import PtlensError
+from ptlens.progress import duration_text
 
 console = Console(stderr=True)
+
+
+_FLAGS_GIVEN: contextvars.ContextVar[list[str]] = contextvars.ContextVar("ptlens_flags_given", default=[])
+"""The flags (off by default) given to the running command: a stray ``true`` after one is blamed on it."""
+
+
+_STARTED: contextvars.ContextVar[float] = contextvars.ContextVar("ptlens_started", default=time.monotonic())
+
+
+def _flags_off_by_default(fn: Callable) -> list[str]:
+    import inspect
+
+    out = []
+    for name, p in inspect.signature(fn).parameters.items():
+        default = getattr(p.default, "default", p.default)  # typer.Option(False, …) holds its default
+        if p.annotation in (bool, "bool") and default is False:
+            out.append(name)
+    return out
 
 
 def user_errors(fn: Callable) -> Callable:
     """One clear line and exit code 2 for bad input; tracebacks are for ptlens's own bugs."""
 
+    off_by_default = _flags_off_by_default(fn)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _STARTED.set(time.monotonic())
+        _FLAGS_GIVEN.set([f"--{k.replace('_', '-')}" for k in off_by_default if kwargs.get(k) is True])
         try:
             return fn(*args, **kwargs)
         except PtlensError as e:
@@ -33,9 +59,55 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _flags_without_values() -> None:
+    """Help shows no type beside a flag (``--overwrite``, not ``--overwrite <bool>``): a flag takes no value.
+
+    Typer prints the annotation's type for every option; for a flag that invites ``--overwrite true``.
+    """
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_ptlens", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag and not self.count else shown(self, ctx)
+
+    display_type_rich._ptlens = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_values()
+
+# a new lineage item starts where whitespace is followed by "label=": a space inside a path stays in it
+_ITEM_START = re.compile(r"\s+(?=[A-Za-z0-9][\w.\-]*=)")
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
 def model_items(models: Optional[list[str]], extra: Optional[list[str]]) -> list[str]:
-    """``--models a=X b=Y``, ``--models a=X --models b=Y`` and bare ``a=X b=Y`` all give [a=X, b=Y]."""
-    return [m for group in (models or [], extra or []) for item in group for m in item.split()]
+    """``--models a=X b=Y``, ``--models a=X --models b=Y`` and bare ``a=X b=Y`` all give [a=X, b=Y].
+
+    Several items may share one argument (``--models "a=X b=Y"``), split where a ``label=`` follows a space,
+    so a quoted path with spaces (``--models "sft=/x/dir with spaces/sft"``) stays one item. A bare word
+    that is no item is named here, before any work; a ``true``/``false`` is blamed on the flag before it.
+    """
+    items = [m for group in (models or [], extra or []) for item in group for m in _ITEM_START.split(item.strip())
+             if m]
+    for m in items:
+        if "=" not in m:
+            raise PtlensError(_not_an_item(m))
+    return items
+
+
+def _not_an_item(word: str) -> str:
+    if word.lower() in _BOOL_WORDS:
+        flags = _FLAGS_GIVEN.get()
+        if flags:
+            return (f"{' or '.join(flags)} takes no value, got {word!r} after it: write the flag alone "
+                    f"(leave it out for false)")
+        return f"unexpected argument {word!r}: flags take no value (write the flag alone)"
+    return (f"--models expects label=SPEC items, got {word!r} (e.g. sft=allenai/Llama-3.1-Tulu-3-8B-SFT; quote a "
+            f"path with spaces: \"sft=/x/dir with spaces/sft\")")
 
 
 def lineage_from_options(preset: Optional[str], models: Optional[list[str]], extra: Optional[list[str]],
@@ -133,3 +205,8 @@ def keyed_tables(title: str, key: str, keys: Sequence[str], columns: Sequence[tu
 # ---------------------------------------------------------------- progress without a terminal
 
 
+def print_total_time(command: str) -> None:
+    """The command's wall time (from when its options were parsed), last on stderr."""
+    elapsed = time.monotonic() - _STARTED.get()
+    console.print(f"{command}: done in {duration_text(elapsed) if elapsed >= 60 else f'{elapsed:.1f} s'}",
+                  markup=False, highlight=False)

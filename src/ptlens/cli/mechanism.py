@@ -33,13 +33,19 @@ def mechanism(
     allow_pickle: bool = PickleOpt,
 ) -> None:
     """Which layers and modules carry each stage's behaviour change: activation diffs and delta transplants."""
+    from ptlens.behavior.problems import load_problems
     from ptlens.mechanism.run import MechanismConfig
 
-    lineage = lineage_from_options(preset, models, extra, allow_pickle)
     config = MechanismConfig(problems=problems, limit=limit, transitions=transitions, max_new_tokens=max_new_tokens,
                              transplant=transplant, seed=seed, device=device, instruction=instruction or None,
                              overwrite=overwrite, allow_pickle=allow_pickle)
+    config.validate()  # every option, the problems and the seed before the lineage is resolved (maybe downloaded)
+    load_problems(config.problems, config.limit, config.seed)
+    lineage = lineage_from_options(preset, models, extra, allow_pickle)
     run_step(lineage, config, output_dir)
+    from ptlens.cli import print_figures_not_drawn
+
+    print_figures_not_drawn(output_dir, ("mechanism",))
 
 
 def run_step(lineage, config, output_dir: Path) -> dict:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ptlens.figpool import NothingToDraw, figure
+
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 
@@ -34,10 +36,11 @@ def _v(x) -> float:
     return float("nan") if x is None or x == "" else float(x)
 
 
+@figure
 def depth_figure(layer_rows: list[dict], path: Path) -> Path | None:
     """Three panels against depth (layer −1 = embeddings): 1 − CKA, relative activation change, logit-lens KL."""
     if not layer_rows:
-        return None
+        raise NothingToDraw("no activation rows")
     plt = _plt()
     trans = list(dict.fromkeys(r["transition"] for r in layer_rows))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
@@ -73,6 +76,7 @@ def _accuracy_changed(rows: list[dict], transition: str) -> bool:
     return math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
 
 
+@figure
 def transplant_figure(rows: list[dict], path: Path) -> Path | None:
     """Per transition: each part's share of the KL distance recovered (bars, 95% interval) and its ΔW² share (dots).
 
@@ -81,10 +85,10 @@ def transplant_figure(rows: list[dict], path: Path) -> Path | None:
     """
     parts = [r for r in rows if r.get("row") == "part"]
     if not parts:
-        return None
+        raise NothingToDraw("no transplant rows (--no-transplant)")
     plt = _plt()
     trans = list(dict.fromkeys(r["transition"] for r in parts))
-    fig, axes = plt.subplots(len(trans), 1, figsize=(9, 2.6 * len(trans)), squeeze=False)
+    fig, axes = plt.subplots(len(trans), 1, figsize=(11.5, 2.6 * len(trans)), squeeze=False)
     for ax, t in zip(axes[:, 0], trans):
         rs = [r for r in parts if r["transition"] == t]
         x = list(range(len(rs)))
@@ -112,7 +116,12 @@ def transplant_figure(rows: list[dict], path: Path) -> Path | None:
         ax.set_ylabel("share recovered")
         ax.set_title(f"{t}: A + ΔW[part] (blue: module groups, orange: layer blocks; bars = share of KL(B‖A) removed, "
                      "95% interval)", fontsize=8)
-        ax.legend(fontsize=7, loc="upper right")
+        for xi, v in zip(x, y):  # a bar of exactly 0 (or none) has no height: say so
+            if not math.isfinite(v) or v == 0:
+                ax.annotate("n/a" if not math.isfinite(v) else "0", (xi, 0), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=7, color="#444444")
+        # the legend beside the axes: inside, it hid the top of the main carrier's bar (near 1, upper right)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ptlens.figpool import NothingToDraw, figure
 from ptlens.report.trajectory import Trajectory
 from ptlens.report.verdicts import EfficiencyRow
 
@@ -48,11 +49,12 @@ def _scale(ax, values: Sequence[float]) -> None:
         ax.set_ylim(0, max(pos or [1.0]) * 1.1)
 
 
+@figure
 def efficiency_figure(rows: Sequence[EfficiencyRow], path: Path) -> Path | None:
     """Relative weight change per training item, one bar per stage with known item counts (log scale)."""
     rows = [r for r in rows if r.per_item]
     if not rows:
-        return None
+        raise NothingToDraw("no stage with known training item counts (its preset or lab facts give none)")
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.5, 3.9), layout="constrained")
     xs = range(len(rows))
@@ -74,10 +76,11 @@ def efficiency_figure(rows: Sequence[EfficiencyRow], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@figure
 def convergence_figure(trajs: Sequence[Trajectory], path: Path, level: str = "95%") -> Path | None:
     """Per trajectory stage: distance and path length from the stage start, per-step change, behaviour."""
     if not trajs:
-        return None
+        raise NothingToDraw("no intermediate checkpoints (a trajectory lineage such as tiny-trajectory has them)")
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
     has_beh = any(p.behaviour for t in trajs for p in t.points)
@@ -136,6 +139,7 @@ def convergence_figure(trajs: Sequence[Trajectory], path: Path, level: str = "95
     return _save(fig, path)
 
 
+@figure
 def transfer_figure(summary: dict, results: dict | None, path: Path, threshold: float = 0.1,
                     level: str = "95%") -> Path | None:
     """How change accumulates: distance from the first checkpoint and Σ of steps; cosines between stage updates;
@@ -145,7 +149,7 @@ def transfer_figure(summary: dict, results: dict | None, path: Path, threshold: 
     tr = Transitions(summary)
     cps = (summary.get("lineage") or {}).get("checkpoints") or []
     if len(cps) < 2:
-        return None
+        raise NothingToDraw("fewer than two checkpoints")
     plt = _plt()
     models = (results or {}).get("models") or {}
     names = [c.get("name") for c in cps]

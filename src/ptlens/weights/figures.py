@@ -16,7 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
+
+from ptlens.figpool import NothingToDraw, figure  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 GROUP_COLORS = {"attention": "#0072B2", "mlp": "#E69F00", "embedding": "#009E73", "head": "#D55E00",
@@ -29,7 +32,7 @@ METRIC_LABEL = {
     "changed_exact": "share of entries changed (bit-exact)",
     "stable_rank_wmean": "stable rank of ΔW (param-weighted mean)",
     "top16_energy_wmean": "top-16 energy of ΔW (param-weighted mean)",
-    "principal_overlap_wmean": "principal-weight overlap (1 = chance)",
+    "principal_overlap_wmean": "principal-weight overlap (pale: null)",
     "subspace_angle_u_mean_wmean": "mean angle between top-k left singular subspaces of W_A, W_B",
 }
 
@@ -129,12 +132,13 @@ def _grid(n: int, w: float = 4.2, h: float = 3.6):
     return fig, list(axes.flat[:n])
 
 
+@figure
 def heatmap(summary: dict, metric: str, path: Path) -> Path | None:
     """Layer × module kind, one panel per transition, one colour scale for all panels."""
     trans = _transitions(summary)
     cells = [r for r in summary["aggregates"]["layer_kind"] if r.get(metric) is not None]
     if not cells:
-        return None
+        raise NothingToDraw(f"no {metric} per layer and module (no per-layer tensors matched)")
     layers = sorted({r["key"][0] for r in cells})
     present = {r["key"][1] for r in cells}
     kinds = [k for k in KIND_ORDER if k in present] + sorted(present - set(KIND_ORDER))
@@ -145,12 +149,18 @@ def heatmap(summary: dict, metric: str, path: Path) -> Path | None:
         vmin=0.0 if not log else float(vals.min()), vmax=max(float(vals.max()), 1e-12))
     fig, axes = _grid(len(trans), w=max(3.8, 0.45 * len(kinds) + 1.5), h=max(3.0, 0.22 * len(layers) + 1.6))
     im = None
+    zeros = 0
     for ax, t in zip(axes, trans):
         grid = np.full((len(layers), len(kinds)), np.nan)
         for r in cells:
             if r["transition"] == t:
                 grid[layers.index(r["key"][0]), kinds.index(r["key"][1])] = r[metric] if (not log or r[metric] > 0) else np.nan
         im = ax.imshow(grid, aspect="auto", cmap="viridis", norm=norm, origin="lower", interpolation="nearest")
+        for r in cells:
+            if r["transition"] == t and r[metric] == 0:  # a log scale has no colour for 0, a linear one its darkest
+                zeros += 1
+                ax.add_patch(Rectangle((kinds.index(r["key"][1]) - 0.5, layers.index(r["key"][0]) - 0.5), 1, 1,
+                                       facecolor="#eeeeee", edgecolor="#777777", hatch="xxx", lw=0))
         ax.set_title(t, fontsize=10)
         ax.set_xticks(range(len(kinds)), [_SHORT.get(k, k.replace("_proj", "")) for k in kinds],
                       rotation=60, ha="right", fontsize=8)
@@ -162,14 +172,18 @@ def heatmap(summary: dict, metric: str, path: Path) -> Path | None:
     if isinstance(norm, LogNorm):
         _log_scale(bar.ax.yaxis)
     fig.suptitle(f"{METRIC_LABEL.get(metric, metric)} by layer and module")
+    if zeros or np.isnan(vals).any() or len(cells) < len(trans) * len(layers) * len(kinds):
+        fig.supxlabel(f"grey hatched: exactly 0 ({zeros} cell{'s' if zeros != 1 else ''}: nothing changed); "
+                      "blank: no such tensor", fontsize=8, color="#444444")  # a supxlabel: the layout makes room
     return _save(fig, path)
 
 
+@figure
 def layer_curves(summary: dict, metric: str, path: Path) -> Path | None:
     trans = _transitions(summary)
     rows = [r for r in summary["aggregates"]["layer_group"] if r.get(metric) is not None]
     if not rows:
-        return None
+        raise NothingToDraw(f"no {metric} per layer (no per-layer tensors matched)")
     fig, axes = _grid(len(trans))
     for ax, t in zip(axes, trans):
         for g in sorted({r["key"][1] for r in rows}):
@@ -187,13 +201,14 @@ def layer_curves(summary: dict, metric: str, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@figure
 def spectral_curves(summary: dict, path: Path) -> Path | None:
     k = summary["settings"].get("k", 16)
     metrics = [m for m in ("stable_rank_wmean", f"top{k}_energy_wmean", "principal_overlap_wmean",
                            "subspace_angle_u_mean_wmean")
                if any(m in r for r in summary["aggregates"]["layer"])]
     if not metrics:
-        return None
+        raise NothingToDraw("no spectral metrics per layer (--spectral off, or no 2-D layer matrices)")
     trans = _transitions(summary)
     styles = transition_styles(summary)
     fig, axes = _grid(len(metrics))
@@ -205,26 +220,39 @@ def spectral_curves(summary: dict, path: Path) -> Path | None:
         label = METRIC_LABEL.get(m, m.replace("_wmean", "").replace("_", " ")) + ("" if "angle" not in m else " (°)")
         ax.set_ylabel(label.replace("top-16", f"top-{k}").replace("top-k", f"top-{k}"), fontsize=8)
         _layer_axis(ax)
-        if m == "principal_overlap_wmean":
-            _chance_axis(ax, [v for t in trans for r in _rows(summary, "layer", t) if (v := r.get(m)) is not None])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+        if m == "principal_overlap_wmean":
+            _null_curves(ax, summary, trans, styles, m)
     fig.suptitle("Spectral structure of the updates, per layer (2-D matrices)")
     return _save(fig, path)
 
 
-def _chance_axis(ax, values: list[float]) -> None:
-    """Principal overlap: 1 = chance. Limits always include 0.8–1.2 around it and no offset, so noise of ±1e-4
-    reads as what it is (no departure from chance) instead of filling the axis."""
-    lo = min([0.8] + [v - 0.05 for v in values])
-    hi = max([1.2] + [v + 0.05 for v in values])
-    ax.set_ylim(lo, hi)
+def _null_curves(ax, summary: dict, trans: list[str], styles: dict, metric: str) -> None:
+    """Each transition's null (an unstructured update of the same size, rounded to the dtype) as a thin line of
+    its colour: the report judges principal overlap against it, not against 1 (the null is 0.19 for an update
+    in bf16 that only survives on small weights). Limits span at least ±0.1 around the data and no offset,
+    so noise of ±1e-4 reads as flat."""
+    from matplotlib.lines import Line2D
+
+    values = []
+    for t in trans:
+        rows = _rows(summary, "layer", t)
+        pts = sorted((r["key"][0], r[f"{metric}_null"]) for r in rows if r.get(f"{metric}_null") is not None)
+        values += [v for r in rows if (v := r.get(metric)) is not None] + [v for _, v in pts]
+        if pts:
+            ax.plot(*zip(*pts), color=styles[t]["color"], lw=3.0, alpha=0.4, ls="-", zorder=1)
+    if values:
+        mid = (min(values) + max(values)) / 2
+        half = max((max(values) - min(values)) / 2 + 0.05, 0.1)
+        ax.set_ylim(mid - half, mid + half)
     ax.ticklabel_format(axis="y", useOffset=False, style="plain")
-    ax.axhline(1.0, color="#666666", lw=0.8, ls="--", zorder=1)
-    ax.annotate("1 = chance", xy=(1.0, 1.0), xycoords=("axes fraction", "data"), xytext=(-4, 3),
-                textcoords="offset points", ha="right", va="bottom", fontsize=7, color="#666666")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles + [Line2D([], [], color="#888888", lw=3.0, alpha=0.5)],
+              labels + ["wide pale line: its null (unstructured update)"], fontsize=6.5, loc="best")
 
 
+@figure
 def overview(summary: dict, path: Path) -> Path | None:
     """The composite figure: where and how much each transition changed the weights."""
     trans = _transitions(summary)
@@ -236,8 +264,10 @@ def overview(summary: dict, path: Path) -> Path | None:
         for i, t in enumerate(trans):
             vals = {r["key"][0]: r[metric] for r in _rows(summary, "group", t)}
             ys = [vals.get(g) or 0.0 for g in groups]
-            ax.bar(np.arange(len(groups)) + i * width, ys, width, label=t, color=styles[t]["color"],
+            xs = np.arange(len(groups)) + i * width
+            ax.bar(xs, ys, width, label=t, color=styles[t]["color"],
                    hatch=styles[t]["hatch"], edgecolor="white", linewidth=0.5)
+            _mark_empty_bars(ax, xs, [vals.get(g) for g in groups], styles[t]["color"])
         ax.set_xticks(np.arange(len(groups)) + width * (len(trans) - 1) / 2, groups)
         ax.set_ylabel(METRIC_LABEL[metric])
         if log:
@@ -265,6 +295,7 @@ def overview(summary: dict, path: Path) -> Path | None:
         colour, hatch = PAIR_STYLES[i % len(PAIR_STYLES)]
         ax.bar(np.arange(len(groups)) + i * pw, [vals.get(g, 0.0) for g in groups], pw, label=lab, color=colour,
                hatch=hatch, edgecolor="#222222", linewidth=0.5)
+        _mark_empty_bars(ax, np.arange(len(groups)) + i * pw, [vals.get(g) for g in groups], "#222222", at=0.5)
     ax.axhline(0, color="#333333", lw=0.8)
     ax.set_xticks(np.arange(len(groups)) + 0.4 - pw / 2, groups)
     ax.set_ylabel("cos(ΔW₁, ΔW₂)")
@@ -278,6 +309,18 @@ def overview(summary: dict, path: Path) -> Path | None:
     axes[1, 0].set_title("Where in depth the change sits", fontsize=10)
     fig.suptitle("Weight changes per post-training transition (hatched / dashed: cumulative, from the first checkpoint)")
     return _save(fig, path)
+
+
+def _mark_empty_bars(ax, xs, values, colour: str, at: float = 0.0) -> None:
+    """A bar of exactly 0 has no height (and none at all on a log axis): write "0" where it stands, "–" where
+    there is no value; ``at``: the height, as a share of the axis, where a bar starts (0.5 for ±1 axes)."""
+    from matplotlib.transforms import blended_transform_factory
+
+    where = blended_transform_factory(ax.transData, ax.transAxes)
+    for x, v in zip(xs, values):
+        if v is None or v == 0:
+            ax.text(x, at + 0.005, "–" if v is None else "0", transform=where, ha="center", va="bottom", fontsize=7,
+                    color=colour, fontweight="bold")
 
 
 def _planned(summary: dict, out: Path) -> dict[str, tuple]:
