@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from ptlens.cli.behavior import summary_tables
 from ptlens.behavior.quick import QuickRow, summary_table
-from ptlens.cli.app import app, preset_renderables, weight_summary_renderables
+from ptlens.cli.app import app, preset_renderables
+from ptlens.cli.console import weight_summary_renderables
 from ptlens.resolve import resolve_lineage
 from ptlens.resolve.presets import PRESETS
 from ptlens.weights import ScanConfig, scan_lineage, write_outputs

@@ -137,7 +137,7 @@ def test_figures_not_drawn_are_named_with_why(tmp_path):
 
     from rich.console import Console
 
-    from ptlens import cli
+    from ptlens.cli import kit as cli
     from ptlens.figpool import NOT_DRAWN, figures_not_drawn
 
     s = summary()

@@ -197,7 +197,7 @@ def test_registry_drives_the_tables_and_methods(tmp_path):
     for m in REG.METRICS:
         if m.methods:
             assert (m.methods_label or m.name) in labels
-    from ptlens.cli.app import weight_summary_renderables
+    from ptlens.cli.console import weight_summary_renderables
     from rich.console import Console
 
     out = Console(width=200, record=True)
@@ -268,7 +268,7 @@ def test_a_new_metric_needs_only_the_registry(monkeypatch, tmp_path):
     table and the methods pick it up with no other change (its values come from the kernel, here a dict)."""
     from rich.console import Console
 
-    from ptlens.cli.app import weight_summary_renderables
+    from ptlens.cli.console import weight_summary_renderables
     from ptlens.report.build import _weights_section
     from ptlens.report.methods import weight_definitions
     from ptlens.weights.report_md import weight_report_markdown

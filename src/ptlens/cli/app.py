@@ -11,11 +11,11 @@ from rich.table import Table
 
 from ptlens import threads
 from ptlens.behavior.engines import engine_names
+from ptlens.cli.console import ConsoleReporter, print_weight_summary
 from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, MissingOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt,
-                           PresetOpt, ProblemsOpt, check_output_dir, console, keyed_tables, lineage_from_options,
-                           model_items, user_errors)
+                           PresetOpt, ProblemsOpt, check_output_dir, lineage_from_options, model_items,
+                           print_figures_not_drawn, user_errors)
 from ptlens.errors import PtlensError
-from ptlens.pipeline import Reporter
 from ptlens.results import files as F
 
 EXECUTOR_HELP = ("Where the weight scan's per-tensor tasks run: local (this process) or ray (Ray tasks on the "
@@ -89,38 +89,6 @@ def preset_renderables(width: int = 80) -> list:
     return items
 
 
-def byte_progress(description: str):
-    """Progress in bytes: a rich bar with rate and ETA on a terminal, plain lines otherwise; returns (progress, callback).
-
-    The bar is transient: it never leaves an empty line above an error, and the summary that follows says the same.
-    """
-    if not console.is_terminal:
-        from ptlens.progress import LineProgress
-
-        lines = LineProgress(console)
-        task = None
-
-        def update_lines(done: int, total: int, item: str) -> None:
-            nonlocal task
-            if task is None:
-                task = lines.add_task(description, total=total / 1e6, unit="MB")
-            lines.update(task, completed=done / 1e6, total=total / 1e6)
-
-        return lines, update_lines
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
-
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[item]}", style="dim"), console=console,
-                    transient=True)
-    task = prog.add_task(description, total=None, item="")
-
-    def update(done: int, total: int, item: str) -> None:
-        prog.update(task, completed=done, total=total, item=item[-48:])
-
-    return prog, update
-
-
 @app.command(context_settings={"allow_extra_args": False})
 @user_errors
 def weights(
@@ -174,120 +142,6 @@ def weights(
     finally:
         if pool is not None:
             pool.close()
-
-
-def print_figures_not_drawn(output_dir: Path, folders: Optional[tuple[str, ...]] = None) -> int:
-    """Every figure missing under ``output_dir`` with why (figures_not_drawn.json beside them); returns how many
-    failed. A failure is a warning; a figure with nothing to draw in this run (no trajectory …) one dim line."""
-    from rich.markup import escape
-
-    from ptlens.figpool import NOT_DRAWN, figures_not_drawn
-
-    notes = {k: v for k, v in figures_not_drawn(output_dir).items() if folders is None or k.split("/")[0] in folders}
-    failed = {k: v for k, v in notes.items() if not v.startswith("nothing to draw")}
-    if failed:
-        console.print(f"[yellow]{len(failed)} figure(s) not drawn (in {escape(str(output_dir))}/*/{NOT_DRAWN}):[/]")
-        for k, why in failed.items():
-            console.print(f"[yellow]  {escape(k)}: {escape(why)}[/]", soft_wrap=True)
-    empty = {k: v for k, v in notes.items() if k not in failed}
-    if empty:
-        console.print("[dim]no data for: " + "; ".join(f"{escape(k)} ({escape(v.split(': ', 1)[-1])})"
-                                                    for k, v in empty.items()) + "[/]", soft_wrap=True)
-    return len(failed)
-
-
-def print_weight_summary(summary: dict, output_dir: Path, missing: Optional[dict] = None) -> None:
-    out = Console()
-    for r in weight_summary_renderables(summary, output_dir, out.width, missing):
-        out.print(r)
-
-
-def weight_summary_renderables(summary: dict, output_dir: Path, width: int = 80, missing: Optional[dict] = None) -> list:
-    """The console summary of a weight scan: a table per transition that fits ``width``, then one line of facts."""
-    from rich.markup import escape
-    from rich.text import Text
-
-    from ptlens.results import registry as REG
-    from ptlens.weights.report_md import metric_cell
-
-    k = summary["settings"]["k"]
-    pattern = summary["settings"].get("layer_pattern")
-    scope = f"tensors matching {pattern}" if pattern else "whole model"
-    shown = REG.metrics(table=REG.CONSOLE)  # which metrics and how: the registry
-    cols = [(m.header(k), "right") for m in shown]
-    rows = summary["aggregates"]["model"]
-    cells = [[metric_cell(r, m, k) for m in shown] for r in rows]
-    items: list = keyed_tables(f"Weight changes (parameter-weighted, {escape(scope)})", "transition",
-                               [escape(r["transition"]) for r in rows], cols, cells, width)
-    skipped = missing if missing is not None else summary.get("missing_tensors") or {}
-    if skipped:
-        items.append(Text(f"skipped {len(skipped)} tensor(s) absent from some checkpoints (--allow-missing); "
-                          f"listed in {F.WEIGHT_REPORT_MD}", style="yellow"))
-    items.append(Text(scan_facts(summary) + f" → {output_dir}/{F.WEIGHT_REPORT_MD}, {output_dir}/{F.WEIGHTS_DIR}/"))
-    return items
-
-
-def scan_facts(summary: dict) -> str:
-    """Bytes and time of the scan; a rate only for inputs large enough (≥ 1 GB) for it to mean throughput.
-
-    On a tiny lineage the time is mostly one-off costs (numba compilation on first use, imports,
-    spectral set-up), and bytes ÷ time would read as a throughput it is not.
-    """
-    from rich.filesize import decimal
-
-    nbytes, secs = summary["bytes_read"], summary["seconds"]
-    gbps = summary.get("throughput_gb_per_s")
-    if nbytes >= 1e9 and gbps:
-        return f"{decimal(nbytes)} in {secs:.1f} s ({decimal(int(gbps * 1e9))}/s)"
-    return f"{decimal(nbytes)} in {secs:.1f} s (at this size mostly one-off costs such as numba compilation)"
-
-
-class ConsoleReporter(Reporter):
-    """The pipeline's progress and summaries on the terminal: tables on stdout, notes and progress on stderr."""
-
-    behavior_progress = True
-
-    def message(self, text: str) -> None:
-        from rich.markup import escape
-
-        console.print(f"[dim]{escape(text)}[/]")
-
-    def warning(self, text: str) -> None:
-        from rich.markup import escape
-
-        console.print(f"[yellow]{escape(text)}[/]")
-
-    def weights_progress(self, description: str):
-        return byte_progress(description)
-
-    def weights_done(self, summary: dict, output_dir: Path, missing: dict) -> None:
-        print_weight_summary(summary, output_dir, missing)
-
-    def behavior_done(self, result) -> None:
-        from ptlens.cli.behavior import print_paths, print_summary
-
-        print_summary(Console(), result.results)
-        print_paths(result)
-
-    def mechanism_status(self):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def status():
-            with console.status("mechanism …") as st:
-                yield lambda m: st.update(m)
-
-        return status()
-
-    def mechanism_done(self, result, output_dir: Path) -> None:
-        from ptlens.cli.mechanism import print_summary
-
-        print_summary(result.summary, output_dir)
-
-    def report_done(self, result: dict) -> None:
-        from ptlens.cli.report import print_verdicts
-
-        print_verdicts(result)
 
 
 @app.command()

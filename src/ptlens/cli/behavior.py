@@ -62,7 +62,7 @@ def behavior(
     result = run_behavior(lineage, config, output_dir, reporter=reporter)
     print_summary(Console(), result.results)
     print_paths(result)
-    from ptlens.cli import print_figures_not_drawn
+    from ptlens.cli.kit import print_figures_not_drawn
     from ptlens.cli.kit import print_total_time
 
     print_figures_not_drawn(output_dir, ("behavior",))

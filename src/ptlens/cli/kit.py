@@ -210,3 +210,23 @@ def print_total_time(command: str) -> None:
     elapsed = time.monotonic() - _STARTED.get()
     console.print(f"{command}: done in {duration_text(elapsed) if elapsed >= 60 else f'{elapsed:.1f} s'}",
                   markup=False, highlight=False)
+
+
+def print_figures_not_drawn(output_dir: Path, folders: Optional[tuple[str, ...]] = None) -> int:
+    """Every figure missing under ``output_dir`` with why (figures_not_drawn.json beside them); returns how many
+    failed. A failure is a warning; a figure with nothing to draw in this run (no trajectory …) one dim line."""
+    from rich.markup import escape
+
+    from ptlens.figpool import NOT_DRAWN, figures_not_drawn
+
+    notes = {k: v for k, v in figures_not_drawn(output_dir).items() if folders is None or k.split("/")[0] in folders}
+    failed = {k: v for k, v in notes.items() if not v.startswith("nothing to draw")}
+    if failed:
+        console.print(f"[yellow]{len(failed)} figure(s) not drawn (in {escape(str(output_dir))}/*/{NOT_DRAWN}):[/]")
+        for k, why in failed.items():
+            console.print(f"[yellow]  {escape(k)}: {escape(why)}[/]", soft_wrap=True)
+    empty = {k: v for k, v in notes.items() if k not in failed}
+    if empty:
+        console.print("[dim]no data for: " + "; ".join(f"{escape(k)} ({escape(v.split(': ', 1)[-1])})"
+                                                    for k, v in empty.items()) + "[/]", soft_wrap=True)
+    return len(failed)

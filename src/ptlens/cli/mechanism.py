@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, ModelsOpt, OutOpt, PickleOpt, PresetOpt, ProblemsOpt,
-                           console, instruction_option, lineage_from_options, user_errors)
+                           instruction_option, lineage_from_options, user_errors)
 
 
 @user_errors
@@ -43,35 +43,16 @@ def mechanism(
     load_problems(config.problems, config.limit, config.seed)
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
     run_step(lineage, config, output_dir)
-    from ptlens.cli import print_figures_not_drawn
+    from ptlens.cli.kit import print_figures_not_drawn
 
     print_figures_not_drawn(output_dir, ("mechanism",))
 
 
 def run_step(lineage, config, output_dir: Path) -> dict:
     """Run (or reuse) the mechanism step and print its one-screen summary; returns the stored summary."""
-    from ptlens.cli.app import ConsoleReporter
+    from ptlens.cli.console import ConsoleReporter
     from ptlens.pipeline import run_mechanism
 
     return run_mechanism(lineage, config, output_dir, reporter=ConsoleReporter()).summary
 
 
-def print_summary(summary: dict, output_dir: Path) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from ptlens.report.mechanism import mechanism_record
-
-    rec = mechanism_record(summary)
-    out = Console()
-    t = Table(title="Mechanism: which part carries each transition's change", title_justify="left")
-    for c in ("transition", "first layer that moves", "largest logit-lens KL", "carrier (KL recovered [95%])",
-              "accuracy A → B"):
-        t.add_column(c)
-    for tr in rec["transitions"]:
-        t.add_row(escape(tr["transition"]), tr["first_layer_text"], tr["peak_kl_text"], escape(tr["carrier_text"]),
-                  tr["accuracy_text"])
-    out.print(t)
-    console.print(f"{summary.get('seconds', 0):.1f} s → {output_dir}/mechanism/ (layers.csv, adl.json, transplant.csv)",
-                  markup=False, highlight=False)
