@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 
 from ptlens.behavior.figures import write_figures  # noqa: E402
 from ptlens.behavior.metrics import compare_models  # noqa: E402
-from ptlens.results.store import SampleRecord, problem_samples  # noqa: E402
+from ptlens.behavior.samples import problem_samples  # noqa: E402
+from ptlens.results.store import SampleRecord  # noqa: E402
 
 NAMES = ("mixed", "silent", "long")
 PROBLEMS = ("p1", "p2", "p3")
