@@ -148,7 +148,7 @@ def _bare_name(spec: str) -> bool:
 def _preset_items(preset: str, *wanted: str) -> list[str]:
     """``label=SPEC`` of each wanted stage of ``preset``: by label (the last checkpoint with it, the stage's end)
     or by its folder's or hub id's last part (``sft-step0400`` in tiny-trajectory). Only those two are resolved."""
-    from ptlens.resolve.presets import get_preset
+    from ptlens.resolve import get_preset
 
     p = get_preset(preset)
     items = []
