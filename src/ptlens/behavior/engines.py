@@ -328,6 +328,55 @@ def token_kl(logits_p: Any, logits_q: Any, temperature: float, top_p: float,
     return nucleus_kl(nucleus_of(logits_p, temperature, top_p), logits_q, temperature, top_p, smoothing)
 
 
+@dataclass(frozen=True)
+class SampledScores:
+    """One response scored from the log-probabilities an engine gives of its tokens (vLLM ``prompt_logprobs``):
+    what the Monte-Carlo KL estimator and cross-perplexity need, without the full next-token distributions.
+
+    ``logprob_sum``: Σ log p(y_t) at temperature 1 (exact, as :class:`TokenScores`). ``sampling_logprob_sum``:
+    Σ log q(y_t) of the *sampling* distribution (temperature, then top-p; :func:`sampling_logprobs`), the
+    ε-smoothed :func:`smoothed_logprobs` at the ``outside_tokens`` positions where y_t lies outside this model's
+    nucleus. ``entropy_sum``: Σ of the temperature-1 entropy over the candidate tokens the engine returned
+    (exact when ``complete``: they were the whole vocabulary; a lower bound otherwise)."""
+
+    logprob_sum: float
+    sampling_logprob_sum: float
+    entropy_sum: float
+    tokens: int
+    outside_tokens: int
+    complete: bool
+
+
+def sampled_token_scores(logprobs: Any, target: Any, temperature: float, top_p: float, complete: bool,
+                         smoothing: float = KL_SMOOTHING) -> SampledScores:
+    """:class:`SampledScores` of one response from an engine's per-position candidates.
+
+    ``logprobs``: (positions, K) temperature-1 log-probs of K candidate tokens per position (the engine's top-K
+    and the sampled token; −inf pads), ``target``: (positions,) column of the sampled token. Log-softmax is
+    shift-invariant, so the candidates' log-probs transform like logits: with the whole vocabulary
+    (``complete``) the sampling distribution is exact; with a top-K it is the one renormalised over the top-K
+    (exact when the nucleus and the tempered mass lie inside it, which is what a top-K large beside the nucleus
+    gives).
+    """
+    import torch
+
+    lp = torch.as_tensor(logprobs, dtype=torch.float64)
+    tgt = torch.as_tensor(target, dtype=torch.long)
+    n = int(lp.shape[0])
+    if n == 0:
+        return SampledScores(0.0, 0.0, 0.0, 0, 0, complete)
+    rows = torch.arange(n)
+    exact = sampling_logprobs(lp, temperature, top_p)[rows, tgt]
+    outside = torch.isneginf(exact)
+    if bool(outside.any()):
+        smooth = smoothed_logprobs(lp, temperature, top_p, smoothing)[rows, tgt]
+        exact = torch.where(outside, smooth, exact)
+    finite = torch.where(torch.isfinite(lp), lp, torch.zeros_like(lp))
+    entropy = -(lp.exp() * finite).sum()
+    return SampledScores(float(lp[rows, tgt].sum()), float(exact.sum()), float(entropy), n, int(outside.sum()),
+                         complete)
+
+
 class RowSampler:
     """A logits processor that draws each row's next token from :func:`sampling_logprobs` (temperature, then
     top-p: the distribution transformers' sampler uses and cross_kl assumes) with that row's own generator,
@@ -738,6 +787,16 @@ class Engine(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> list[list[Generation]]:
         """One list per request, one :class:`Generation` per seed, in the requests' order."""
+
+    scores: ClassVar[bool] = False
+    """Whether :meth:`score` runs on this engine; the driver then scores with it (Monte-Carlo KL) and loads no
+    transformers model for scoring. Else scoring runs on transformers (:class:`HFModel`, exact KL)."""
+
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]], settings: SamplingSettings,
+              smoothing: float = KL_SMOOTHING) -> list[SampledScores]:
+        """Each (prompt ids, response ids) pair scored teacher-forced from the engine's log-probabilities of the
+        response tokens (:class:`SampledScores`, sampling distribution per ``settings``), in the pairs' order."""
+        raise NotImplementedError(f"engine {self.name!r} does not score")
 
     def scorer(self) -> "HFModel | None":
         """The loaded transformers model when the engine has one (the driver scores with it instead of loading

@@ -39,6 +39,7 @@ from ptlens.behavior.engines import (
     Engine,
     EngineOptions,
     Generation,
+    KL_SMOOTHING,
     HFModel,
     KLReference,
     Nucleus,
@@ -47,6 +48,7 @@ from ptlens.behavior.engines import (
     build_prompt,
     check_weights,
     derived_seed,
+    engine_class,
     load_tokenizer,
     make_engine,
     model_instruction,
@@ -81,6 +83,9 @@ class BehaviorConfig:
     engine: str = "auto"
     device: str = "auto"
     dtype: str = "auto"
+    scoring: str = "auto"
+    """"auto": through the sampling engine when it scores (vLLM: cross-perplexity and Monte-Carlo KL from its
+    log-probs, no transformers model loaded), else transformers; "engine" insists; "hf": transformers (exact KL)."""
     batch_size: int = 64
     """Samples per engine call (prompts × samples); the unit that a kill can lose."""
     engine_options: dict = field(default_factory=dict)
@@ -107,6 +112,8 @@ class BehaviorConfig:
             raise PtlensError(f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise PtlensError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.scoring not in ("auto", "engine", "hf"):
+            raise PtlensError(f"--scoring must be auto, engine or hf, got {self.scoring!r}")
         if self.batch_size < 1:
             raise PtlensError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0 <= self.shard_index < self.shard_count:
@@ -129,6 +136,11 @@ class ScoreRecord:
     tokens: int
     kl_sum: float | None = None
     kl_inf_tokens: int | None = None
+    sampling_logprob_sum: float | None = None
+    """Engine scoring only: Σ log q of the response under this scorer's sampling distribution
+    (:class:`SampledScores`); the Monte-Carlo KL is the sampler's own minus the scorer's, at merge."""
+    outside_tokens: int | None = None
+    """Engine scoring only: positions whose token lies outside this scorer's nucleus (smoothed there)."""
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -396,6 +408,8 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
         ctxs.append(_ModelCtx(cp.name, cp.label, Path(cp.path), tok, instruction, prompts,
                               [prompt_ids(tok, pr) for pr in prompts]))
     want = {**_settings_fingerprint(lineage, config, problems, ctxs), "engine": engine}  # resolved: auto → hf
+    if engine_scores(config, engine, engines):
+        want["scoring"] = engine  # scores from the engine's log-probs: a journal scored otherwise is not reused
     _check_settings(bdir, want, config.overwrite)
     bdir.mkdir(parents=True, exist_ok=True)
     write_json(bdir / SETTINGS, {**want, "batch_size": config.batch_size})
@@ -410,13 +424,18 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
                     if e is not None:
                         e.close()
                 return BehaviorResult(output_dir / RESULTS_FILE, bdir / SAMPLES, {}, [])
+            loads = _SCORER_LOADS[0]
+            on_engine = engine_scores(config, engine, engines)
             _generate_and_score(ctxs, problems, config, engine, samples, scores, bar, on_batch, engines)
+            scoring = {"backend": engine if on_engine else "hf", "kl_estimator": "monte-carlo" if on_engine else "exact",
+                       "transformers_models_loaded": _SCORER_LOADS[0] - loads}
     finally:
         samples.close()
         scores.close()
     records = _merge(samples.rows, scores.rows, [c.name for c in ctxs], [p.id for p in problems])
     write_samples(bdir / SAMPLES, records)
     results = _results(lineage, config, engine, problems, records, ctxs, (bdir / SCORES).stat().st_mtime)
+    results["settings"]["scoring"] = scoring  # which backend scored, which KL estimator, transformers loads
     results_path = output_dir / RESULTS_FILE
     figures: list[Path] = []
     if config.figures:
@@ -433,9 +452,14 @@ class _Borrowed(Engine):
 
     def __init__(self, inner: Engine):
         self.inner = inner
+        self.name = inner.name
+        self.scores = inner.scores
 
     def generate(self, requests):
         return self.inner.generate(requests)
+
+    def score(self, pairs, settings, smoothing=KL_SMOOTHING):
+        return self.inner.score(pairs, settings, smoothing)
 
     def scorer(self):
         return self.inner.scorer()
@@ -460,11 +484,7 @@ def _generate(ctx: _ModelCtx, problems: Sequence[Problem], config: BehaviorConfi
                 todo.append(Batch(b.index, units))
     if not todo:
         return None
-    if engines and ctx.name in engines:
-        model: Engine = _Borrowed(engines[ctx.name])
-    else:
-        options = EngineOptions(config.device, config.dtype, config.allow_pickle, engine_extra(config))
-        model = make_engine(engine, ctx.path, ctx.tokenizer, options)
+    model = _open_engine(ctx, config, engine, engines)
     try:
         task = bar.task(f"{ctx.name}: sample ({engine})", len(problems) * config.n_samples, len(done))
         for b in todo:
@@ -484,6 +504,36 @@ def _generate(ctx: _ModelCtx, problems: Sequence[Problem], config: BehaviorConfi
     return model
 
 
+def _open_engine(ctx: _ModelCtx, config: BehaviorConfig, engine: str, engines: Mapping[str, Engine] | None) -> Engine:
+    """The caller's open engine for this model (borrowed: never closed here), else a new one."""
+    if engines and ctx.name in engines:
+        return _Borrowed(engines[ctx.name])
+    options = EngineOptions(config.device, config.dtype, config.allow_pickle, engine_extra(config))
+    return make_engine(engine, ctx.path, ctx.tokenizer, options)
+
+
+def engine_scores(config: BehaviorConfig, engine: str, engines: Mapping[str, Engine] | None = None) -> bool:
+    """Whether this run scores through its sampling engine (Monte-Carlo KL, no transformers model loaded for
+    scoring): ``config.scoring`` "engine", or "auto" with an engine that scores (vLLM); "hf" keeps transformers'
+    exact full-vocabulary scoring."""
+    if config.scoring == "hf":
+        return False
+    able = all(e.scores for e in (engines or {}).values()) and engine_class(engine).scores
+    if config.scoring == "engine" and not able:
+        raise PtlensError(f"--scoring engine: engine {engine} does not score; use --scoring hf")
+    return able
+
+
+_SCORER_LOADS = [0]
+"""Transformers models this process loaded for scoring (:func:`_hf_scorer`); a run records how many it loaded."""
+
+
+def _hf_scorer(ctx: _ModelCtx, config: BehaviorConfig) -> HFModel:
+    """A transformers model loaded to score (counted: a run scored on its engine must load none)."""
+    _SCORER_LOADS[0] += 1
+    return HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle)
+
+
 def _firsts(units: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """The first unit of each problem, in order (the problems of :func:`batch_requests`)."""
     seen: dict[int, tuple[int, int]] = {}
@@ -497,6 +547,8 @@ def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], conf
                         on_batch: Callable[[str, int], None] | None, engines: Mapping[str, Engine] | None = None) -> None:
     """Each model in turn: draw its missing samples, then score with it (transformers) its own samples and those
     of the models before it; last, the earlier models score the later ones' samples."""
+    if engine_scores(config, engine, engines):
+        return _generate_and_score_on_engine(ctxs, problems, config, engine, samples, scores, bar, on_batch, engines)
     names = [c.name for c in ctxs]
     for i, ctx in enumerate(ctxs):
         sampler = _generate(ctx, problems, config, engine, samples, bar, on_batch, engines)
@@ -509,7 +561,7 @@ def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], conf
                 if sampler is not None:
                     sampler.close()  # free the sampling engine's memory before loading the scorer
                     sampler = None
-                model = HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle)
+                model = _hf_scorer(ctx, config)
             try:
                 for target in names[:i + 1]:
                     _score_pending(model, ctx, ctxs, target, problems, samples, scores, config, bar)
@@ -523,10 +575,74 @@ def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], conf
         later = [t for t in names[i + 1:] if _pending_scores(ctx.name, [t], samples, scores)]
         if not later:
             continue
-        with HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle) as model:
+        with _hf_scorer(ctx, config) as model:
             for target in later:
                 _score_pending(model, ctx, ctxs, target, problems, samples, scores, config, bar)
     _drop_nuclei(scores.path.parent)  # every score is on disk: the kept distributions are not needed again
+
+
+def _generate_and_score_on_engine(ctxs: list[_ModelCtx], problems: Sequence[Problem], config: BehaviorConfig,
+                                  engine: str, samples: Journal, scores: Journal, bar: _Progress,
+                                  on_batch: Callable[[str, int], None] | None,
+                                  engines: Mapping[str, Engine] | None = None) -> None:
+    """:func:`_generate_and_score` through the engine: each model's engine samples, then scores its own samples
+    and the earlier models' (``Engine.score``); last, each earlier model's engine is opened again for the later
+    models' samples. One model resident at a time, and no transformers model is loaded."""
+    names = [c.name for c in ctxs]
+    for i, ctx in enumerate(ctxs):
+        model = _generate(ctx, problems, config, engine, samples, bar, on_batch, engines)
+        try:
+            if not _pending_scores(ctx.name, names[:i + 1], samples, scores):
+                continue
+            _check_not_empty(ctx.name, samples)
+            if model is None:
+                model = _open_engine(ctx, config, engine, engines)
+            for target in names[:i + 1]:
+                _score_pending_on_engine(model, ctx, ctxs, target, problems, samples, scores, config, bar)
+        finally:
+            if model is not None:
+                model.close()
+    for i, ctx in enumerate(ctxs[:-1]):
+        later = [t for t in names[i + 1:] if _pending_scores(ctx.name, [t], samples, scores)]
+        if not later:
+            continue
+        model = _open_engine(ctx, config, engine, engines)
+        try:
+            for target in later:
+                _score_pending_on_engine(model, ctx, ctxs, target, problems, samples, scores, config, bar)
+        finally:
+            model.close()
+
+
+def _score_pending_on_engine(model: Engine, ctx: _ModelCtx, ctxs: list[_ModelCtx], target: str,
+                             problems: Sequence[Problem], samples: Journal, scores: Journal, config: BehaviorConfig,
+                             bar: _Progress) -> None:
+    """:func:`_score_pending` with ``Engine.score``: log-probs of the sampled tokens, journalled per batch; the
+    sampling-distribution log-prob sums are kept where the vocabularies match (the Monte-Carlo KL's terms)."""
+    have = {(r["problem_id"], r["sample"]) for r in scores.rows if r["scorer"] == ctx.name and r["model"] == target}
+    index = {p.id: i for i, p in enumerate(problems)}
+    todo, seen = [], set(have)
+    for r in samples.rows:
+        if r["model"] == target and (r["problem_id"], r["sample"]) not in seen:
+            seen.add((r["problem_id"], r["sample"]))
+            todo.append(r)
+    if not todo:
+        return
+    todo.sort(key=lambda r: (index[r["problem_id"]], r["sample"]))
+    tctx = next(c for c in ctxs if c.name == target)
+    same = _same_vocab(ctx.tokenizer, tctx.tokenizer)
+    own = ctx.name == target
+    task = bar.task(f"{ctx.name}: score {target} ({model.name})", len(todo), unit="responses")
+    for start in range(0, len(todo), config.batch_size):
+        chunk = todo[start:start + config.batch_size]
+        pairs = [(ctx.prompt_ids[index[r["problem_id"]]], _response_ids(r, ctx, tctx, same)) for r in chunk]
+        out = model.score(pairs, config.sampling())
+        scores.append([asdict(ScoreRecord(ctx.name, target, r["problem_id"], r["sample"], s.logprob_sum,
+                                          s.entropy_sum if own else None, s.tokens,
+                                          sampling_logprob_sum=s.sampling_logprob_sum if same else None,
+                                          outside_tokens=s.outside_tokens if same else None))
+                       for r, s in zip(chunk, out)])
+        bar.advance(task, len(chunk))
 
 
 def _record(ctx: _ModelCtx, problems: Sequence[Problem], p: int, sample: int, g: Generation, seed: int) -> SampleRecord:
@@ -574,7 +690,7 @@ def _score_pending(model: HFModel, ctx: _ModelCtx, ctxs: list[_ModelCtx], target
     sampler = None
     if not own and same and any((r["problem_id"], r["sample"]) not in kept for r in todo):
         # some distributions were not kept (a resumed run, or a nucleus too wide): load the sampler beside
-        sampler = HFModel(tctx.path, tctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle)
+        sampler = _hf_scorer(tctx, config)
     try:
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start:start + config.batch_size]
@@ -686,9 +802,14 @@ def _merge(sample_rows: list[dict], score_rows: list[dict], names: list[str],
         for other in names:
             s = by_key.get((other, rec.model, rec.problem_id, rec.sample))
             if other != rec.model and s is not None:
+                kl_sum, kl_inf, estimator = s.get("kl_sum"), s.get("kl_inf_tokens"), "exact" if s.get("kl_sum") is not None else None
+                if kl_sum is None and s.get("sampling_logprob_sum") is not None and own.get("sampling_logprob_sum") is not None:
+                    # Monte-Carlo: log p̃_A(y) − log q_B(y) along A's own sample y (docs/METRICS.md)
+                    kl_sum = own["sampling_logprob_sum"] - s["sampling_logprob_sum"]
+                    kl_inf, estimator = s.get("outside_tokens"), "monte-carlo"
                 rec.cross_logprobs[other] = {"logprob_sum": s["logprob_sum"], "tokens": s["tokens"],
                                              "mean_logprob": s["logprob_sum"] / max(s["tokens"], 1),
-                                             "kl_sum": s.get("kl_sum"), "kl_inf_tokens": s.get("kl_inf_tokens")}
+                                             "kl_sum": kl_sum, "kl_inf_tokens": kl_inf, "kl_estimator": estimator}
         out.append(rec)
     out.sort(key=lambda r: (order[r.model], porder[r.problem_id], r.sample))
     return out
@@ -708,8 +829,15 @@ def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Pr
     grouped = problem_samples(records, names, [p.id for p in problems])
     # headline metrics: the training distribution only when held-out problems are mixed in (they go to by_tag)
     keep = headline_indices([p.tags for p in problems])
+    estimators: dict[str, dict[str, str]] = {}
+    for r in records:
+        for other, c in r.cross_logprobs.items():
+            if c.get("kl_estimator"):
+                have = estimators.setdefault(r.model, {}).setdefault(other, c["kl_estimator"])
+                if have != c["kl_estimator"]:
+                    estimators[r.model][other] = "mixed"
     metrics = compare_models({n: [ps[i] for i in keep] for n, ps in grouped.items()}, ks=config.ks,
-                             n_boot=config.n_boot, seed=config.seed)
+                             n_boot=config.n_boot, seed=config.seed, kl_estimators=estimators)
     by_tag = accuracy_by_tag(grouped, [p.tags for p in problems], ks=metrics["ks"][-1:], n_boot=config.n_boot,
                              seed=config.seed)
     settings = {k: v for k, v in asdict(config).items() if k not in ("overwrite", "figures", "allow_pickle")}

@@ -7,6 +7,7 @@ with; everything else it or its children print goes to stderr.
 
 - ``serve``: one ``vllm.LLM``; messages ``{"op": "init", "model", "engine_kwargs"}``, then
   ``{"op": "generate", "requests": [...]}`` (answered by one generation list per request),
+  ``{"op": "score", "pairs", "temperature", "top_p", "smoothing", "top_k"}`` (one score per pair),
   ``{"op": "close"}``.
 - ``ray``: one message with the model, engine keywords, Ray Data options and flat rows; it runs a
   ``ray.data.llm`` vLLM processor on the Ray cluster of ``RAY_ADDRESS`` (a local one when unset) and
@@ -37,6 +38,44 @@ def sampling_params(r: dict, seed: int, max_model_len: int | None):
         max_tokens = max(1, min(max_tokens, max_model_len - len(r["prompt_ids"])))
     return SamplingParams(n=1, temperature=r["temperature"], top_p=r["top_p"], top_k=0, max_tokens=max_tokens,
                           seed=int(seed), stop=list(r["stop"]) or None, include_stop_str_in_output=False)
+
+
+def score(llm, msg: dict) -> list[dict]:
+    """Each (prompt, response) pair as one prompt with ``prompt_logprobs`` (max_tokens 1): the response tokens'
+    log-probs and the top-K candidates at each of its positions (K = ``top_k``, at most the vocabulary), reduced
+    here to per-response sums by :func:`ptlens.behavior.engines.sampled_token_scores` (no per-token arrays cross
+    the channel)."""
+    from dataclasses import asdict
+
+    import numpy as np
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from ptlens.behavior.engines import sampled_token_scores
+
+    vocab = int(llm.llm_engine.model_config.get_vocab_size())
+    k = max(1, min(int(msg["top_k"]), vocab))
+    complete = k >= vocab
+    pairs = [(list(p), list(r)) for p, r in msg["pairs"]]
+    todo = [i for i, (_, r) in enumerate(pairs) if r]
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
+    outs = llm.generate([TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1]) for i in todo], params,
+                        use_tqdm=False) if todo else []
+    empty = sampled_token_scores(np.zeros((0, 1)), np.zeros(0, dtype=np.int64), 1.0, 1.0, complete)
+    result = [asdict(empty)] * len(pairs)
+    for i, o in zip(todo, outs):
+        p, r = pairs[i]
+        rows = o.prompt_logprobs[len(p):len(p) + len(r)]
+        lp = np.full((len(r), k + 1), -np.inf)
+        target = np.zeros(len(r), dtype=np.int64)
+        for t, (tok, cands) in enumerate(zip(r, rows)):
+            ids = sorted(cands)
+            lp[t, :len(ids)] = [cands[c].logprob for c in ids]
+            target[t] = ids.index(tok)
+        s = sampled_token_scores(lp, target, float(msg["temperature"]), float(msg["top_p"]), complete,
+                                 float(msg["smoothing"]))
+        result[i] = asdict(s)
+    return result
 
 
 def serve(out) -> None:
@@ -71,6 +110,8 @@ def serve(out) -> None:
                         row.append({"token_ids": list(c.token_ids), "text": c.text, "finish": _finish(c)})
                     gens.append(row)
                 reply = {"ok": True, "generations": gens}
+            elif msg["op"] == "score":
+                reply = {"ok": True, "scores": score(llm, msg)}
             elif msg["op"] == "close":
                 out.write(json.dumps({"ok": True}) + "\n")
                 out.flush()
