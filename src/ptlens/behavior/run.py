@@ -52,10 +52,12 @@ from ptlens.behavior.engines import (
     load_tokenizer,
     make_engine,
     model_instruction,
+    pick_device,
     pick_engine,
     prompt_ids,
 )
 from ptlens.behavior.grading import answer_key, grade
+from ptlens.behavior.memory import check_memory, plan_memory
 from ptlens.behavior.metrics import accuracy_by_tag, compare_models, headline_indices
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import PtlensError
@@ -407,6 +409,10 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
         prompts = [build_prompt(tok, p.question, instruction) for p in problems]
         ctxs.append(_ModelCtx(cp.name, cp.label, Path(cp.path), tok, instruction, prompts,
                               [prompt_ids(tok, pr) for pr in prompts]))
+    memory = plan_memory([(c.name, c.path) for c in ctxs], engine,
+                         "cpu" if config.device == "cpu" else pick_device(config.device), config.dtype,
+                         engine_extra(config).get("engine_kwargs"))
+    check_memory(memory)  # a plan that cannot fit stops here, before any sampling
     want = {**_settings_fingerprint(lineage, config, problems, ctxs), "engine": engine}  # resolved: auto → hf
     if engine_scores(config, engine, engines):
         want["scoring"] = engine  # scores from the engine's log-probs: a journal scored otherwise is not reused
@@ -436,6 +442,7 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     write_samples(bdir / SAMPLES, records)
     results = _results(lineage, config, engine, problems, records, ctxs, (bdir / SCORES).stat().st_mtime)
     results["settings"]["scoring"] = scoring  # which backend scored, which KL estimator, transformers loads
+    results["memory_plan"] = memory.to_dict()
     results_path = output_dir / RESULTS_FILE
     figures: list[Path] = []
     if config.figures:
