@@ -411,3 +411,17 @@ def test_vllm_scores_the_shipped_lineage_like_transformers(vllm_python, tmp_path
         assert mc["samples"] == exact["samples"] == 32 and mc["se_unit"] == "problem" and mc["se"] > 0
         print(f"cross_kl[{a}‖{b}]: Monte-Carlo {mc['value']:.4f} ± {mc['se']:.4f} (se), exact {exact['value']:.4f}")
         assert abs(mc["value"] - exact["value"]) <= 3 * mc["se"]
+
+
+def test_transformers_shards_over_gpus_only_when_there_are_several(lab):
+    """``device_map="auto"`` for --device cuda with more than one GPU; a CPU model loads as before (one device, the
+    shared-prompt scoring path on). benchmarks/gpu_check.py checks the sharded path on a machine with GPUs."""
+    from ptlens.behavior.engines import HFModel, load_placement
+
+    assert load_placement("cuda", 2) == {"device_map": "auto"} and load_placement("cuda", 8) == {"device_map": "auto"}
+    assert load_placement("cuda", 1) == {} and load_placement("cuda:1", 4) == {} and load_placement("cpu", 0) == {}
+    tok = load_tokenizer(lab["root"] / "a", "a")
+    with HFModel(lab["root"] / "a", tok, "cpu") as m:
+        assert (m.device, m.out_device, m._shares_prompts) == ("cpu", "cpu", True)
+        assert getattr(m.model, "hf_device_map", None) is None
+        assert {p.device.type for p in m.model.parameters()} == {"cpu"}

@@ -434,6 +434,12 @@ def response_groups(lengths: Sequence[int], split_cost: float = SPLIT_COST) -> l
     return runs[::-1]
 
 
+def load_placement(device: str, gpus: int) -> dict:
+    """``from_pretrained`` keywords that place a model: sharded over every visible GPU (``device_map="auto"``,
+    layers split by free memory) for ``--device cuda`` with more than one GPU; else none (moved to ``device``)."""
+    return {"device_map": "auto"} if device == "cuda" and gpus > 1 else {}
+
+
 class HFModel:
     """One transformers causal LM in memory, for sampling and teacher-forced scoring; ``close`` frees it."""
 
@@ -450,12 +456,18 @@ class HFModel:
         else:
             torch_dtype = getattr(torch, dtype)
         check_weights(path, Path(path).name, allow_pickle)
+        shard = load_placement(self.device, torch.cuda.device_count() if self.device == "cuda" else 0)
         try:
             self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype,
-                                                              use_safetensors=None if allow_pickle else True)
+                                                              use_safetensors=None if allow_pickle else True, **shard)
         except OSError as e:
             raise PtlensError(f"{path}: cannot load the model: {str(e).splitlines()[0]}") from None
-        self.model.to(self.device).eval()
+        if shard:  # inputs go where the embeddings are; logits (and the sampler's draws) come out on the last device
+            self.device = str(self.model.get_input_embeddings().weight.device)
+        else:
+            self.model.to(self.device)
+        self.model.eval()
+        self.out_device = str(self.model.get_output_embeddings().weight.device)
         if self.device == "cpu":  # small matrices: one thread beats several waking up for every op
             from ptlens.threads import for_work
 
@@ -467,7 +479,7 @@ class HFModel:
         self.eos_ids = {int(e) for e in eos} | {int(tokenizer.eos_token_id)}
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self.score_token_budget = score_token_budget or (1 << 28 if self.device.startswith("cuda") else 1 << 24)
-        self._shares_prompts = True
+        self._shares_prompts = not shard  # a sharded model's cache lies on several devices: full passes
         self.split_cost = SPLIT_COST
         """False once a batch found the model's cache unfit for :meth:`_shared_prompt_logits`."""
 
@@ -504,7 +516,7 @@ class HFModel:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if settings.temperature > 0:  # greedy over the one-hot scores of our own per-row draw
                 kwargs.update(logits_processor=LogitsProcessorList(
-                    [RowSampler(seed, settings.temperature, settings.top_p, self.device)]))
+                    [RowSampler(seed, settings.temperature, settings.top_p, self.out_device)]))
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
         if streamer is not None:
