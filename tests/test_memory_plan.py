@@ -75,7 +75,7 @@ def test_a_plan_that_cannot_fit_stops_before_sampling(tmp_path, monkeypatch):
     monkeypatch.setenv("PTLENS_MEMORY_BUDGET", "1GB")  # the same run with room: sampled, and the plan recorded
     res = CliRunner().invoke(app, args + ["--max-new-tokens", "8"])
     assert res.exit_code == 0, res.output
-    plan = json.loads((out / "model_comparison_results.json").read_text())["memory_plan"]
+    plan = json.loads((out / "behavior" / "memory_plan.json").read_text())
     assert plan["budget_from"] == "PTLENS_MEMORY_BUDGET" and plan["devices"] == [{"name": "cpu", "bytes": 10 ** 9}]
     assert [m["name"] for m in plan["models"]] == ["sft", "rlvr"] and plan["problem"] is None
     assert plan["models"][0]["run_bytes"] == 2 * plan["models"][0]["stored_bytes"]  # bf16 stored, float32 on CPU

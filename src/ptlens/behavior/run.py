@@ -3,6 +3,7 @@
 Files under ``OUTPUT/behavior/``:
 
 - ``settings.json``: what the samples depend on; a rerun with other settings is refused.
+- ``memory_plan.json``: each model's bytes, the devices and what goes where (:mod:`ptlens.behavior.memory`).
 - ``samples.jsonl``: one :class:`SampleRecord` per line, appended and flushed per batch.
 - ``scores.jsonl``: the teacher-forced scoring journal (:class:`ScoreRecord`), appended per batch.
 - ``nuclei/``: while a run scores, each model's sampling distribution along its own responses (kept from its
@@ -69,6 +70,7 @@ from ptlens.results.store import SampleRecord, load_samples, problem_samples, sa
 RESULTS_FILE = F.BEHAVIOR_RESULTS
 SETTINGS, SAMPLES, SCORES = (Path(f).name for f in (F.BEHAVIOR_SETTINGS, F.SAMPLES_JSONL, F.SCORES_JSONL))
 NUCLEI_DIR = Path(F.NUCLEI_DIR).name
+MEMORY_PLAN = "memory_plan.json"
 
 
 @dataclass
@@ -115,7 +117,7 @@ class BehaviorConfig:
         if not 0 < self.top_p <= 1:
             raise PtlensError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.scoring not in ("auto", "engine", "hf"):
-            raise PtlensError(f"--scoring must be auto, engine or hf, got {self.scoring!r}")
+            raise PtlensError(f"scoring must be auto, engine or hf, got {self.scoring!r}")
         if self.batch_size < 1:
             raise PtlensError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0 <= self.shard_index < self.shard_count:
@@ -419,6 +421,7 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     _check_settings(bdir, want, config.overwrite)
     bdir.mkdir(parents=True, exist_ok=True)
     write_json(bdir / SETTINGS, {**want, "batch_size": config.batch_size})
+    write_json(bdir / MEMORY_PLAN, memory.to_dict())  # beside the results: free memory varies between runs
 
     samples = Journal(bdir / SAMPLES)
     scores = Journal(bdir / SCORES)
@@ -433,8 +436,9 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
             loads = _SCORER_LOADS[0]
             on_engine = engine_scores(config, engine, engines)
             _generate_and_score(ctxs, problems, config, engine, samples, scores, bar, on_batch, engines)
-            scoring = {"backend": engine if on_engine else "hf", "kl_estimator": "monte-carlo" if on_engine else "exact",
-                       "transformers_models_loaded": _SCORER_LOADS[0] - loads}
+            scoring = {"backend": engine if on_engine else "hf", "kl_estimator": "monte-carlo" if on_engine else "exact"}
+            if on_engine:  # observable: a run scored on its engine loads no transformers model (0 on a rerun too)
+                scoring["transformers_models_loaded"] = _SCORER_LOADS[0] - loads
     finally:
         samples.close()
         scores.close()
@@ -442,7 +446,6 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     write_samples(bdir / SAMPLES, records)
     results = _results(lineage, config, engine, problems, records, ctxs, (bdir / SCORES).stat().st_mtime)
     results["settings"]["scoring"] = scoring  # which backend scored, which KL estimator, transformers loads
-    results["memory_plan"] = memory.to_dict()
     results_path = output_dir / RESULTS_FILE
     figures: list[Path] = []
     if config.figures:
@@ -527,7 +530,7 @@ def engine_scores(config: BehaviorConfig, engine: str, engines: Mapping[str, Eng
         return False
     able = all(e.scores for e in (engines or {}).values()) and engine_class(engine).scores
     if config.scoring == "engine" and not able:
-        raise PtlensError(f"--scoring engine: engine {engine} does not score; use --scoring hf")
+        raise PtlensError(f"scoring=engine: engine {engine} does not score; use scoring=hf")
     return able
 
 
