@@ -350,6 +350,12 @@ def test_ray_data_llm_engine_on_a_local_cluster(lab, vllm, ray_cluster, tmp_path
     cfg = config(problems=lab["problems"], engine="ray-vllm", engine_options=VLLM_OPTIONS, batch_size=12)
     result = run_behavior(resolve_lineage(models=specs), cfg, tmp_path, progress=False, engines={"a": vllm["engine"]})
     assert result.results["settings"]["engine"] == "ray-vllm"
+    # scored through the engines too: b's own scores by Ray Data LLM, a's scores of b's samples by the vLLM worker
+    assert result.results["settings"]["scoring"] == {"backend": "ray-vllm", "kl_estimator": "monte-carlo",
+                                                     "transformers_models_loaded": 0}
+    for s in (s for s in load_samples(tmp_path) if s.model == "b"):  # the same weights under both labels
+        assert s.logprob_sum == pytest.approx(s.cross_logprobs["a"]["logprob_sum"], rel=1e-3, abs=1e-3)
+        assert s.cross_logprobs["a"]["kl_estimator"] == "monte-carlo" and abs(s.cross_logprobs["a"]["kl_sum"]) < 1e-3
     samples = [s for s in load_samples(tmp_path) if s.model == "b"]
     assert len(samples) == 12
     for s in samples:

@@ -227,6 +227,51 @@ class RayVllmEngine(Engine):
         self.eos_ids = eos
         self.context = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
 
+    scores = True
+
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]], settings: SamplingSettings,
+              smoothing: float = KL_SMOOTHING) -> list[SampledScores]:
+        """The vLLM engine's scoring (prompt + response as one prompt, ``prompt_logprobs``) through Ray Data LLM's
+        processor: one Ray Data job per call, the reduction to sums on the replicas."""
+        config = json.loads((self.path / "config.json").read_text())
+        vocab = int(config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size") or 0)
+        k = int(self.options.extra.get("score_top_k", SCORE_TOP_K))
+        k = min(k, vocab) if vocab else k
+        score = {"temperature": settings.temperature, "top_p": settings.top_p, "smoothing": smoothing, "top_k": k,
+                 "complete": bool(vocab) and k >= vocab}
+        rows = [{"key": str(i), "prompt_ids": list(p) + list(r), "n_prompt": len(p)} for i, (p, r) in enumerate(pairs) if r]
+        out = [SampledScores(0.0, 0.0, 0.0, 0, 0, score["complete"])] * len(pairs)
+        if not rows:
+            return out
+        got = {row["key"]: row for row in self._run(rows, score)}
+        missing = {r["key"] for r in rows} - set(got)
+        if missing:
+            raise PtlensError(f"ray-vllm: {len(missing)} of {len(rows)} scores came back empty-handed")
+        for key, row in got.items():
+            out[int(key)] = SampledScores(**{f: row[f] for f in SampledScores.__dataclass_fields__})
+        return out
+
+    def _run(self, rows: list[dict], score: dict | None = None):
+        """One Ray Data job over ``rows``: its reply rows as they come back (failed rows raise)."""
+        extra = self.options.extra
+        processor = {"concurrency": 1, "batch_size": 64, **extra.get("processor", {})}
+        worker = _Worker("ray", self.device)
+        try:
+            worker.send({"model": str(self.path), "engine_kwargs": engine_kwargs(self.path, self.options, self.device),
+                         "processor": processor, "rows": rows, "cpus_per_replica": extra.get("cpus_per_replica", 1),
+                         **({"score": score} if score else {})})
+            self.cluster = worker.receive().get("cluster", {})
+            while True:
+                reply = worker.receive()
+                if reply.get("done"):
+                    break
+                row = reply["row"]
+                if row.get("error"):
+                    raise PtlensError(f"ray-vllm: a request failed: {row['error']}")
+                yield row
+        finally:
+            worker.close()
+
     def generate(self, requests: Sequence[Request]) -> list[list[Generation]]:
         rows, want = [], {}
         for i, r in enumerate(requests):
@@ -238,25 +283,10 @@ class RayVllmEngine(Engine):
                              "temperature": r.settings.temperature, "top_p": r.settings.top_p,
                              "max_tokens": max_tokens})
                 want[f"{i}:{j}"] = (r, max_tokens)
-        extra = self.options.extra
-        processor = {"concurrency": 1, "batch_size": 64, **extra.get("processor", {})}
-        worker = _Worker("ray", self.device)
         got: dict[str, Generation] = {}
-        try:
-            worker.send({"model": str(self.path), "engine_kwargs": engine_kwargs(self.path, self.options, self.device),
-                         "processor": processor, "rows": rows, "cpus_per_replica": extra.get("cpus_per_replica", 1)})
-            self.cluster = worker.receive().get("cluster", {})
-            while True:
-                reply = worker.receive()
-                if reply.get("done"):
-                    break
-                row = reply["row"]
-                if row.get("error"):
-                    raise PtlensError(f"ray-vllm: a request failed: {row['error']}")
-                r, max_tokens = want[row["key"]]
-                got[row["key"]] = self._generation(row["token_ids"], row["text"], r.stop, max_tokens)
-        finally:
-            worker.close()
+        for row in self._run(rows):
+            r, max_tokens = want[row["key"]]
+            got[row["key"]] = self._generation(row["token_ids"], row["text"], r.stop, max_tokens)
         missing = set(want) - set(got)
         if missing:
             raise PtlensError(f"ray-vllm: {len(missing)} of {len(want)} samples came back empty-handed")

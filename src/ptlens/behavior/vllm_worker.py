@@ -11,7 +11,8 @@ with; everything else it or its children print goes to stderr.
   ``{"op": "close"}``.
 - ``ray``: one message with the model, engine keywords, Ray Data options and flat rows; it runs a
   ``ray.data.llm`` vLLM processor on the Ray cluster of ``RAY_ADDRESS`` (a local one when unset) and
-  answers one line per row as the rows come back.
+  answers one line per row as the rows come back. With ``"score"`` (temperature, top_p, smoothing, top_k,
+  complete) the rows are prompt + response pairs scored as in ``serve``'s ``score``.
 """
 
 from __future__ import annotations
@@ -65,17 +66,26 @@ def score(llm, msg: dict) -> list[dict]:
     result = [asdict(empty)] * len(pairs)
     for i, o in zip(todo, outs):
         p, r = pairs[i]
-        rows = o.prompt_logprobs[len(p):len(p) + len(r)]
-        lp = np.full((len(r), k + 1), -np.inf)
-        target = np.zeros(len(r), dtype=np.int64)
-        for t, (tok, cands) in enumerate(zip(r, rows)):
-            ids = sorted(cands)
-            lp[t, :len(ids)] = [cands[c].logprob for c in ids]
-            target[t] = ids.index(tok)
-        s = sampled_token_scores(lp, target, float(msg["temperature"]), float(msg["top_p"]), complete,
-                                 float(msg["smoothing"]))
-        result[i] = asdict(s)
+        rows = [{c: v.logprob for c, v in cands.items()} for cands in o.prompt_logprobs[len(p):len(p) + len(r)]]
+        result[i] = asdict(reduce_logprobs(r, rows, k, complete, msg))
     return result
+
+
+def reduce_logprobs(response: list, rows: list, k: int, complete: bool, msg: dict):
+    """One response's :class:`SampledScores` from its positions' {token id: temperature-1 log-prob} candidates."""
+    import numpy as np
+
+    from ptlens.behavior.engines import sampled_token_scores
+
+    lp = np.full((len(response), k + 1), -np.inf)
+    target = np.zeros(len(response), dtype=np.int64)
+    for t, (tok, cands) in enumerate(zip(response, rows)):
+        cands = {int(c): float(v["logprob"] if isinstance(v, dict) else v) for c, v in cands.items() if v is not None}
+        ids = sorted(cands)
+        lp[t, :len(ids)] = [cands[c] for c in ids]
+        target[t] = ids.index(int(tok))
+    return sampled_token_scores(lp, target, float(msg["temperature"]), float(msg["top_p"]), complete,
+                                float(msg["smoothing"]))
 
 
 def serve(out) -> None:
@@ -144,26 +154,41 @@ def ray_job(out) -> None:
             tokenize_stage=False, detokenize_stage=False, log_engine_metrics=False,
             runtime_env={"env_vars": env}, **opts)
 
+        scoring = msg.get("score")
+
         def pre(row):
+            if scoring:  # prompt + response as one prompt: the response tokens' log-probs (see score)
+                return dict(tokenized_prompt=list(row["prompt_ids"]), key=row["key"], n_prompt=int(row["n_prompt"]),
+                            sampling_params=dict(n=1, temperature=0.0, max_tokens=1, detokenize=False,
+                                                 prompt_logprobs=int(scoring["top_k"])))
             return dict(tokenized_prompt=list(row["prompt_ids"]), key=row["key"],
                         sampling_params=dict(n=1, temperature=float(row["temperature"]), top_p=float(row["top_p"]),
                                              top_k=0, max_tokens=int(row["max_tokens"]), seed=int(row["seed"]),
                                              stop=json.loads(row["stop"]) or None, include_stop_str_in_output=False))
 
         def post(row):
+            if scoring:
+                from dataclasses import asdict
+
+                from ptlens.behavior.vllm_worker import reduce_logprobs as reduce_
+
+                ids, n = [int(t) for t in row["prompt_token_ids"]], int(row["n_prompt"])
+                cands = list(row["prompt_logprobs"])[n:]
+                s = reduce_(ids[n:], cands, int(scoring["top_k"]), bool(scoring["complete"]), scoring)
+                return dict(key=row["key"], error=row.get("__inference_error__") or "", **asdict(s))
             return dict(key=row["key"], token_ids=[int(t) for t in row["generated_tokens"]],
                         text=row["generated_text"], error=row.get("__inference_error__") or "")
 
         processor = build_processor(config, preprocess=pre, postprocess=post)
-        rows = [{**r, "stop": json.dumps(r["stop"])} for r in msg["rows"]]
+        rows = msg["rows"] if scoring else [{**r, "stop": json.dumps(r["stop"])} for r in msg["rows"]]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), int(msg.get("blocks", 8)))))
         nodes = sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
         out.write(json.dumps({"ok": True, "cluster": {"nodes": nodes, "gpus": gpus,
                                                       "cpus": ray.cluster_resources().get("CPU", 0)}}) + "\n")
         out.flush()
         for row in processor(ds).iter_rows():
-            out.write(json.dumps({"ok": True, "row": {k: (list(v) if k == "token_ids" else v) for k, v in row.items()}})
-                      + "\n")
+            out.write(json.dumps({"ok": True, "row": {k: (list(v) if k == "token_ids" else v) for k, v in row.items()}},
+                                 default=_plain) + "\n")
             out.flush()
         out.write(json.dumps({"ok": True, "done": True}) + "\n")
     except Exception as e:
@@ -171,6 +196,11 @@ def ray_job(out) -> None:
         out.write(json.dumps({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
                   + "\n")
     out.flush()
+
+
+def _plain(v):
+    """numpy scalars and arrays (Ray Data rows) as JSON values."""
+    return v.tolist() if hasattr(v, "tolist") else str(v)
 
 
 def main() -> None:
