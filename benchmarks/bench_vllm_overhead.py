@@ -71,7 +71,7 @@ def main() -> None:
         sys.exit("no Python with vLLM: set PTLENS_VLLM_PYTHON")
     specs = a.models or [f"sft={SHIPPED / 'sft'}", f"rlvr={SHIPPED / 'rlvr'}"]
     lineage = resolve_lineage(models=specs)
-    extra = {"engine_kwargs": {"enforce_eager": True, "max_model_len": 512}}
+    extra = {"engine_kwargs": {"enforce_eager": True, "max_model_len": 256}}
     cfg = R.BehaviorConfig(problems=a.problems, limit=a.limit, n_samples=a.n_samples, max_new_tokens=a.max_new_tokens,
                            engine="vllm", device=a.device, batch_size=a.batch_size, engine_options=extra,
                            figures=False, n_boot=200)
@@ -91,7 +91,9 @@ def main() -> None:
         job, res = work / f"{cp.name}.json", work / f"{cp.name}-out.json"
         job.write_text(json.dumps({"model": str(cp.path), "engine_kwargs": kw, "requests": reqs}))
         env = {**os.environ, **{k: v for k, v in EV._worker_env(a.device).items() if k.startswith("VLLM_")}}
-        subprocess.run([python, "-c", PLAIN, str(job), str(res)], check=True, env=env, stderr=subprocess.DEVNULL)
+        proc = subprocess.run([python, "-c", PLAIN, str(job), str(res)], env=env, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"plain vLLM script failed: {proc.stderr[-2000:]}")
         out = json.loads(res.read_text())
         n_tok = sum(len(t) for t in out["tokens"])
         plain_tokens[cp.name] = out["tokens"]

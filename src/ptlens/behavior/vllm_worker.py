@@ -60,15 +60,42 @@ def score(llm, msg: dict) -> list[dict]:
     pairs = [(list(p), list(r)) for p, r in msg["pairs"]]
     todo = [i for i, (_, r) in enumerate(pairs) if r]
     params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
+    if hasattr(params, "flat_logprobs"):  # vLLM ≥ 0.11: flat lists, not one Logprob object per (position, token)
+        params.flat_logprobs = True
     outs = llm.generate([TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1]) for i in todo], params,
                         use_tqdm=False) if todo else []
     empty = sampled_token_scores(np.zeros((0, 1)), np.zeros(0, dtype=np.int64), 1.0, 1.0, complete)
     result = [asdict(empty)] * len(pairs)
     for i, o in zip(todo, outs):
         p, r = pairs[i]
-        rows = [{c: v.logprob for c, v in cands.items()} for cands in o.prompt_logprobs[len(p):len(p) + len(r)]]
-        result[i] = asdict(reduce_logprobs(r, rows, k, complete, msg))
+        plp = o.prompt_logprobs
+        if hasattr(plp, "start_indices"):  # FlatLogprobs
+            lp, target = _flat_candidates(r, plp, len(p), k)
+            s = sampled_token_scores(lp, target, float(msg["temperature"]), float(msg["top_p"]), complete,
+                                     float(msg["smoothing"]))
+        else:
+            rows = [{c: v.logprob for c, v in cands.items()} for cands in plp[len(p):len(p) + len(r)]]
+            s = reduce_logprobs(r, rows, k, complete, msg)
+        result[i] = asdict(s)
     return result
+
+
+def _flat_candidates(response: list, plp, start: int, k: int):
+    """(positions, K + 1) candidate log-probs and the sampled token's column from vLLM's FlatLogprobs, positions
+    ``start``… (the response's); a token listed twice (the sampled one, also in the top-K) counts once."""
+    import numpy as np
+
+    lo, hi = plp.start_indices[start], plp.end_indices[start + len(response) - 1]
+    ids = np.asarray(plp.token_ids[lo:hi], dtype=np.int64)
+    vals = np.asarray(plp.logprobs[lo:hi], dtype=np.float64)
+    lp = np.full((len(response), k + 1), -np.inf)
+    target = np.zeros(len(response), dtype=np.int64)
+    for t, tok in enumerate(response):
+        a, b = plp.start_indices[start + t] - lo, plp.end_indices[start + t] - lo
+        u, first = np.unique(ids[a:b], return_index=True)
+        lp[t, :len(u)] = vals[a:b][first]
+        target[t] = int(np.searchsorted(u, int(tok)))
+    return lp, target
 
 
 def reduce_logprobs(response: list, rows: list, k: int, complete: bool, msg: dict):
