@@ -431,3 +431,13 @@ def test_transformers_shards_over_gpus_only_when_there_are_several(lab):
         assert (m.device, m.out_device, m._shares_prompts) == ("cpu", "cpu", True)
         assert getattr(m.model, "hf_device_map", None) is None
         assert {p.device.type for p in m.model.parameters()} == {"cpu"}
+
+
+def test_scoring_choice_errors(lab, tmp_path):
+    """scoring=engine on an engine that cannot score, and an unknown scoring value: one line each, before sampling."""
+    lineage = resolve_lineage(models=lab["specs"])
+    with pytest.raises(PtlensError, match="^scoring=engine: engine hf does not score; use scoring=hf$"):
+        run_behavior(lineage, config(problems=lab["problems"], scoring="engine"), tmp_path / "a", progress=False)
+    with pytest.raises(PtlensError, match="^scoring must be auto, engine or hf, got 'vllm'$"):
+        run_behavior(lineage, config(problems=lab["problems"], scoring="vllm"), tmp_path / "b", progress=False)
+    assert not (tmp_path / "a" / "behavior" / "samples.jsonl").exists()
