@@ -441,3 +441,21 @@ def test_scoring_choice_errors(lab, tmp_path):
     with pytest.raises(PtlensError, match="^scoring must be auto, engine or hf, got 'vllm'$"):
         run_behavior(lineage, config(problems=lab["problems"], scoring="vllm"), tmp_path / "b", progress=False)
     assert not (tmp_path / "a" / "behavior" / "samples.jsonl").exists()
+
+
+def test_vllm_scores_a_response_that_fills_the_context(lab, vllm):
+    """prompt + response = max_model_len leaves no room for the one generated token: the last token is scored as
+    the generated position's candidates. Against transformers (vLLM runs bf16 here: to 2%)."""
+    from ptlens.behavior.engines import HFModel
+
+    tok, engine = vllm["tok"], vllm["engine"]
+    prompt = list(tok("<s><|user|>\nWhat is 1 + 3?\n<|assistant|>\n", add_special_tokens=False).input_ids)
+    digits = tok("4321", add_special_tokens=False).input_ids
+    resp = (digits * 256)[:VLLM_OPTIONS["engine_kwargs"]["max_model_len"] - len(prompt)]
+    got = engine.score([(prompt, resp), (prompt, resp[:5]), (prompt, [])], SETTINGS)
+    with HFModel(lab["root"] / "a", tok, "cpu") as m:
+        want = m.score([(prompt, resp), (prompt, resp[:5])])
+    assert [s.tokens for s in got] == [len(resp), 5, 0]
+    for g, w in zip(got, want):
+        assert g.logprob_sum == pytest.approx(w.logprob_sum, rel=2e-2)
+        assert g.entropy_sum == pytest.approx(w.entropy_sum, rel=2e-2) and g.complete

@@ -59,17 +59,30 @@ def score(llm, msg: dict) -> list[dict]:
     complete = k >= vocab
     pairs = [(list(p), list(r)) for p, r in msg["pairs"]]
     todo = [i for i, (_, r) in enumerate(pairs) if r]
+    max_len = int(llm.llm_engine.model_config.max_model_len)
+    # a response that filled the context leaves no room for the one generated token: its last token is scored as
+    # that generated position's candidates instead (logprobs=K), the prompt being everything before it
+    full = {i for i in todo if len(pairs[i][0]) + len(pairs[i][1]) >= max_len}
     params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
-    if hasattr(params, "flat_logprobs"):  # vLLM ≥ 0.11: flat lists, not one Logprob object per (position, token)
-        params.flat_logprobs = True
-    outs = llm.generate([TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1]) for i in todo], params,
-                        use_tqdm=False) if todo else []
+    at_limit = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, logprobs=k, detokenize=False)
+    for sp in (params, at_limit):
+        if hasattr(sp, "flat_logprobs"):  # vLLM ≥ 0.11: flat lists, not one Logprob object per (position, token)
+            sp.flat_logprobs = True
+    prompts = [TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1][:-1 if i in full else None]) for i in todo]
+    outs = llm.generate(prompts, [at_limit if i in full else params for i in todo], use_tqdm=False) if todo else []
     empty = sampled_token_scores(np.zeros((0, 1)), np.zeros(0, dtype=np.int64), 1.0, 1.0, complete)
     result = [asdict(empty)] * len(pairs)
     for i, o in zip(todo, outs):
         p, r = pairs[i]
         plp = o.prompt_logprobs
-        if hasattr(plp, "start_indices"):  # FlatLogprobs
+        if i in full:
+            rows = [{c: v.logprob for c, v in plp[t].items()} for t in range(len(p), len(p) + len(r) - 1)]
+            rows.append({c: v.logprob for c, v in o.outputs[0].logprobs[0].items()})
+            if r[-1] not in rows[-1]:
+                raise ValueError(f"a response filling the context ({max_len} tokens) ends with a token outside the "
+                                 f"top {k}: raise score_top_k")
+            s = reduce_logprobs(r, rows, k, complete, msg)
+        elif hasattr(plp, "start_indices"):  # FlatLogprobs
             lp, target = _flat_candidates(r, plp, len(p), k)
             s = sampled_token_scores(lp, target, float(msg["temperature"]), float(msg["top_p"]), complete,
                                      float(msg["smoothing"]))
