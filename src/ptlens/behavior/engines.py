@@ -2,9 +2,10 @@
 
 Engines (:class:`Engine`: transformers here, vLLM and Ray Data LLM in ``engine_vllm.py``) turn
 :class:`Request` records (prompt ids, one seed per sample) into :class:`Generation` records and
-nothing else; the driver owns files, seeds and grading. Scoring always runs through transformers because it needs the
-full-vocabulary distribution at every response token (for the entropy), which vLLM does not
-expose.
+nothing else; the driver owns files, seeds and grading. Scoring runs through transformers (:class:`HFModel`: the
+full-vocabulary distribution at every response token, so exact entropies and KL), or through an engine that
+scores (``Engine.score``: vLLM's log-probs of the response tokens and their top-K candidates, so cross_ppl and the
+Monte-Carlo KL, :func:`sampled_token_scores`).
 """
 
 from __future__ import annotations
