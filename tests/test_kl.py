@@ -16,6 +16,7 @@ from ptlens.behavior.engines import (
     KLReference,
     SamplingSettings,
     load_tokenizer,
+    sampled_token_scores,
     sampling_logprobs,
     token_kl,
 )
@@ -297,3 +298,73 @@ if __name__ == "__main__":  # the table of docs/validation/kl.md: PYTHONPATH=src
         old = float(probs @ (np.array([s.logprob_sum for s in own]) - np.array([s.logprob_sum for s in sc])))
         print(f"| {temperature} | {top_p} | {eps:g} | {(probs > 0).sum()} | {exact:.6f} | {est:.6f} | "
               f"{abs(est - exact):.0e} | {inf:.3f} | {old:.3f} |")
+
+
+# ---------------------------------------------------------------- the Monte-Carlo estimator (engine scoring)
+
+
+def _logprob_rows(model: HFModel, prompt: list[int], seq: tuple[int, ...]) -> np.ndarray:
+    """Temperature-1 log-probs of the whole vocabulary at each position of ``seq``: what vLLM's prompt_logprobs
+    returns when asked for the whole vocabulary."""
+    with torch.no_grad():
+        logits = model.model(torch.tensor([prompt + list(seq)])).logits[0, len(prompt) - 1:-1].double()
+    return torch.log_softmax(logits, -1).numpy()
+
+
+@pytest.mark.parametrize("temperature,top_p,eps", [(0.6, 0.95, 1e-3), (1.0, 1.0, 1e-3), (1.3, 0.9, 1e-3)])
+def test_monte_carlo_log_ratio_expectation_by_enumeration(toys, temperature, top_p, eps):
+    """The sampled-token log-ratio Σ_t log p̃_A(y_t) − log q_B(y_t), from the log-probs an engine gives
+    (:func:`sampled_token_scores`), has expectation over A's responses KL(P̃_A ‖ Q'_B) by enumeration, Q'_B being
+    B's sampling distribution smoothed at the tokens outside its nucleus only; at top-p 1 that is the exact
+    sequence KL, and otherwise it lies within the smoothing's size per such token of the exact-path KL."""
+    a, b = toys
+    seqs, probs, exact, inf = _enumerate(a, b, temperature, top_p, eps)
+    mc, want, outside = [], 0.0, []
+    for seq in seqs:
+        rows_a, rows_b = _logprob_rows(a, PROMPT_A, seq), _logprob_rows(b, PROMPT_B, seq)
+        sa = sampled_token_scores(rows_a, list(seq), temperature, top_p, True, eps)
+        sb = sampled_token_scores(rows_b, list(seq), temperature, top_p, True, eps)
+        assert sa.logprob_sum == pytest.approx(float(rows_a[np.arange(len(seq)), list(seq)].sum()), abs=1e-12)
+        assert sa.entropy_sum == pytest.approx(float(-(np.exp(rows_a) * rows_a).sum()), abs=1e-9)
+        mc.append(sa.sampling_logprob_sum - sb.sampling_logprob_sum)
+        outside.append(sb.outside_tokens)
+        pa = qb = 1.0
+        for t, tok in enumerate(seq):
+            da, nb = _nucleus(rows_a[t], temperature, top_p), _nucleus(rows_b[t], temperature, top_p)
+            pa *= da[tok]
+            qb *= nb[tok] if nb[tok] > 0 else _smoothed(rows_b[t], temperature, top_p, eps)[tok]
+        if pa > 0:
+            want += pa * math.log(pa / qb)
+            assert sa.outside_tokens == 0  # A's own tokens lie in A's nucleus
+    assert float(probs @ np.array(mc)) == pytest.approx(want, abs=1e-9)
+    if top_p == 1:
+        assert want == pytest.approx(exact, abs=1e-9) and not any(outside)
+    else:
+        assert float(probs @ np.array(outside)) > 0  # tokens outside B's nucleus: the smoothing is exercised
+        assert abs(want - exact) <= -math.log(1 - eps) * MAX_LEN + 1e-9
+
+
+def test_sampled_token_scores_from_a_top_k():
+    """Given only a top-K of the candidates (and the sampled token), the sampling log-prob is the one over the
+    whole vocabulary when the tail is negligible; a token outside the nucleus is smoothed and counted."""
+    full = torch.log_softmax(torch.tensor([[4.0, 3.5, 3.0, -40.0, -41.0, -42.0]], dtype=torch.float64), -1)
+    want = sampling_logprobs(full, 0.6, 0.95)[0]
+    top = full[:, :3].numpy()
+    for tok in (0, 1):
+        got = sampled_token_scores(top, [tok], 0.6, 0.95, False)
+        assert got.sampling_logprob_sum == pytest.approx(float(want[tok]), abs=1e-9)
+        assert (got.outside_tokens, got.complete, got.tokens) == (0, False, 1)
+        assert got.logprob_sum == pytest.approx(float(full[0, tok]), abs=1e-12)
+    far = sampled_token_scores(full.numpy(), [4], 0.6, 0.95, True)  # a token no nucleus holds
+    assert far.outside_tokens == 1 and math.isfinite(far.sampling_logprob_sum)
+    empty = sampled_token_scores(np.zeros((0, 3)), [], 0.6, 0.95, True)
+    assert (empty.tokens, empty.logprob_sum, empty.sampling_logprob_sum) == (0, 0.0, 0.0)
+
+
+def test_kl_standard_error_over_problems():
+    """The delta-method standard error of a ratio over problems, against its formula worked by hand."""
+    num, den = np.array([1.0, 2.0, 4.0]), np.array([10.0, 10.0, 20.0])
+    r = 7.0 / 40.0
+    want = math.sqrt(3 / 2 * ((1 - 10 * r) ** 2 + (2 - 10 * r) ** 2 + (4 - 20 * r) ** 2)) / 40.0
+    assert M.ratio_standard_error(num, den) == pytest.approx(want, rel=1e-12)
+    assert math.isnan(M.ratio_standard_error(num[:1], den[:1]))

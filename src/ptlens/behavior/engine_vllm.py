@@ -17,12 +17,25 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from ptlens.behavior.engines import Engine, EngineOptions, Generation, Request, pick_device
+from ptlens.behavior.engines import (
+    KL_SMOOTHING,
+    Engine,
+    EngineOptions,
+    Generation,
+    Request,
+    SampledScores,
+    SamplingSettings,
+    pick_device,
+)
 from ptlens.errors import PtlensError
 
 SRC = Path(__file__).resolve().parents[2]
 """The folder holding this ptlens package; put first on the worker's PYTHONPATH so that it runs this copy."""
 VENV = SRC.parent / ".venv-vllm"
+SCORE_TOP_K = 256
+"""Candidates per position that scoring asks vLLM for (``prompt_logprobs``; ``options.extra["score_top_k"]``):
+the whole vocabulary when it is smaller (the shipped lineage's 103 tokens: exact), else the top-K over which the
+sampling distribution is renormalised (docs/METRICS.md). vLLM's ``max_logprobs`` is raised to it."""
 """Where ``scripts/install-vllm-cpu.sh`` puts the vLLM environment (a source checkout's root)."""
 
 
@@ -61,7 +74,8 @@ def _worker_env(device: str) -> dict:
 
 def engine_kwargs(path: Path, options: EngineOptions, device: str) -> dict:
     """vLLM ``LLM``/engine keywords: ptlens's defaults for the device, then ``options.extra`` on top."""
-    kw: dict[str, Any] = {"seed": 0, "dtype": "auto" if options.dtype == "auto" else options.dtype}
+    kw: dict[str, Any] = {"seed": 0, "dtype": "auto" if options.dtype == "auto" else options.dtype,
+                          "max_logprobs": int(options.extra.get("score_top_k", SCORE_TOP_K))}
     if device == "cpu":
         # vLLM's CPU backend runs bfloat16; it sizes memory from gpu_memory_utilization of the node's RAM
         kw.update(dtype="bfloat16" if options.dtype == "auto" else options.dtype, gpu_memory_utilization=0.15,
@@ -156,6 +170,16 @@ class VllmEngine(Engine):
         self.worker.send({"op": "generate", "requests": [_request_json(r) for r in requests]})
         return [[Generation(**g) for g in row] for row in self.worker.receive()["generations"]]
 
+    scores = True
+
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]], settings: SamplingSettings,
+              smoothing: float = KL_SMOOTHING) -> list[SampledScores]:
+        """vLLM ``prompt_logprobs`` on prompt + response (max_tokens 1), reduced in the worker."""
+        self.worker.send({"op": "score", "pairs": [[list(p), list(r)] for p, r in pairs],
+                          "temperature": settings.temperature, "top_p": settings.top_p, "smoothing": smoothing,
+                          "top_k": int(self.options.extra.get("score_top_k", SCORE_TOP_K))})
+        return [SampledScores(**s) for s in self.worker.receive()["scores"]]
+
     def close(self) -> None:
         if getattr(self, "worker", None) is not None:
             if self.worker.proc.poll() is None:
@@ -203,6 +227,51 @@ class RayVllmEngine(Engine):
         self.eos_ids = eos
         self.context = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
 
+    scores = True
+
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]], settings: SamplingSettings,
+              smoothing: float = KL_SMOOTHING) -> list[SampledScores]:
+        """The vLLM engine's scoring (prompt + response as one prompt, ``prompt_logprobs``) through Ray Data LLM's
+        processor: one Ray Data job per call, the reduction to sums on the replicas."""
+        config = json.loads((self.path / "config.json").read_text())
+        vocab = int(config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size") or 0)
+        k = int(self.options.extra.get("score_top_k", SCORE_TOP_K))
+        k = min(k, vocab) if vocab else k
+        score = {"temperature": settings.temperature, "top_p": settings.top_p, "smoothing": smoothing, "top_k": k,
+                 "complete": bool(vocab) and k >= vocab}
+        rows = [{"key": str(i), "prompt_ids": list(p) + list(r), "n_prompt": len(p)} for i, (p, r) in enumerate(pairs) if r]
+        out = [SampledScores(0.0, 0.0, 0.0, 0, 0, score["complete"])] * len(pairs)
+        if not rows:
+            return out
+        got = {row["key"]: row for row in self._run(rows, score)}
+        missing = {r["key"] for r in rows} - set(got)
+        if missing:
+            raise PtlensError(f"ray-vllm: {len(missing)} of {len(rows)} scores came back empty-handed")
+        for key, row in got.items():
+            out[int(key)] = SampledScores(**{f: row[f] for f in SampledScores.__dataclass_fields__})
+        return out
+
+    def _run(self, rows: list[dict], score: dict | None = None):
+        """One Ray Data job over ``rows``: its reply rows as they come back (failed rows raise)."""
+        extra = self.options.extra
+        processor = {"concurrency": 1, "batch_size": 64, **extra.get("processor", {})}
+        worker = _Worker("ray", self.device)
+        try:
+            worker.send({"model": str(self.path), "engine_kwargs": engine_kwargs(self.path, self.options, self.device),
+                         "processor": processor, "rows": rows, "cpus_per_replica": extra.get("cpus_per_replica", 1),
+                         **({"score": score} if score else {})})
+            self.cluster = worker.receive().get("cluster", {})
+            while True:
+                reply = worker.receive()
+                if reply.get("done"):
+                    break
+                row = reply["row"]
+                if row.get("error"):
+                    raise PtlensError(f"ray-vllm: a request failed: {row['error']}")
+                yield row
+        finally:
+            worker.close()
+
     def generate(self, requests: Sequence[Request]) -> list[list[Generation]]:
         rows, want = [], {}
         for i, r in enumerate(requests):
@@ -214,25 +283,10 @@ class RayVllmEngine(Engine):
                              "temperature": r.settings.temperature, "top_p": r.settings.top_p,
                              "max_tokens": max_tokens})
                 want[f"{i}:{j}"] = (r, max_tokens)
-        extra = self.options.extra
-        processor = {"concurrency": 1, "batch_size": 64, **extra.get("processor", {})}
-        worker = _Worker("ray", self.device)
         got: dict[str, Generation] = {}
-        try:
-            worker.send({"model": str(self.path), "engine_kwargs": engine_kwargs(self.path, self.options, self.device),
-                         "processor": processor, "rows": rows, "cpus_per_replica": extra.get("cpus_per_replica", 1)})
-            self.cluster = worker.receive().get("cluster", {})
-            while True:
-                reply = worker.receive()
-                if reply.get("done"):
-                    break
-                row = reply["row"]
-                if row.get("error"):
-                    raise PtlensError(f"ray-vllm: a request failed: {row['error']}")
-                r, max_tokens = want[row["key"]]
-                got[row["key"]] = self._generation(row["token_ids"], row["text"], r.stop, max_tokens)
-        finally:
-            worker.close()
+        for row in self._run(rows):
+            r, max_tokens = want[row["key"]]
+            got[row["key"]] = self._generation(row["token_ids"], row["text"], r.stop, max_tokens)
         missing = set(want) - set(got)
         if missing:
             raise PtlensError(f"ray-vllm: {len(missing)} of {len(want)} samples came back empty-handed")

@@ -2,9 +2,10 @@
 
 Engines (:class:`Engine`: transformers here, vLLM and Ray Data LLM in ``engine_vllm.py``) turn
 :class:`Request` records (prompt ids, one seed per sample) into :class:`Generation` records and
-nothing else; the driver owns files, seeds and grading. Scoring always runs through transformers because it needs the
-full-vocabulary distribution at every response token (for the entropy), which vLLM does not
-expose.
+nothing else; the driver owns files, seeds and grading. Scoring runs through transformers (:class:`HFModel`: the
+full-vocabulary distribution at every response token, so exact entropies and KL), or through an engine that
+scores (``Engine.score``: vLLM's log-probs of the response tokens and their top-K candidates, so cross_ppl and the
+Monte-Carlo KL, :func:`sampled_token_scores`).
 """
 
 from __future__ import annotations
@@ -331,6 +332,55 @@ def token_kl(logits_p: Any, logits_q: Any, temperature: float, top_p: float,
     return nucleus_kl(nucleus_of(logits_p, temperature, top_p), logits_q, temperature, top_p, smoothing)
 
 
+@dataclass(frozen=True)
+class SampledScores:
+    """One response scored from the log-probabilities an engine gives of its tokens (vLLM ``prompt_logprobs``):
+    what the Monte-Carlo KL estimator and cross-perplexity need, without the full next-token distributions.
+
+    ``logprob_sum``: Σ log p(y_t) at temperature 1 (exact, as :class:`TokenScores`). ``sampling_logprob_sum``:
+    Σ log q(y_t) of the *sampling* distribution (temperature, then top-p; :func:`sampling_logprobs`), the
+    ε-smoothed :func:`smoothed_logprobs` at the ``outside_tokens`` positions where y_t lies outside this model's
+    nucleus. ``entropy_sum``: Σ of the temperature-1 entropy over the candidate tokens the engine returned
+    (exact when ``complete``: they were the whole vocabulary; a lower bound otherwise)."""
+
+    logprob_sum: float
+    sampling_logprob_sum: float
+    entropy_sum: float
+    tokens: int
+    outside_tokens: int
+    complete: bool
+
+
+def sampled_token_scores(logprobs: Any, target: Any, temperature: float, top_p: float, complete: bool,
+                         smoothing: float = KL_SMOOTHING) -> SampledScores:
+    """:class:`SampledScores` of one response from an engine's per-position candidates.
+
+    ``logprobs``: (positions, K) temperature-1 log-probs of K candidate tokens per position (the engine's top-K
+    and the sampled token; −inf pads), ``target``: (positions,) column of the sampled token. Log-softmax is
+    shift-invariant, so the candidates' log-probs transform like logits: with the whole vocabulary
+    (``complete``) the sampling distribution is exact; with a top-K it is the one renormalised over the top-K
+    (exact when the nucleus and the tempered mass lie inside it, which is what a top-K large beside the nucleus
+    gives).
+    """
+    import torch
+
+    lp = torch.as_tensor(logprobs, dtype=torch.float64)
+    tgt = torch.as_tensor(target, dtype=torch.long)
+    n = int(lp.shape[0])
+    if n == 0:
+        return SampledScores(0.0, 0.0, 0.0, 0, 0, complete)
+    rows = torch.arange(n)
+    exact = sampling_logprobs(lp, temperature, top_p)[rows, tgt]
+    outside = torch.isneginf(exact)
+    if bool(outside.any()):
+        smooth = smoothed_logprobs(lp, temperature, top_p, smoothing)[rows, tgt]
+        exact = torch.where(outside, smooth, exact)
+    finite = torch.where(torch.isfinite(lp), lp, torch.zeros_like(lp))
+    entropy = -(lp.exp() * finite).sum()
+    return SampledScores(float(lp[rows, tgt].sum()), float(exact.sum()), float(entropy), n, int(outside.sum()),
+                         complete)
+
+
 class RowSampler:
     """A logits processor that draws each row's next token from :func:`sampling_logprobs` (temperature, then
     top-p: the distribution transformers' sampler uses and cross_kl assumes) with that row's own generator,
@@ -388,6 +438,12 @@ def response_groups(lengths: Sequence[int], split_cost: float = SPLIT_COST) -> l
     return runs[::-1]
 
 
+def load_placement(device: str, gpus: int) -> dict:
+    """``from_pretrained`` keywords that place a model: sharded over every visible GPU (``device_map="auto"``,
+    layers split by free memory) for ``--device cuda`` with more than one GPU; else none (moved to ``device``)."""
+    return {"device_map": "auto"} if device == "cuda" and gpus > 1 else {}
+
+
 class HFModel:
     """One transformers causal LM in memory, for sampling and teacher-forced scoring; ``close`` frees it."""
 
@@ -404,12 +460,18 @@ class HFModel:
         else:
             torch_dtype = getattr(torch, dtype)
         check_weights(path, Path(path).name, allow_pickle)
+        shard = load_placement(self.device, torch.cuda.device_count() if self.device == "cuda" else 0)
         try:
             self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype,
-                                                              use_safetensors=None if allow_pickle else True)
+                                                              use_safetensors=None if allow_pickle else True, **shard)
         except OSError as e:
             raise PtlensError(f"{path}: cannot load the model: {str(e).splitlines()[0]}") from None
-        self.model.to(self.device).eval()
+        if shard:  # inputs go where the embeddings are; logits (and the sampler's draws) come out on the last device
+            self.device = str(self.model.get_input_embeddings().weight.device)
+        else:
+            self.model.to(self.device)
+        self.model.eval()
+        self.out_device = str(self.model.get_output_embeddings().weight.device)
         if self.device == "cpu":  # small matrices: one thread beats several waking up for every op
             from ptlens.threads import for_work
 
@@ -422,7 +484,7 @@ class HFModel:
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self.embed_rows = int(self.model.get_input_embeddings().weight.shape[0])
         self.score_token_budget = score_token_budget or (1 << 28 if self.device.startswith("cuda") else 1 << 24)
-        self._shares_prompts = True
+        self._shares_prompts = not shard  # a sharded model's cache lies on several devices: full passes
         self.split_cost = SPLIT_COST
         """False once a batch found the model's cache unfit for :meth:`_shared_prompt_logits`."""
 
@@ -459,7 +521,7 @@ class HFModel:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if settings.temperature > 0:  # greedy over the one-hot scores of our own per-row draw
                 kwargs.update(logits_processor=LogitsProcessorList(
-                    [RowSampler(seed, settings.temperature, settings.top_p, self.device)]))
+                    [RowSampler(seed, settings.temperature, settings.top_p, self.out_device)]))
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
         if streamer is not None:
@@ -749,6 +811,16 @@ class Engine(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> list[list[Generation]]:
         """One list per request, one :class:`Generation` per seed, in the requests' order."""
+
+    scores: ClassVar[bool] = False
+    """Whether :meth:`score` runs on this engine; the driver then scores with it (Monte-Carlo KL) and loads no
+    transformers model for scoring. Else scoring runs on transformers (:class:`HFModel`, exact KL)."""
+
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]], settings: SamplingSettings,
+              smoothing: float = KL_SMOOTHING) -> list[SampledScores]:
+        """Each (prompt ids, response ids) pair scored teacher-forced from the engine's log-probabilities of the
+        response tokens (:class:`SampledScores`, sampling distribution per ``settings``), in the pairs' order."""
+        raise NotImplementedError(f"engine {self.name!r} does not score")
 
     def scorer(self) -> "HFModel | None":
         """The loaded transformers model when the engine has one (the driver scores with it instead of loading

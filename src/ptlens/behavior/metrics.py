@@ -504,6 +504,33 @@ def cross_statistics(problems: Sequence[ProblemSamples], other: str) -> dict[str
     return out
 
 
+KL_ESTIMATORS = {
+    "exact": "exact: Σ over A's sampled positions of the full-vocabulary KL between the sampling distributions",
+    "monte-carlo": "Monte-Carlo: Σ over A's sampled tokens of log p̃_A(y_t) − log q_B(y_t) (the sampled-token "
+                   "log-ratio of the sampling distributions), unbiased for the same sequence KL",
+}
+"""What ``results["cross_kl"][A][B]["estimator"]`` names (docs/METRICS.md, docs/validation/kl.md)."""
+
+
+def ratio_standard_error(num: np.ndarray, den: np.ndarray) -> float:
+    """Standard error of Σnum ÷ Σden over independent clusters (here problems, their samples together): the
+    delta method, sqrt(m/(m−1) · Σ(num_i − R·den_i)²) ÷ Σden; nan below 2 clusters."""
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    m = len(num)
+    if m < 2 or den.sum() <= 0:
+        return math.nan
+    r = num.sum() / den.sum()
+    return float(math.sqrt(m / (m - 1) * ((num - r * den) ** 2).sum()) / den.sum())
+
+
+def kl_estimate_record(problems: Sequence[ProblemSamples], other: str, estimator: str) -> dict:
+    """Which estimator a cross_kl value used, on how many samples, and its standard error over problems."""
+    num = np.array([sum(p.cross_kl[other][0]) for p in problems])
+    den = np.array([sum(p.lengths) for p in problems], dtype=float)
+    return {"estimator": estimator, "samples": int(sum(p.n for p in problems)), "problems": len(problems),
+            "se": ratio_standard_error(num, den), "se_unit": "problem"}
+
+
 def paired_differences(stats_b: Mapping, stats_a: Mapping, weights: np.ndarray, flips: np.ndarray) -> dict[str, dict]:
     """{metric: {"value", "lo", "hi", "p"}} of B − A: paired bootstrap interval and sign-flip p-value."""
     return {m: {**paired_difference(stats_b[m], stats_a[m], weights).to_dict(), "p": paired_test(stats_b[m], stats_a[m], flips)}
@@ -517,7 +544,8 @@ def paired_test_settings(flips: np.ndarray, seed: int) -> dict:
 
 
 def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[int] | None = None,
-                   n_boot: int = 1000, seed: int = 0, n_perm: int = 2000, only: Sequence[str] | None = None) -> dict:
+                   n_boot: int = 1000, seed: int = 0, n_perm: int = 2000, only: Sequence[str] | None = None,
+                   kl_estimators: Mapping[str, Mapping[str, str]] | None = None) -> dict:
     """All behaviour metrics per model with intervals, and paired differences between consecutive models.
 
     ``models`` keeps lineage order; every model must hold the same problems in the same order.
@@ -562,6 +590,9 @@ def compare_models(models: Mapping[str, Sequence[ProblemSamples]], ks: Sequence[
             for key, table in (("cross_ppl", cross_ppl_m), ("cross_kl", cross_kl_m), ("cross_kl_inf_share", cross_inf_m)):
                 if key in st:
                     table[a][b] = estimate(st[key], weights).to_dict()
+            if "cross_kl" in st:  # which estimator, on how many samples, its standard error (A's problems)
+                est = (kl_estimators or {}).get(a, {}).get(b, "exact")
+                cross_kl_m[a][b].update(kl_estimate_record(models[a], b, est))
     diffs = []
     for a, b in zip(names, names[1:]):
         solved = solved_sets({p.problem_id: p.c > 0 for p in models[a]}, {p.problem_id: p.c > 0 for p in models[b]})

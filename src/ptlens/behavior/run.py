@@ -4,6 +4,7 @@ Files under ``OUTPUT/behavior/``:
 
 - ``settings.json``: what the samples depend on (settings and checkpoint files, :mod:`ptlens.results.reuse`); a
   rerun with other settings, or after a checkpoint's files changed, is refused.
+- ``memory_plan.json``: each model's bytes, the devices and what goes where (:mod:`ptlens.behavior.memory`).
 - ``samples.jsonl``: one :class:`SampleRecord` per line, appended and flushed per batch.
 - ``scores.jsonl``: the teacher-forced scoring journal (:class:`ScoreRecord`), appended per batch.
 - ``nuclei/``: while a run scores, each model's sampling distribution along its own responses (kept from its
@@ -39,6 +40,7 @@ from ptlens.behavior.engines import (
     Engine,
     EngineOptions,
     Generation,
+    KL_SMOOTHING,
     HFModel,
     KLReference,
     Nucleus,
@@ -47,13 +49,16 @@ from ptlens.behavior.engines import (
     build_prompt,
     check_weights,
     derived_seed,
+    engine_class,
     load_tokenizer,
     make_engine,
     model_instruction,
+    pick_device,
     pick_engine,
     prompt_ids,
 )
 from ptlens.behavior.grading import answer_key, grade, grade_flexible
+from ptlens.behavior.memory import check_memory, plan_memory
 from ptlens.behavior.metrics import accuracy_by_tag, compare_models, headline_indices
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import PtlensError
@@ -67,6 +72,7 @@ from ptlens.results.store import SampleRecord, load_samples, save_behavior_resul
 RESULTS_FILE = F.BEHAVIOR_RESULTS
 SETTINGS, SAMPLES, SCORES = (Path(f).name for f in (F.BEHAVIOR_SETTINGS, F.SAMPLES_JSONL, F.SCORES_JSONL))
 NUCLEI_DIR = Path(F.NUCLEI_DIR).name
+MEMORY_PLAN = "memory_plan.json"
 
 
 @dataclass
@@ -83,6 +89,9 @@ class BehaviorConfig:
     engine: str = "auto"
     device: str = "auto"
     dtype: str = "auto"
+    scoring: str = "auto"
+    """"auto": through the sampling engine when it scores (vLLM: cross-perplexity and Monte-Carlo KL from its
+    log-probs, no transformers model loaded), else transformers; "engine" insists; "hf": transformers (exact KL)."""
     batch_size: int = 64
     """Samples per engine call (prompts × samples); the unit that a kill can lose."""
     engine_options: dict = field(default_factory=dict)
@@ -109,6 +118,8 @@ class BehaviorConfig:
             raise PtlensError(f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise PtlensError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.scoring not in ("auto", "engine", "hf"):
+            raise PtlensError(f"scoring must be auto, engine or hf, got {self.scoring!r}")
         if self.batch_size < 1:
             raise PtlensError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0 <= self.shard_index < self.shard_count:
@@ -133,6 +144,11 @@ class ScoreRecord:
     kl_inf_tokens: int | None = None
     unscorable: int = 0
     """Tokens the scorer cannot embed (ids beyond its vocabulary): then the response is left out (tokens 0)."""
+    sampling_logprob_sum: float | None = None
+    """Engine scoring only: Σ log q of the response under this scorer's sampling distribution
+    (:class:`SampledScores`); the Monte-Carlo KL is the sampler's own minus the scorer's, at merge."""
+    outside_tokens: int | None = None
+    """Engine scoring only: positions whose token lies outside this scorer's nucleus (smoothed there)."""
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -368,10 +384,17 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
         prompts = [build_prompt(tok, p.question, instruction) for p in problems]
         ctxs.append(_ModelCtx(cp.name, cp.label, Path(cp.path), tok, instruction, prompts,
                               [prompt_ids(tok, pr) for pr in prompts]))
+    memory = plan_memory([(c.name, c.path) for c in ctxs], engine,
+                         "cpu" if config.device == "cpu" else pick_device(config.device), config.dtype,
+                         engine_extra(config).get("engine_kwargs"))
+    check_memory(memory)  # a plan that cannot fit stops here, before any sampling
     want = {**_settings_fingerprint(lineage, config, problems, ctxs), "engine": engine}  # resolved: auto → hf
+    if engine_scores(config, engine, engines):
+        want["scoring"] = engine  # scores from the engine's log-probs: a journal scored otherwise is not reused
     _check_settings(bdir, want, config.overwrite)
     bdir.mkdir(parents=True, exist_ok=True)
     write_json(bdir / SETTINGS, {**want, "batch_size": config.batch_size})
+    write_json(bdir / MEMORY_PLAN, memory.to_dict())  # beside the results: free memory varies between runs
 
     samples = Journal(bdir / SAMPLES)
     scores = Journal(bdir / SCORES)
@@ -386,7 +409,12 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
                     if e is not None:
                         e.close()
                 return BehaviorResult(output_dir / RESULTS_FILE, bdir / SAMPLES, {}, [])
+            loads = _SCORER_LOADS[0]
+            on_engine = engine_scores(config, engine, engines)
             _generate_and_score(ctxs, problems, config, engine, samples, scores, bar, on_batch, engines)
+            scoring = {"backend": engine if on_engine else "hf", "kl_estimator": "monte-carlo" if on_engine else "exact"}
+            if on_engine:  # observable: a run scored on its engine loads no transformers model (0 on a rerun too)
+                scoring["transformers_models_loaded"] = _SCORER_LOADS[0] - loads
     finally:
         samples.close()
         scores.close()
@@ -395,6 +423,7 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     for journal in (SAMPLES, SCORES):  # samples.jsonl was just replaced: no writer can still use the locks
         remove_lock(bdir / journal)
     results = _results(lineage, config, engine, problems, records, ctxs, (bdir / SCORES).stat().st_mtime)
+    results["settings"]["scoring"] = scoring  # which backend scored, which KL estimator, transformers loads
     results_path = output_dir / RESULTS_FILE
     figures: list[Path] = []
     if config.figures:
@@ -411,9 +440,14 @@ class _Borrowed(Engine):
 
     def __init__(self, inner: Engine):
         self.inner = inner
+        self.name = inner.name
+        self.scores = inner.scores
 
     def generate(self, requests):
         return self.inner.generate(requests)
+
+    def score(self, pairs, settings, smoothing=KL_SMOOTHING):
+        return self.inner.score(pairs, settings, smoothing)
 
     def scorer(self):
         return self.inner.scorer()
@@ -438,11 +472,7 @@ def _generate(ctx: _ModelCtx, problems: Sequence[Problem], config: BehaviorConfi
                 todo.append(Batch(b.index, units))
     if not todo:
         return None
-    if engines and ctx.name in engines:
-        model: Engine = _Borrowed(engines[ctx.name])
-    else:
-        options = EngineOptions(config.device, config.dtype, config.allow_pickle, engine_extra(config))
-        model = make_engine(engine, ctx.path, ctx.tokenizer, options)
+    model = _open_engine(ctx, config, engine, engines)
     try:
         task = bar.task(f"{ctx.name}: sample ({engine})", len(problems) * config.n_samples, len(done))
         for b in todo:
@@ -462,6 +492,36 @@ def _generate(ctx: _ModelCtx, problems: Sequence[Problem], config: BehaviorConfi
     return model
 
 
+def _open_engine(ctx: _ModelCtx, config: BehaviorConfig, engine: str, engines: Mapping[str, Engine] | None) -> Engine:
+    """The caller's open engine for this model (borrowed: never closed here), else a new one."""
+    if engines and ctx.name in engines:
+        return _Borrowed(engines[ctx.name])
+    options = EngineOptions(config.device, config.dtype, config.allow_pickle, engine_extra(config))
+    return make_engine(engine, ctx.path, ctx.tokenizer, options)
+
+
+def engine_scores(config: BehaviorConfig, engine: str, engines: Mapping[str, Engine] | None = None) -> bool:
+    """Whether this run scores through its sampling engine (Monte-Carlo KL, no transformers model loaded for
+    scoring): ``config.scoring`` "engine", or "auto" with an engine that scores (vLLM); "hf" keeps transformers'
+    exact full-vocabulary scoring."""
+    if config.scoring == "hf":
+        return False
+    able = all(e.scores for e in (engines or {}).values()) and engine_class(engine).scores
+    if config.scoring == "engine" and not able:
+        raise PtlensError(f"scoring=engine: engine {engine} does not score; use scoring=hf")
+    return able
+
+
+_SCORER_LOADS = [0]
+"""Transformers models this process loaded for scoring (:func:`_hf_scorer`); a run records how many it loaded."""
+
+
+def _hf_scorer(ctx: _ModelCtx, config: BehaviorConfig) -> HFModel:
+    """A transformers model loaded to score (counted: a run scored on its engine must load none)."""
+    _SCORER_LOADS[0] += 1
+    return HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle)
+
+
 def _firsts(units: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """The first unit of each problem, in order (the problems of :func:`batch_requests`)."""
     seen: dict[int, tuple[int, int]] = {}
@@ -475,6 +535,8 @@ def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], conf
                         on_batch: Callable[[str, int], None] | None, engines: Mapping[str, Engine] | None = None) -> None:
     """Each model in turn: draw its missing samples, then score with it (transformers) its own samples and those
     of the models before it; last, the earlier models score the later ones' samples."""
+    if engine_scores(config, engine, engines):
+        return _generate_and_score_on_engine(ctxs, problems, config, engine, samples, scores, bar, on_batch, engines)
     names = [c.name for c in ctxs]
     for i, ctx in enumerate(ctxs):
         sampler = _generate(ctx, problems, config, engine, samples, bar, on_batch, engines)
@@ -487,7 +549,7 @@ def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], conf
                 if sampler is not None:
                     sampler.close()  # free the sampling engine's memory before loading the scorer
                     sampler = None
-                model = HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle)
+                model = _hf_scorer(ctx, config)
             try:
                 for target in names[:i + 1]:
                     _score_pending(model, ctx, ctxs, target, problems, samples, scores, config, bar)
@@ -501,10 +563,74 @@ def _generate_and_score(ctxs: list[_ModelCtx], problems: Sequence[Problem], conf
         later = [t for t in names[i + 1:] if _pending_scores(ctx.name, [t], samples, scores)]
         if not later:
             continue
-        with HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle) as model:
+        with _hf_scorer(ctx, config) as model:
             for target in later:
                 _score_pending(model, ctx, ctxs, target, problems, samples, scores, config, bar)
     _drop_nuclei(scores.path.parent)  # every score is on disk: the kept distributions are not needed again
+
+
+def _generate_and_score_on_engine(ctxs: list[_ModelCtx], problems: Sequence[Problem], config: BehaviorConfig,
+                                  engine: str, samples: Journal, scores: Journal, bar: _Progress,
+                                  on_batch: Callable[[str, int], None] | None,
+                                  engines: Mapping[str, Engine] | None = None) -> None:
+    """:func:`_generate_and_score` through the engine: each model's engine samples, then scores its own samples
+    and the earlier models' (``Engine.score``); last, each earlier model's engine is opened again for the later
+    models' samples. One model resident at a time, and no transformers model is loaded."""
+    names = [c.name for c in ctxs]
+    for i, ctx in enumerate(ctxs):
+        model = _generate(ctx, problems, config, engine, samples, bar, on_batch, engines)
+        try:
+            if not _pending_scores(ctx.name, names[:i + 1], samples, scores):
+                continue
+            _check_not_empty(ctx.name, samples)
+            if model is None:
+                model = _open_engine(ctx, config, engine, engines)
+            for target in names[:i + 1]:
+                _score_pending_on_engine(model, ctx, ctxs, target, problems, samples, scores, config, bar)
+        finally:
+            if model is not None:
+                model.close()
+    for i, ctx in enumerate(ctxs[:-1]):
+        later = [t for t in names[i + 1:] if _pending_scores(ctx.name, [t], samples, scores)]
+        if not later:
+            continue
+        model = _open_engine(ctx, config, engine, engines)
+        try:
+            for target in later:
+                _score_pending_on_engine(model, ctx, ctxs, target, problems, samples, scores, config, bar)
+        finally:
+            model.close()
+
+
+def _score_pending_on_engine(model: Engine, ctx: _ModelCtx, ctxs: list[_ModelCtx], target: str,
+                             problems: Sequence[Problem], samples: Journal, scores: Journal, config: BehaviorConfig,
+                             bar: _Progress) -> None:
+    """:func:`_score_pending` with ``Engine.score``: log-probs of the sampled tokens, journalled per batch; the
+    sampling-distribution log-prob sums are kept where the vocabularies match (the Monte-Carlo KL's terms)."""
+    have = {(r["problem_id"], r["sample"]) for r in scores.rows if r["scorer"] == ctx.name and r["model"] == target}
+    index = {p.id: i for i, p in enumerate(problems)}
+    todo, seen = [], set(have)
+    for r in samples.rows:
+        if r["model"] == target and (r["problem_id"], r["sample"]) not in seen:
+            seen.add((r["problem_id"], r["sample"]))
+            todo.append(r)
+    if not todo:
+        return
+    todo.sort(key=lambda r: (index[r["problem_id"]], r["sample"]))
+    tctx = next(c for c in ctxs if c.name == target)
+    same = _same_vocab(ctx.tokenizer, tctx.tokenizer)
+    own = ctx.name == target
+    task = bar.task(f"{ctx.name}: score {target} ({model.name})", len(todo), unit="responses")
+    for start in range(0, len(todo), config.batch_size):
+        chunk = todo[start:start + config.batch_size]
+        pairs = [(ctx.prompt_ids[index[r["problem_id"]]], _response_ids(r, ctx, tctx, same)) for r in chunk]
+        out = model.score(pairs, config.sampling())
+        scores.append([asdict(ScoreRecord(ctx.name, target, r["problem_id"], r["sample"], s.logprob_sum,
+                                          s.entropy_sum if own else None, s.tokens,
+                                          sampling_logprob_sum=s.sampling_logprob_sum if same else None,
+                                          outside_tokens=s.outside_tokens if same else None))
+                       for r, s in zip(chunk, out)])
+        bar.advance(task, len(chunk))
 
 
 def _record(ctx: _ModelCtx, problems: Sequence[Problem], p: int, sample: int, g: Generation, seed: int) -> SampleRecord:
@@ -553,7 +679,7 @@ def _score_pending(model: HFModel, ctx: _ModelCtx, ctxs: list[_ModelCtx], target
     sampler = None
     if not own and same and any((r["problem_id"], r["sample"]) not in kept for r in todo):
         # some distributions were not kept (a resumed run, or a nucleus too wide): load the sampler beside
-        sampler = HFModel(tctx.path, tctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle)
+        sampler = _hf_scorer(tctx, config)
     try:
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start:start + config.batch_size]
@@ -666,9 +792,14 @@ def _merge(sample_rows: list[dict], score_rows: list[dict], names: list[str],
         for other in names:
             s = by_key.get((other, rec.model, rec.problem_id, rec.sample))
             if other != rec.model and s is not None:
+                kl_sum, kl_inf, estimator = s.get("kl_sum"), s.get("kl_inf_tokens"), "exact" if s.get("kl_sum") is not None else None
+                if kl_sum is None and s.get("sampling_logprob_sum") is not None and own.get("sampling_logprob_sum") is not None:
+                    # Monte-Carlo: log p̃_A(y) − log q_B(y) along A's own sample y (docs/METRICS.md)
+                    kl_sum = own["sampling_logprob_sum"] - s["sampling_logprob_sum"]
+                    kl_inf, estimator = s.get("outside_tokens"), "monte-carlo"
                 rec.cross_logprobs[other] = {"logprob_sum": s["logprob_sum"], "tokens": s["tokens"],
                                              "mean_logprob": s["logprob_sum"] / max(s["tokens"], 1),
-                                             "kl_sum": s.get("kl_sum"), "kl_inf_tokens": s.get("kl_inf_tokens"),
+                                             "kl_sum": kl_sum, "kl_inf_tokens": kl_inf, "kl_estimator": estimator,
                                              "unscorable": s.get("unscorable", 0)}
         out.append(rec)
     out.sort(key=lambda r: (order[r.model], porder[r.problem_id], r.sample))
@@ -689,8 +820,15 @@ def _results(lineage, config: BehaviorConfig, engine: str, problems: Sequence[Pr
     grouped = problem_samples(records, names, [p.id for p in problems])
     # headline metrics: the training distribution only when held-out problems are mixed in (they go to by_tag)
     keep = headline_indices([p.tags for p in problems])
+    estimators: dict[str, dict[str, str]] = {}
+    for r in records:
+        for other, c in r.cross_logprobs.items():
+            if c.get("kl_estimator"):
+                have = estimators.setdefault(r.model, {}).setdefault(other, c["kl_estimator"])
+                if have != c["kl_estimator"]:
+                    estimators[r.model][other] = "mixed"
     metrics = compare_models({n: [ps[i] for i in keep] for n, ps in grouped.items()}, ks=config.ks,
-                             n_boot=config.n_boot, seed=config.seed)
+                             n_boot=config.n_boot, seed=config.seed, kl_estimators=estimators)
     by_tag = accuracy_by_tag(grouped, [p.tags for p in problems], ks=metrics["ks"][-1:], n_boot=config.n_boot,
                              seed=config.seed)
     settings = {k: v for k, v in asdict(config).items() if k not in ("overwrite", "figures", "allow_pickle")}

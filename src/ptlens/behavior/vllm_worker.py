@@ -7,10 +7,12 @@ with; everything else it or its children print goes to stderr.
 
 - ``serve``: one ``vllm.LLM``; messages ``{"op": "init", "model", "engine_kwargs"}``, then
   ``{"op": "generate", "requests": [...]}`` (answered by one generation list per request),
+  ``{"op": "score", "pairs", "temperature", "top_p", "smoothing", "top_k"}`` (one score per pair),
   ``{"op": "close"}``.
 - ``ray``: one message with the model, engine keywords, Ray Data options and flat rows; it runs a
   ``ray.data.llm`` vLLM processor on the Ray cluster of ``RAY_ADDRESS`` (a local one when unset) and
-  answers one line per row as the rows come back.
+  answers one line per row as the rows come back. With ``"score"`` (temperature, top_p, smoothing, top_k,
+  complete) the rows are prompt + response pairs scored as in ``serve``'s ``score``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,93 @@ def sampling_params(r: dict, seed: int, max_model_len: int | None):
         max_tokens = max(1, min(max_tokens, max_model_len - len(r["prompt_ids"])))
     return SamplingParams(n=1, temperature=r["temperature"], top_p=r["top_p"], top_k=0, max_tokens=max_tokens,
                           seed=int(seed), stop=list(r["stop"]) or None, include_stop_str_in_output=False)
+
+
+def score(llm, msg: dict) -> list[dict]:
+    """Each (prompt, response) pair as one prompt with ``prompt_logprobs`` (max_tokens 1): the response tokens'
+    log-probs and the top-K candidates at each of its positions (K = ``top_k``, at most the vocabulary), reduced
+    here to per-response sums by :func:`ptlens.behavior.engines.sampled_token_scores` (no per-token arrays cross
+    the channel)."""
+    from dataclasses import asdict
+
+    import numpy as np
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from ptlens.behavior.engines import sampled_token_scores
+
+    vocab = int(llm.llm_engine.model_config.get_vocab_size())
+    k = max(1, min(int(msg["top_k"]), vocab))
+    complete = k >= vocab
+    pairs = [(list(p), list(r)) for p, r in msg["pairs"]]
+    todo = [i for i, (_, r) in enumerate(pairs) if r]
+    max_len = int(llm.llm_engine.model_config.max_model_len)
+    # a response that filled the context leaves no room for the one generated token: its last token is scored as
+    # that generated position's candidates instead (logprobs=K), the prompt being everything before it
+    full = {i for i in todo if len(pairs[i][0]) + len(pairs[i][1]) >= max_len}
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
+    at_limit = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, logprobs=k, detokenize=False)
+    for sp in (params, at_limit):
+        if hasattr(sp, "flat_logprobs"):  # vLLM ≥ 0.11: flat lists, not one Logprob object per (position, token)
+            sp.flat_logprobs = True
+    prompts = [TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1][:-1 if i in full else None]) for i in todo]
+    outs = llm.generate(prompts, [at_limit if i in full else params for i in todo], use_tqdm=False) if todo else []
+    empty = sampled_token_scores(np.zeros((0, 1)), np.zeros(0, dtype=np.int64), 1.0, 1.0, complete)
+    result = [asdict(empty)] * len(pairs)
+    for i, o in zip(todo, outs):
+        p, r = pairs[i]
+        plp = o.prompt_logprobs
+        if i in full:
+            rows = [{c: v.logprob for c, v in plp[t].items()} for t in range(len(p), len(p) + len(r) - 1)]
+            rows.append({c: v.logprob for c, v in o.outputs[0].logprobs[0].items()})
+            if r[-1] not in rows[-1]:
+                raise ValueError(f"a response filling the context ({max_len} tokens) ends with a token outside the "
+                                 f"top {k}: raise score_top_k")
+            s = reduce_logprobs(r, rows, k, complete, msg)
+        elif hasattr(plp, "start_indices"):  # FlatLogprobs
+            lp, target = _flat_candidates(r, plp, len(p), k)
+            s = sampled_token_scores(lp, target, float(msg["temperature"]), float(msg["top_p"]), complete,
+                                     float(msg["smoothing"]))
+        else:
+            rows = [{c: v.logprob for c, v in cands.items()} for cands in plp[len(p):len(p) + len(r)]]
+            s = reduce_logprobs(r, rows, k, complete, msg)
+        result[i] = asdict(s)
+    return result
+
+
+def _flat_candidates(response: list, plp, start: int, k: int):
+    """(positions, K + 1) candidate log-probs and the sampled token's column from vLLM's FlatLogprobs, positions
+    ``start``… (the response's); a token listed twice (the sampled one, also in the top-K) counts once."""
+    import numpy as np
+
+    lo, hi = plp.start_indices[start], plp.end_indices[start + len(response) - 1]
+    ids = np.asarray(plp.token_ids[lo:hi], dtype=np.int64)
+    vals = np.asarray(plp.logprobs[lo:hi], dtype=np.float64)
+    lp = np.full((len(response), k + 1), -np.inf)
+    target = np.zeros(len(response), dtype=np.int64)
+    for t, tok in enumerate(response):
+        a, b = plp.start_indices[start + t] - lo, plp.end_indices[start + t] - lo
+        u, first = np.unique(ids[a:b], return_index=True)
+        lp[t, :len(u)] = vals[a:b][first]
+        target[t] = int(np.searchsorted(u, int(tok)))
+    return lp, target
+
+
+def reduce_logprobs(response: list, rows: list, k: int, complete: bool, msg: dict):
+    """One response's :class:`SampledScores` from its positions' {token id: temperature-1 log-prob} candidates."""
+    import numpy as np
+
+    from ptlens.behavior.engines import sampled_token_scores
+
+    lp = np.full((len(response), k + 1), -np.inf)
+    target = np.zeros(len(response), dtype=np.int64)
+    for t, (tok, cands) in enumerate(zip(response, rows)):
+        cands = {int(c): float(v["logprob"] if isinstance(v, dict) else v) for c, v in cands.items() if v is not None}
+        ids = sorted(cands)
+        lp[t, :len(ids)] = [cands[c] for c in ids]
+        target[t] = ids.index(int(tok))
+    return sampled_token_scores(lp, target, float(msg["temperature"]), float(msg["top_p"]), complete,
+                                float(msg["smoothing"]))
 
 
 def serve(out) -> None:
@@ -71,6 +160,8 @@ def serve(out) -> None:
                         row.append({"token_ids": list(c.token_ids), "text": c.text, "finish": _finish(c)})
                     gens.append(row)
                 reply = {"ok": True, "generations": gens}
+            elif msg["op"] == "score":
+                reply = {"ok": True, "scores": score(llm, msg)}
             elif msg["op"] == "close":
                 out.write(json.dumps({"ok": True}) + "\n")
                 out.flush()
@@ -103,26 +194,41 @@ def ray_job(out) -> None:
             tokenize_stage=False, detokenize_stage=False, log_engine_metrics=False,
             runtime_env={"env_vars": env}, **opts)
 
+        scoring = msg.get("score")
+
         def pre(row):
+            if scoring:  # prompt + response as one prompt: the response tokens' log-probs (see score)
+                return dict(tokenized_prompt=list(row["prompt_ids"]), key=row["key"], n_prompt=int(row["n_prompt"]),
+                            sampling_params=dict(n=1, temperature=0.0, max_tokens=1, detokenize=False,
+                                                 prompt_logprobs=int(scoring["top_k"])))
             return dict(tokenized_prompt=list(row["prompt_ids"]), key=row["key"],
                         sampling_params=dict(n=1, temperature=float(row["temperature"]), top_p=float(row["top_p"]),
                                              top_k=0, max_tokens=int(row["max_tokens"]), seed=int(row["seed"]),
                                              stop=json.loads(row["stop"]) or None, include_stop_str_in_output=False))
 
         def post(row):
+            if scoring:
+                from dataclasses import asdict
+
+                from ptlens.behavior.vllm_worker import reduce_logprobs as reduce_
+
+                ids, n = [int(t) for t in row["prompt_token_ids"]], int(row["n_prompt"])
+                cands = list(row["prompt_logprobs"])[n:]
+                s = reduce_(ids[n:], cands, int(scoring["top_k"]), bool(scoring["complete"]), scoring)
+                return dict(key=row["key"], error=row.get("__inference_error__") or "", **asdict(s))
             return dict(key=row["key"], token_ids=[int(t) for t in row["generated_tokens"]],
                         text=row["generated_text"], error=row.get("__inference_error__") or "")
 
         processor = build_processor(config, preprocess=pre, postprocess=post)
-        rows = [{**r, "stop": json.dumps(r["stop"])} for r in msg["rows"]]
+        rows = msg["rows"] if scoring else [{**r, "stop": json.dumps(r["stop"])} for r in msg["rows"]]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), int(msg.get("blocks", 8)))))
         nodes = sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
         out.write(json.dumps({"ok": True, "cluster": {"nodes": nodes, "gpus": gpus,
                                                       "cpus": ray.cluster_resources().get("CPU", 0)}}) + "\n")
         out.flush()
         for row in processor(ds).iter_rows():
-            out.write(json.dumps({"ok": True, "row": {k: (list(v) if k == "token_ids" else v) for k, v in row.items()}})
-                      + "\n")
+            out.write(json.dumps({"ok": True, "row": {k: (list(v) if k == "token_ids" else v) for k, v in row.items()}},
+                                 default=_plain) + "\n")
             out.flush()
         out.write(json.dumps({"ok": True, "done": True}) + "\n")
     except Exception as e:
@@ -130,6 +236,11 @@ def ray_job(out) -> None:
         out.write(json.dumps({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
                   + "\n")
     out.flush()
+
+
+def _plain(v):
+    """numpy scalars and arrays (Ray Data rows) as JSON values."""
+    return v.tolist() if hasattr(v, "tolist") else str(v)
 
 
 def main() -> None:

@@ -54,6 +54,11 @@ BEHAVIOUR_DEFINITIONS = [
                  "sampled): full-vocabulary KL at each position of A's responses, summed and divided by A's tokens; "
                  "where top-p leaves B no mass on a token A can emit, B is ε-smoothed (ε = 1e-3) and the position "
                  "counted in cross_kl_inf_share (docs/validation/kl.md)."),
+    ("cross_kl estimator", "Each cross_kl value names its estimator (results cross_kl[A][B].estimator, with samples and "
+                           "se, the standard error over problems; the run's in settings: scoring): exact = the "
+                           "full-vocabulary KL per position (transformers scoring); monte-carlo = the sampled-token "
+                           "log-ratio log p̃_A(y) − log q_B(y) along A's samples, from the engine's log-probs (vLLM), "
+                           "unbiased for the same KL, noisier (docs/METRICS.md)."),
     ("intervals", "Every headline number carries a {level} percentile bootstrap interval over problems; differences between "
                   "two models are paired (the same problem resamples for both). The intervals describe; verdicts decide "
                   "on the paired test (p)."),
