@@ -1,6 +1,6 @@
 """The overall decision: which branch of the user's plan the per-question verdicts put this lineage in.
 
-The plan (seed.md, "Decision Framework" and "Analysis Workflow") ends in one of three branches —
+The plan (docs/DECISION.md) ends in one of three branches —
 clear differences → the hypothesis is validated, spend the training budget on your own models;
 minimal differences → save the budget; unexpected patterns → a new research question — reached
 through quick behavioural test → interesting differences? → deep weight analysis → layer-specific
@@ -33,7 +33,7 @@ HEADLINES = {
     INVESTIGATE: "Unexpected patterns: a new research opportunity — investigate before training",
     NOT_ENOUGH: "Not enough evidence for a decision yet",
 }
-"""Each branch in the plan's words (seed.md, "Decision Framework")."""
+"""Each branch in the plan's words (docs/DECISION.md)."""
 
 TARGET_POWER = 0.80
 """The power a behaviour run must have, for the reference effect, before "minimal" reads as "save"."""

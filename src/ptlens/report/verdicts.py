@@ -1,7 +1,7 @@
 """Verdicts for the study's questions, computed from stored results by stated criteria with a stated error rate.
 
-"The study's hypotheses" are the directions the user's analysis plan (seed.md, "Expected
-Results") expects; they are stated here as :data:`HYPOTHESES` and tested, never printed as
+"The study's hypotheses" are the directions the user's analysis plan expects (README, "The
+report"; docs/METRICS.md, "Verdicts"); they are stated here as :data:`HYPOTHESES` and tested, never printed as
 findings. Pure functions: they take the dicts of ``weights/summary.json`` and
 ``model_comparison_results.json`` (either may be None) and return :class:`Verdict` objects.
 Nothing here reads a file or draws a figure.
@@ -57,7 +57,7 @@ STUDY = "the study's hypotheses (from the user's analysis plan)"
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """A direction the user's analysis plan (seed.md, "Expected Results") names; a hypothesis to test, not a finding."""
+    """A direction the user's analysis plan names; a hypothesis to test, not a finding."""
 
     id: str
     text: str
