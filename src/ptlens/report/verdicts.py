@@ -202,6 +202,11 @@ class Verdict:
 _ORDER = (AS_HYPOTHESISED, REVERSED, CLEAR_UNDIRECTED, NO_CLEAR, REINFORCES, UNDOES, UNRELATED, DESCRIBED, NOT_MEASURED)
 
 
+def _no_weights(question: str, criterion: str) -> Verdict:
+    """A weight question's verdict in a folder the weight scan never wrote to."""
+    return _combine(question, [], criterion, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
+
+
 def _combine(question: str, checks: list[Check], criterion: str, figure: str | None, table: str | None,
              comparison: str, why_missing: str = "", note: str = "") -> Verdict:
     outcomes = [c.outcome for c in checks]
@@ -453,7 +458,7 @@ def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> 
             "unexpected when a hypothesised direction (W1, W2, L1) is clearly reversed. Magnitude, raw or per unit of "
             "learning rate × steps, is shown but descriptive: it has no null.")
     if not summary:
-        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
+        return _no_weights(q, crit)
     tr = Transitions(summary)
     stages = stages_of(summary.get("lineage") or {})
     pair = comparison_pair(stages)
@@ -709,7 +714,7 @@ def sample_efficiency(summary: dict | None, criteria: Criteria = Criteria()) -> 
             "different data, objectives and learning rates, and weight change is not learning; a rate, not a "
             "controlled comparison.")
     if not summary:
-        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
+        return _no_weights(q, crit)
     stages = stages_of(summary.get("lineage") or {})
     pair = comparison_pair(stages)
     rows = {r.stage: r for r in efficiency_rows(summary)}
@@ -778,7 +783,7 @@ def transfer(summary: dict | None, results: dict | None = None, criteria: Criter
             f"parameters: independent updates have cos ≈ N(0, 1/n)). {STUDY[0].upper() + STUDY[1:]} name no direction "
             "here, so this question is never 'unexpected'; the verdict names the outcome (mixed when pairs differ).")
     if not summary:
-        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
+        return _no_weights(q, crit)
     tr = Transitions(summary)
     stages = [s for s in stages_of(summary.get("lineage") or {}) if s.start is not None]
     spans = [(s, tr.stage_transition(s)) for s in stages]
