@@ -44,8 +44,8 @@ def summary(labels=("base", "sft", "dpo", "rlvr")) -> dict:
 @pytest.fixture
 def captured(monkeypatch):
     figs = []
-    monkeypatch.setattr(WF, "_save", lambda fig, path: figs.append(fig) or path)
-    monkeypatch.setattr(BF, "_save", lambda fig, path, **kw: figs.append(fig) or path)
+    monkeypatch.setattr(WF, "save_png", lambda fig, path, **kw: figs.append(fig) or path)
+    monkeypatch.setattr(BF, "save_png", lambda fig, path, **kw: figs.append(fig) or path)
     yield figs
     for f in figs:
         WF.plt.close(f)
@@ -114,7 +114,7 @@ def test_transplant_legend_leaves_the_bars_free(tmp_path, monkeypatch):
     from ptlens.mechanism import figures as MF
 
     seen = []
-    monkeypatch.setattr(MF, "_save", lambda fig, path: seen.append(fig) or path)
+    monkeypatch.setattr(MF, "save_png", lambda fig, path, **kw: seen.append(fig) or path)
     rows = [{"row": "part", "transition": "sft→dpo", "partition": "groups", "part": p, "kl_recovered": v,
              "kl_recovered_lo": v - 0.05, "kl_recovered_hi": min(v + 0.05, 1.0), "delta_share": 0.3,
              "kl_recovered_lo_fw": v - 0.08, "acc_recovered": None} for p, v in (("attention", 0.2), ("mlp", 0.97),

@@ -37,3 +37,15 @@ def test_mechanism_says_what_first_layer_embeddings_means():
                                   "relative activation change is largest at layer 1 (0.3), and the readout changes "
                                   "most at layer 2")
     assert "first move at the embeddings" not in t["answer"]
+
+
+def test_numbers_print_alike_in_every_report():
+    """report.html / report.md (report.build.fmt) and weight_analysis_report.md (fmt_value) share one rule."""
+    from ptlens.report.build import fmt
+    from ptlens.weights.report_md import fmt_value
+
+    cases = {12345.6: "1.23e+04", 99999.0: "1.00e+05", 9999.4: "9999", 0.5: "0.5", 2.5e-4: "2.50e-04",
+             -0.0123: "-0.0123", 1.5: "1.5"}
+    for v, want in cases.items():
+        assert fmt(v) == fmt_value(v) == want, v
+    assert (fmt(0.0), fmt(1234), fmt(None), fmt(float("nan"))) == ("0", "1,234", "–", "–")

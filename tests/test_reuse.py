@@ -346,3 +346,13 @@ def test_a_ray_scan_journals_in_the_driver_and_resumes(tmp_path):
     assert (tmp_path / "ray" / F.TENSORS_CSV).read_bytes() == (tmp_path / "local" / F.TENSORS_CSV).read_bytes()
     assert _summary(tmp_path / "ray")["aggregates"] == _summary(tmp_path / "local")["aggregates"]
     assert _locks(tmp_path / "ray") == [] and not (tmp_path / "ray" / F.WEIGHT_JOURNAL).exists()
+
+
+@pytest.mark.parametrize("content", [b"[]", b"{not json", b"\xff\xfe", b'{"schema": 1}'])
+def test_a_broken_weight_summary_is_scanned_again_not_reused(tmp_path, content):
+    from ptlens.pipeline import stored_weights
+    from ptlens.results import files as F
+
+    (tmp_path / F.WEIGHT_SUMMARY).parent.mkdir(parents=True)
+    (tmp_path / F.WEIGHT_SUMMARY).write_bytes(content)
+    assert stored_weights(None, None, tmp_path) is None  # read before the lineage is looked at

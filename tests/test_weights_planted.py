@@ -1,4 +1,4 @@
-"""The scan recovers planted, known changes (DESIGN.md definitions, hand-computed truth)."""
+"""The scan recovers planted, known changes (docs/METRICS.md definitions, hand-computed truth)."""
 
 from __future__ import annotations
 

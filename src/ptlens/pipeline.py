@@ -176,18 +176,16 @@ def stored_weights(lineage, cfg: "ScanConfig", output_dir: Path) -> Optional[dic
     Other settings or another lineage: None (scanned again). The same checkpoints with files changed since
     (retrained in place): one line naming them (:meth:`ptlens.results.reuse.Comparison.refuse_changed`).
     """
-    from ptlens.io import read_json
     from ptlens.results.reuse import compare
+    from ptlens.results.store import parse_weight_summary, read_document
     from ptlens.weights.scan import scan_fingerprint
 
     path = Path(output_dir) / F.WEIGHT_SUMMARY
-    s = read_json(path)
-    if s is None:
+    if not path.is_file():
         return None
     try:
-        from ptlens.results.store import parse_weight_summary
-
-        parse_weight_summary(s, path=path)
+        s, data = read_document(path, "weights")
+        parse_weight_summary(s, data, path)
     except PtlensError:
         return None  # a newer or broken file is scanned again, not reused
     cmp = compare(s.get("fingerprint"), scan_fingerprint(lineage, cfg))

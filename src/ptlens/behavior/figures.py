@@ -10,33 +10,14 @@ from pathlib import Path
 from typing import Sequence
 
 from ptlens.figpool import figure
-
-OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-
+from ptlens.plotting import OKABE_ITO, save_png
+from ptlens.plotting import pyplot as _plt
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def colour(i: int) -> str:
     return OKABE_ITO[i % len(OKABE_ITO)]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path, rect=None) -> Path:
-    fig.tight_layout(rect=rect)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=130)
-    tmp.replace(path)
-    _plt().close(fig)
-    return path
 
 
 @figure
@@ -62,7 +43,7 @@ def pass_at_k_figure(results: dict, path: Path) -> Path:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("pass@k (solid, 95% band) and maj@k (dashed)")
     _style_legends(ax, list(results["models"]))
-    return _save(fig, path, rect=(0, 0, 0.86, 1))  # room on the right for the model legend
+    return save_png(fig, path, tight=True, rect=(0, 0, 0.86, 1))  # room on the right for the model legend
 
 
 def _style_legends(ax, names: Sequence[str]) -> None:
@@ -95,7 +76,7 @@ def accuracy_histogram_figure(results: dict, path: Path) -> Path:
     ax.set_ylabel("problems")
     ax.set_title("Per-problem accuracy")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 @figure
@@ -133,7 +114,7 @@ def distributions_figure(records: Sequence, names: Sequence[str], path: Path) ->
     a2.set_ylabel("responses")
     a2.set_title("Length")
     a1.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 @figure
@@ -155,7 +136,7 @@ def calibration_figure(results: dict, path: Path) -> Path:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Calibration")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 @figure
@@ -187,7 +168,7 @@ def cross_ppl_figure(results: dict, path: Path) -> Path:
     ax.set_ylabel("responses of model")
     ax.set_title("Cross-model perplexity" + ("" if np.isfinite(grid).all() else " (n/a: no tokens scored)"))
     fig.colorbar(im, ax=ax, label="log perplexity")
-    return _save(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 def write_figures(results: dict, records: Sequence, out_dir: Path) -> list[Path]:

@@ -2,7 +2,7 @@
 
 Same inputs through A and B → per-layer activation diffs (CKA, relative change, logit lens,
 activation difference lens); A + ΔW[part] → behaviour of the hybrids (delta transplants).
-Definitions: DESIGN.md "Mechanism"; user guide: docs/MECHANISM.md.
+Definitions and user guide: docs/MECHANISM.md.
 """
 
 _RUN = ("MechanismConfig", "MechanismResult", "run_mechanism", "stored_mechanism")

@@ -6,7 +6,7 @@ streams (and a copy of its final norm and unembedding); :func:`compare_pass` run
 model over the same batches and folds both into per-layer sums. Nothing here reads or writes
 files.
 
-Layer convention (DESIGN.md "Mechanism"): layer L is the residual stream after decoder layer L
+Layer convention (docs/MECHANISM.md): layer L is the residual stream after decoder layer L
 (0-based); layer −1 is the embedding output.
 """
 

@@ -9,27 +9,9 @@ import math
 from pathlib import Path
 
 from ptlens.figpool import NothingToDraw, figure
+from ptlens.plotting import OKABE_ITO, save_png
+from ptlens.plotting import pyplot as _plt
 
-OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    _plt().close(fig)
-    tmp.replace(path)
-    return path
 
 
 def _v(x) -> float:
@@ -64,7 +46,7 @@ def depth_figure(layer_rows: list[dict], path: Path) -> Path | None:
     axes[1].set_title("activation change", fontsize=9)
     axes[2].set_title("next-token readout change per layer", fontsize=9)
     axes[0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 def _accuracy_changed(rows: list[dict], transition: str) -> bool:
@@ -122,7 +104,7 @@ def transplant_figure(rows: list[dict], path: Path) -> Path | None:
                             ha="center", va="bottom", fontsize=7, color="#444444")
         # the legend beside the axes: inside, it hid the top of the main carrier's bar (near 1, upper right)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return _save(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 def write_figures(summary: dict, folder: Path) -> dict[str, Path]:

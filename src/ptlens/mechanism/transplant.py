@@ -69,18 +69,6 @@ def plan_parts(names: Sequence[str], n_layers: int, blocks: int = 4) -> list[Par
     return parts
 
 
-def delta_sq_norms(names: Sequence[str], read_a: Callable[[str], torch.Tensor],
-                   read_b: Callable[[str], torch.Tensor]) -> dict[str, float]:
-    """‖W_B − W_A‖²_F per tensor (float64; rows present in one checkpoint only are left out)."""
-    out = {}
-    for n in names:
-        a, b = read_a(n), read_b(n)
-        rows = min(a.shape[0], b.shape[0]) if a.ndim else None
-        a, b = (a[:rows], b[:rows]) if rows is not None else (a, b)
-        out[n] = float(((b.double() - a.double()) ** 2).sum())
-    return out
-
-
 def part_shares(parts: Sequence[Part], sq: Mapping[str, float]) -> dict[str, float]:
     """Each part's share of ‖ΔW‖²_F (parts of one partition sum to 1; NaN when ΔW = 0)."""
     total = sum(sq.values())

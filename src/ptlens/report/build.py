@@ -68,6 +68,7 @@ LABEL_CSS = {CLEAR: "clear", MINIMAL: "minimal", UNEXPECTED: "unexpected", NOT_M
 
 
 def fmt(v, digits: int = 3) -> str:
+    """A table cell: – for missing, yes/no, integers with thousands separators, measured numbers as :func:`REG.fmt_number`."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     if isinstance(v, bool):
@@ -75,11 +76,7 @@ def fmt(v, digits: int = 3) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     v = float(v)
-    if v == 0:
-        return "0"
-    if abs(v) < 1e-3 or abs(v) >= 1e5:
-        return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits + 1}g}"
+    return "0" if v == 0 else REG.fmt_number(v, digits)
 
 
 def pct(v) -> str:

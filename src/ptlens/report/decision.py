@@ -1,6 +1,6 @@
 """The overall decision: which branch of the user's plan the per-question verdicts put this lineage in.
 
-The plan (seed.md, "Decision Framework" and "Analysis Workflow") ends in one of three branches —
+The plan (docs/DECISION.md) ends in one of three branches —
 clear differences → the hypothesis is validated, spend the training budget on your own models;
 minimal differences → save the budget; unexpected patterns → a new research question — reached
 through quick behavioural test → interesting differences? → deep weight analysis → layer-specific
@@ -15,12 +15,12 @@ what to run to get there, and names the workflow's next step.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from ptlens.report.verdicts import (AS_HYPOTHESISED, CLEAR, CLEAR_UNDIRECTED, MINIMAL, NO_CLEAR, QUESTION_KEYS,
-                                    REVERSED, Criteria, Verdict, behaviour_pair, limit_for, n_problems)
+                                    REVERSED, Criteria, Verdict, behaviour_pair, finite_number, limit_for,
+                                    n_problems)
 
 SCHEMA = 1
 """Version of the ``decision`` record in verdicts.json; bump it when a field changes meaning."""
@@ -33,7 +33,7 @@ HEADLINES = {
     INVESTIGATE: "Unexpected patterns: a new research opportunity — investigate before training",
     NOT_ENOUGH: "Not enough evidence for a decision yet",
 }
-"""Each branch in the plan's words (seed.md, "Decision Framework")."""
+"""Each branch in the plan's words (docs/DECISION.md)."""
 
 TARGET_POWER = 0.80
 """The power a behaviour run must have, for the reference effect, before "minimal" reads as "save"."""
@@ -126,12 +126,8 @@ class Decision:
 # ---------------------------------------------------------------- facts from stored results
 
 
-def _f(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)) else None
-
-
 def _accuracy(results: dict, name: str) -> float | None:
-    return _f((((results.get("models") or {}).get(name) or {}).get("metrics") or {}).get("accuracy", {}).get("value"))
+    return finite_number((((results.get("models") or {}).get(name) or {}).get("metrics") or {}).get("accuracy", {}).get("value"))
 
 
 def _top_problems(results: dict, a: str, b: str, n: int = 3) -> list[tuple[str, float, float]]:
@@ -156,7 +152,7 @@ def _weight_facts(summary: dict) -> tuple[list[str], int | None]:
     if t is None:
         names = [x.get("name") for x in summary.get("transitions") or []]
         t = names[-1] if names else None
-    params = _f((tr.row("model", t) or {}).get("entries")) if t else None
+    params = finite_number((tr.row("model", t) or {}).get("entries")) if t else None
     if t is None:
         return [], None
     layers = sorted(tr.rows("layer", t), key=lambda r: -(r.get("rel_change") or 0))[:3]

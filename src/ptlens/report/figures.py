@@ -10,29 +10,12 @@ from pathlib import Path
 from typing import Sequence
 
 from ptlens.figpool import NothingToDraw, figure
+from ptlens.plotting import OKABE_ITO, save_png
+from ptlens.plotting import pyplot as _plt
 from ptlens.report.trajectory import Trajectory
 from ptlens.report.verdicts import EfficiencyRow
 
-OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 ROLE_COLOURS = {"base": "#000000", "sft": "#0072B2", "dpo": "#009E73", "rlvr": "#D55E00"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    _plt().close(fig)
-    tmp.replace(path)
-    return path
 
 
 def _colour(role: str | None, i: int) -> str:
@@ -73,7 +56,7 @@ def efficiency_figure(rows: Sequence[EfficiencyRow], path: Path) -> Path | None:
         ax.grid(alpha=0.3, axis="y")
         ax.set_xlabel("stage")
     fig.suptitle("Sample efficiency: weight change per training item")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 @figure
@@ -136,7 +119,7 @@ def convergence_figure(trajs: Sequence[Trajectory], path: Path, level: str = "95
         if all(t.x_label == "checkpoint in stage" for t in trajs):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("Convergence along training trajectories")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 @figure
@@ -209,4 +192,4 @@ def transfer_figure(summary: dict, results: dict | None, path: Path, threshold: 
         ax.set_title("Behaviour along the lineage", fontsize=10)
         ax.grid(alpha=0.3)
     fig.suptitle("Transfer: how the stages' changes add up")
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -37,24 +37,25 @@ class ReportInputs:
         return (self.summary or {}).get("lineage") or (self.results or {}).get("lineage") or {"checkpoints": []}
 
 
+def _document(out: Path, name: str, kind: str, parse, hashes: dict[str, str]) -> tuple:
+    """(typed record, its dict) of one stored JSON result, checked by ``parse``; (None, None) when it is absent."""
+    f = out / name
+    if not f.is_file():
+        return None, None
+    doc, data = read_document(f, kind)
+    record = parse(doc, data, f)[0]
+    hashes[name] = hashlib.sha256(data).hexdigest()
+    return record, doc
+
+
 def load_inputs(out_dir: str | Path) -> ReportInputs:
     """Read whatever results the folder holds; a folder with neither weights nor behaviour is an error."""
     out = Path(out_dir)
     if not out.is_dir():
         raise PtlensError(f"{out}: no such folder (give the --output-dir of ptlens run / weights / behavior)")
     inp = ReportInputs(out)
-    f = out / SUMMARY
-    if f.is_file():
-        doc, data = read_document(f, "weights")
-        inp.weights = parse_weight_summary(doc, data, f)[0]
-        inp.hashes[SUMMARY] = hashlib.sha256(data).hexdigest()
-        inp.summary = doc
-    f = out / RESULTS
-    if f.is_file():
-        doc, data = read_document(f, "behavior")
-        inp.behavior = parse_behavior_results(doc, data, f)[0]
-        inp.hashes[RESULTS] = hashlib.sha256(data).hexdigest()
-        inp.results = doc
+    inp.weights, inp.summary = _document(out, SUMMARY, "weights", parse_weight_summary, inp.hashes)
+    inp.behavior, inp.results = _document(out, RESULTS, "behavior", parse_behavior_results, inp.hashes)
     f = out / SAMPLES
     if f.is_file():
         rows, data = read_sample_rows(f)

@@ -1,4 +1,4 @@
-"""The methods section: every definition the report's numbers rest on (the words of DESIGN.md), and the decision rule."""
+"""The methods section: every definition the report's numbers rest on (the words of docs/METRICS.md), and the decision rule."""
 
 from __future__ import annotations
 

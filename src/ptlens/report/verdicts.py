@@ -1,7 +1,7 @@
 """Verdicts for the study's questions, computed from stored results by stated criteria with a stated error rate.
 
-"The study's hypotheses" are the directions the user's analysis plan (seed.md, "Expected
-Results") expects; they are stated here as :data:`HYPOTHESES` and tested, never printed as
+"The study's hypotheses" are the directions the user's analysis plan expects (README, "The
+report"; docs/METRICS.md, "Verdicts"); they are stated here as :data:`HYPOTHESES` and tested, never printed as
 findings. Pure functions: they take the dicts of ``weights/summary.json`` and
 ``model_comparison_results.json`` (either may be None) and return :class:`Verdict` objects.
 Nothing here reads a file or draws a figure.
@@ -57,7 +57,7 @@ STUDY = "the study's hypotheses (from the user's analysis plan)"
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """A direction the user's analysis plan (seed.md, "Expected Results") names; a hypothesis to test, not a finding."""
+    """A direction the user's analysis plan names; a hypothesis to test, not a finding."""
 
     id: str
     text: str
@@ -202,6 +202,11 @@ class Verdict:
 _ORDER = (AS_HYPOTHESISED, REVERSED, CLEAR_UNDIRECTED, NO_CLEAR, REINFORCES, UNDOES, UNRELATED, DESCRIBED, NOT_MEASURED)
 
 
+def _no_weights(question: str, criterion: str) -> Verdict:
+    """A weight question's verdict in a folder the weight scan never wrote to."""
+    return _combine(question, [], criterion, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
+
+
 def _combine(question: str, checks: list[Check], criterion: str, figure: str | None, table: str | None,
              comparison: str, why_missing: str = "", note: str = "") -> Verdict:
     outcomes = [c.outcome for c in checks]
@@ -234,7 +239,8 @@ def _combine(question: str, checks: list[Check], criterion: str, figure: str | N
 # ---------------------------------------------------------------- helpers
 
 
-def _num(v) -> float | None:
+def finite_number(v) -> float | None:
+    """A stored number as a float; None for a missing, non-numeric (bool included) or non-finite value."""
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)) else None
 
 
@@ -242,7 +248,7 @@ def ratio_check(name: str, metric: str, a_name: str, a: float | None, b_name: st
                 direction: int = 0, hypothesis: str | None = None, note: str = "") -> Check:
     """Exact numbers of two stages: clear when b/a ≥ factor or ≤ 1/factor; ``direction`` +1 (−1): b > a (b < a) hypothesised."""
     rule = f"ratio {b_name}/{a_name} ≥ {factor:g} or ≤ 1/{factor:g}" + (f" ({note})" if note else "")
-    a, b = _num(a), _num(b)
+    a, b = finite_number(a), finite_number(b)
     if a is None or b is None or a <= 0 or b <= 0:
         ev = [Evidence(f"{metric} [{a_name}]", a), Evidence(f"{metric} [{b_name}]", b)]
         return Check(name, NOT_MEASURED, ev, hypothesis, rule)
@@ -263,7 +269,7 @@ def _outcome(clear: bool, sign: int, direction: int) -> str:
 def _interval(est: dict | None) -> tuple[float, float] | None:
     if not est:
         return None
-    lo, hi = _num(est.get("lo")), _num(est.get("hi"))
+    lo, hi = finite_number(est.get("lo")), finite_number(est.get("hi"))
     return (lo, hi) if lo is not None and hi is not None else None
 
 
@@ -291,14 +297,14 @@ def difference_check(name: str, metric: str, a_name: str, a_est: dict | None, b_
 
     ``p_adjusted`` comes from :func:`holm` over the question's ``family`` checks; without it the raw p is used.
     """
-    av, bv = _num((a_est or {}).get("value")), _num((b_est or {}).get("value"))
+    av, bv = finite_number((a_est or {}).get("value")), finite_number((b_est or {}).get("value"))
     size = criteria.relative_effect * abs(av) if relative and av is not None else criteria.share_effect
     size_txt = f"{criteria.relative_effect:.0%} of {a_name}'s value" if relative else f"{criteria.share_effect:g}"
     ev = [Evidence(f"{metric} [{a_name}]", av, _interval(a_est)), Evidence(f"{metric} [{b_name}]", bv, _interval(b_est))]
     if av is None or bv is None:
         return Check(name, NOT_MEASURED, ev, hypothesis, f"{metric} not in the stored results for both models")
-    d = _num((diff or {}).get("value"))
-    p = _num((diff or {}).get("p"))
+    d = finite_number((diff or {}).get("value"))
+    p = finite_number((diff or {}).get("p"))
     rule = (f"paired sign-flip test of {b_name} − {a_name}, Holm-adjusted over {family} check{'s' if family != 1 else ''}, "
             f"p ≤ {criteria.alpha:g} and |difference| ≥ {size_txt}")
     if d is None or p is None:
@@ -359,7 +365,7 @@ def null_of(row: dict | None, metric: str) -> float | None:
         return None
     names = [f"{metric}_null"] + ([metric.replace("_wmean", "_null_wmean")] if metric.endswith("_wmean") else [])
     for name in names:
-        v = _num(row.get(name))
+        v = finite_number(row.get(name))
         if v is not None:
             return v
     return None
@@ -372,7 +378,7 @@ def null_pairs(row: dict | None) -> dict[str, tuple[float, float]]:
         if "_null" not in k:
             continue
         base = k.replace("_null", "")
-        obs, nul = _num(row.get(base)), _num(row.get(k))
+        obs, nul = finite_number(row.get(base)), finite_number(row.get(k))
         if obs is not None and nul is not None:
             out[base] = (obs, nul)
     return out
@@ -385,7 +391,7 @@ def beyond_rounding(tr: Transitions, transition: str | None, margin: float = 0.1
     row = tr.row("model", transition)
     if row is None:
         return None
-    if _num(row.get("changed_exact")) == 0.0:
+    if finite_number(row.get("changed_exact")) == 0.0:
         return False
     pairs = null_pairs(row)
     if not pairs:
@@ -410,7 +416,7 @@ def null_ratio_check(name: str, metric: str, tr: Transitions, an: str, ta: str, 
 
 def stage_travel(stage: Stage) -> tuple[float | None, str]:
     """learning rate × optimizer steps of a stage, from its facts and its last checkpoint's recorded step."""
-    lr = _num(stage.facts.get("learning_rate"))
+    lr = finite_number(stage.facts.get("learning_rate"))
     steps = stage.steps[-1] if stage.steps and isinstance(stage.steps[-1], int) else None
     if steps is None:
         steps = stage.facts.get("steps") if isinstance(stage.facts.get("steps"), int) else None
@@ -452,7 +458,7 @@ def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> 
             "unexpected when a hypothesised direction (W1, W2, L1) is clearly reversed. Magnitude, raw or per unit of "
             "learning rate × steps, is shown but descriptive: it has no null.")
     if not summary:
-        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
+        return _no_weights(q, crit)
     tr = Transitions(summary)
     stages = stages_of(summary.get("lineage") or {})
     pair = comparison_pair(stages)
@@ -610,8 +616,8 @@ def reasoning_behaviour(results: dict | None, criteria: Criteria = Criteria(),
             continue
         if metric == "pass@K":
             name = f"pass@{max(ks)}"
-        ok = _num((ma.get(m) or {}).get("value")) is not None and _num((mb.get(m) or {}).get("value")) is not None
-        p = _num(((diff or {}).get(m) or {}).get("p")) if ok else None
+        ok = finite_number((ma.get(m) or {}).get("value")) is not None and finite_number((mb.get(m) or {}).get("value")) is not None
+        p = finite_number(((diff or {}).get(m) or {}).get("p")) if ok else None
         plan.append((name, m, rel, direction, hid, p))
     adjusted = holm([x[5] for x in plan])
     family = sum(x[5] is not None for x in plan)
@@ -629,7 +635,7 @@ def pass_at_k_crossings(results: dict, a: str, b: str) -> list[int]:
     ma, mb = results["models"][a]["metrics"], results["models"][b]["metrics"]
     signs = []
     for k in ks:
-        va, vb = _num(ma.get(f"pass@{k}", {}).get("value")), _num(mb.get(f"pass@{k}", {}).get("value"))
+        va, vb = finite_number(ma.get(f"pass@{k}", {}).get("value")), finite_number(mb.get(f"pass@{k}", {}).get("value"))
         signs.append(None if va is None or vb is None else (vb > va) - (vb < va))
     out, prev = [], None
     for k, s in zip(ks, signs):
@@ -708,7 +714,7 @@ def sample_efficiency(summary: dict | None, criteria: Criteria = Criteria()) -> 
             "different data, objectives and learning rates, and weight change is not learning; a rate, not a "
             "controlled comparison.")
     if not summary:
-        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
+        return _no_weights(q, crit)
     stages = stages_of(summary.get("lineage") or {})
     pair = comparison_pair(stages)
     rows = {r.stage: r for r in efficiency_rows(summary)}
@@ -753,7 +759,7 @@ def transfer_check(tr: Transitions, t1: str, t2: str, criteria: Criteria) -> Che
     """Does the later update reinforce (cos ≥ c), undo (cos ≤ −c) or stand unrelated to the earlier one?"""
     c = criteria.cosine_threshold
     v = tr.delta_cosine(t1, t2)
-    n = _num((tr.row("model", t1) or {}).get("entries"))
+    n = finite_number((tr.row("model", t1) or {}).get("entries"))
     chance = cosine_chance(int(n) if n else None, criteria.cosine_chance_z)
     bound = max(c, chance or 0.0)
     rule = (f"reinforces: cos ≥ {c:g}; undoes: cos ≤ −{c:g}; else unrelated"
@@ -777,7 +783,7 @@ def transfer(summary: dict | None, results: dict | None = None, criteria: Criter
             f"parameters: independent updates have cos ≈ N(0, 1/n)). {STUDY[0].upper() + STUDY[1:]} name no direction "
             "here, so this question is never 'unexpected'; the verdict names the outcome (mixed when pairs differ).")
     if not summary:
-        return _combine(q, [], crit, None, None, "", f"no weight results ({FILES.WEIGHT_SUMMARY}) in this folder")
+        return _no_weights(q, crit)
     tr = Transitions(summary)
     stages = [s for s in stages_of(summary.get("lineage") or {}) if s.start is not None]
     spans = [(s, tr.stage_transition(s)) for s in stages]

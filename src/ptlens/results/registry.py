@@ -158,6 +158,14 @@ so any set of rows aggregates exactly by adding them."""
 TAIL_COLUMNS: dict[str, str] = {"null_entries": "entries the element-wise null was simulated on"}
 
 
+def fmt_number(v: float, digits: int = 3) -> str:
+    """A measured number as every page prints it (report.html, report.md, weight_analysis_report.md, the console):
+    ``digits`` significant digits, one more from 1 up (1234.5 reads 1235), e notation below 1e-3 and from 1e4."""
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits + 1}g}"
+
+
 def metrics(kind: str | None = None, table: str | None = None) -> list[Metric]:
     """Registered metrics in registry order, of one kind and/or shown in one table."""
     return [m for m in METRICS if (kind is None or m.kind == kind) and (table is None or table in m.tables)]

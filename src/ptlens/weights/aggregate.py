@@ -1,6 +1,6 @@
 """Parameter-weighted aggregates: sum the raw sums of a set of tensors, then take ratios.
 
-rel_change of a set is √Σ‖Δ‖² / √Σ‖W_A‖², changed shares are Σ changed / Σ entries (DESIGN.md);
+rel_change of a set is √Σ‖Δ‖² / √Σ‖W_A‖², changed shares are Σ changed / Σ entries (docs/METRICS.md);
 never a mean of per-tensor ratios. Spectral metrics have no such additive form: for them a
 set reports the parameter-weighted mean over its matrices, and says so in its name.
 """

@@ -20,8 +20,8 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
 from ptlens.figpool import NothingToDraw, figure  # noqa: E402
+from ptlens.plotting import save_png  # noqa: E402
 
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 GROUP_COLORS = {"attention": "#0072B2", "mlp": "#E69F00", "embedding": "#009E73", "head": "#D55E00",
                 "norm": "#CC79A7", "other": "#999999"}
 KIND_ORDER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
@@ -114,15 +114,6 @@ def _rows(summary: dict, agg: str, transition: str) -> list[dict]:
     return [r for r in summary["aggregates"][agg] if r["transition"] == transition]
 
 
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
 def _grid(n: int, w: float = 4.2, h: float = 3.6):
     cols = min(n, 3)
     rows = -(-n // cols)
@@ -175,7 +166,7 @@ def heatmap(summary: dict, metric: str, path: Path) -> Path | None:
     if zeros or np.isnan(vals).any() or len(cells) < len(trans) * len(layers) * len(kinds):
         fig.supxlabel(f"grey hatched: exactly 0 ({zeros} cell{'s' if zeros != 1 else ''}: nothing changed); "
                       "blank: no such tensor", fontsize=8, color="#444444")  # a supxlabel: the layout makes room
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 @figure
@@ -198,7 +189,7 @@ def layer_curves(summary: dict, metric: str, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{METRIC_LABEL.get(metric, metric)} per layer, by module group")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 @figure
@@ -225,7 +216,7 @@ def spectral_curves(summary: dict, path: Path) -> Path | None:
         if m == "principal_overlap_wmean":
             _null_curves(ax, summary, trans, styles, m)
     fig.suptitle("Spectral structure of the updates, per layer (2-D matrices)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _null_curves(ax, summary: dict, trans: list[str], styles: dict, metric: str) -> None:
@@ -308,7 +299,7 @@ def overview(summary: dict, path: Path) -> Path | None:
     axes[0, 1].set_title("How many entries changed at all", fontsize=10)
     axes[1, 0].set_title("Where in depth the change sits", fontsize=10)
     fig.suptitle("Weight changes per post-training transition (hatched / dashed: cumulative, from the first checkpoint)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _mark_empty_bars(ax, xs, values, colour: str, at: float = 0.0) -> None:

@@ -332,16 +332,6 @@ class Reader:
             return flat.reshape(())
         return flat.reshape(stop - start, *info.shape[1:])
 
-    def prefetch(self, name: str) -> None:
-        """Ask the kernel to start reading a tensor from disk, so I/O overlaps compute."""
-        info = self.index.tensors.get(name)
-        if info is None or info.start < 0 or not hasattr(os, "posix_fadvise"):
-            return
-        try:
-            os.posix_fadvise(self._fd(info.file), info.start, info.nbytes, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass
-
     def _load_pickled(self, info: TensorInfo) -> "torch.Tensor":
         sd = self._pickled.get(info.file)
         if sd is None:

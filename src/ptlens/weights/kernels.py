@@ -5,7 +5,7 @@ row per checkpoint, each row possibly its own file mapping); ``XB`` the bit patt
 bit-for-bit comparison (usually ``R`` itself; a rounded copy where two checkpoints store
 different dtypes). For each transition
 t = (a → b) the kernel accumulates, in float64, the raw sums below; ``metrics.finalize``
-turns sums into the DESIGN.md metrics, and ``aggregate`` adds sums across tensors so that
+turns sums into the metrics of docs/METRICS.md, and ``aggregate`` adds sums across tensors so that
 every aggregate is parameter-weighted by construction.
 
 Two implementations with one contract: a fused numba loop (CPU; reads each value once for

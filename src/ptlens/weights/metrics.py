@@ -1,4 +1,4 @@
-"""Pure element-wise weight metrics: raw sums → DESIGN.md metrics (spectral ones: ``spectral``).
+"""Pure element-wise weight metrics: raw sums → the metrics of docs/METRICS.md (spectral ones: ``spectral``).
 
 Nothing here reads a file, and nothing imports torch: a ``--spectral off`` scan never loads it.
 Element-wise metrics are ratios of sums (``kernels`` produces the sums), which is what makes

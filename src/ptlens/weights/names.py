@@ -1,4 +1,4 @@
-"""What a tensor is, from its name: module kind, group and layer (DESIGN.md vocabulary)."""
+"""What a tensor is, from its name: module kind, group and layer (the vocabulary of docs/METRICS.md)."""
 
 from __future__ import annotations
 

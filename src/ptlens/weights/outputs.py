@@ -1,8 +1,8 @@
 """Scan results on disk: tensors.csv, summary.json, figures and weight_analysis_report.md.
 
 File names, columns and record types come from :mod:`ptlens.results`. Every file is written
-atomically; ``load_summary`` reads back what ``ptlens report`` needs to
-rebuild pages without rescanning.
+atomically; :func:`ptlens.results.store.load_weight_summary` reads back what ``ptlens report``
+needs to rebuild pages without rescanning.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from ptlens.io import versions, write_text
 from ptlens.results import files as F
 from ptlens.results import registry as REG
-from ptlens.results.store import WEIGHTS_SCHEMA, TensorRow, WeightSummary, fmt_cell, load_weight_summary, read_csv
+from ptlens.results.store import WEIGHTS_SCHEMA, TensorRow, WeightSummary, fmt_cell, read_csv
 from ptlens.weights import kernels as K
 from ptlens.weights.aggregate import all_aggregates
 from ptlens.weights.scan import ScanResult
@@ -24,10 +24,6 @@ ELEMENTWISE = REG.metric_columns(REG.ELEMENTWISE)
 SPECTRAL = REG.metric_columns(REG.SPECTRAL)
 SUM_FIELDS = list(REG.SUM_COLUMNS)
 assert len(SUM_FIELDS) == K.T_FIELDS, "registry.SUM_COLUMNS must name every kernel sum, in order"
-
-
-def _spectral_cols(result: ScanResult) -> list[str]:
-    return REG.metric_columns(REG.SPECTRAL, result.config.k)
 
 
 def tensor_rows(result: ScanResult) -> list[TensorRow]:
@@ -119,11 +115,6 @@ def draw_figures(summary: dict, out: Path, pool=None) -> dict[str, Path]:
     finally:
         Path(f.name).unlink(missing_ok=True)
     return {n: Path(paths[n]) for n in [*F.WEIGHT_FIGURES, "overview"] if paths[n] is not None}
-
-
-def load_summary(out_dir: str | Path) -> dict:
-    """The stored summary.json as a dict (checked by :func:`ptlens.results.store.load_weight_summary`)."""
-    return load_weight_summary(out_dir).to_dict()
 
 
 def read_tensors_csv(path: str | Path) -> list[dict]:

@@ -15,9 +15,7 @@ def fmt_value(v, pct: bool = False, digits: int = 3) -> str:
         return "–"
     if pct:
         return f"{100 * v:.{max(0, digits - 1)}f}%"
-    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
-        return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits + 1}g}"
+    return REG.fmt_number(v, digits)
 
 
 _f = fmt_value
