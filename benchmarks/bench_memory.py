@@ -25,6 +25,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 
 from ptlens.synth import LlamaShape
+from ptlens.weights.scan import available_memory, full_memory_bytes
 
 SHAPES = {
     "tiny": LlamaShape(vocab=1024, hidden=256, intermediate=512, layers=1, heads=4, kv_heads=2),  # a smoke test
@@ -86,15 +88,26 @@ def make_pair(out: Path, shape: LlamaShape, seed: int = 0) -> int:
     return sum((out / d / "model.safetensors").stat().st_size for d in ("A", "B"))
 
 
-def run_measured(argv: list[str], env: dict) -> tuple[float, int, int, str]:
-    """(wall seconds, peak RSS bytes, exit code, last stderr/stdout line) of one subprocess."""
+def run_measured(argv: list[str], env: dict, timeout: float | None = None) -> tuple[float, float, int, int, str]:
+    """(wall seconds, CPU seconds, peak RSS bytes, exit code, last output line) of one subprocess; killed after
+    ``timeout`` seconds (exit -9, peak RSS up to then)."""
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    timer = threading.Timer(timeout, p.kill) if timeout else None
+    if timer:
+        timer.start()
     out = p.stdout.read().decode(errors="replace")
     _, status, ru = os.wait4(p.pid, 0)
+    if timer:
+        timer.cancel()
     lines = [l.strip() for l in out.strip().splitlines() if l.strip()]
     last = next((l for l in lines if "error" in l.lower()), lines[-1] if lines else "")
-    return time.perf_counter() - t0, ru.ru_maxrss * 1024, os.waitstatus_to_exitcode(status), last
+    return time.perf_counter() - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss * 1024, os.waitstatus_to_exitcode(status), last
+
+
+def full_need(shape: LlamaShape) -> int:
+    """Bytes ``--spectral full`` states for the pair's largest matrix (what it refuses on)."""
+    return max(full_memory_bytes(s, 2) for s in shape.tensor_shapes().values() if len(s) == 2)
 
 
 def lm_head_metrics(out: Path) -> dict:
@@ -115,6 +128,10 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/memory-bench"))
     ap.add_argument("--layer-pattern", default=None, help="scan only these tensors (all modes)")
     ap.add_argument("--threads", type=int, default=1, help="PTLENS_THREADS of the scans (a shared machine: 1)")
+    ap.add_argument("--timeout", type=float, default=None, help="kill a scan after this many seconds (recorded)")
+    ap.add_argument("--full-under-gb", type=float, default=4.0,
+                    help="run full only when its stated need is under this (hours of exact SVDs on a few cores) "
+                         "or over the memory available (the refusal is recorded)")
     ap.add_argument("--delete", action="store_true", help="delete each pair after measuring it")
     ap.add_argument("--json", type=Path, default=None, help="append one JSON line per measurement")
     a = ap.parse_args()
@@ -132,9 +149,16 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             argv = [sys.executable, "-m", "ptlens", "weights", f"A={root / 'A'}", f"B={root / 'B'}", "--spectral", mode,
                     "--no-figures", "--output-dir", str(out)] + (["--layer-pattern", a.layer_pattern] if a.layer_pattern else [])
-            wall, rss, code, last = run_measured(argv, env)
+            need, avail = full_need(shape), available_memory()[0]
+            if mode == "full" and a.full_under_gb < need / 1e9 <= avail / 1e9:
+                rec = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "shape": key, "mode": mode,
+                       "exit": None, "line": f"not run: fits (needs {need / 1e9:.1f} GB, {avail / 1e9:.1f} GB available) "
+                                             f"but over --full-under-gb {a.full_under_gb}"}
+                print(json.dumps(rec), flush=True)
+                continue
+            wall, cpu, rss, code, last = run_measured(argv, env, a.timeout)
             rec = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "shape": key, "mode": mode,
-                   "layer_pattern": a.layer_pattern, "pair_bytes": size, "wall_s": round(wall, 1),
+                   "layer_pattern": a.layer_pattern, "pair_bytes": size, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                    "peak_rss_gb": round(rss / 1e9, 2), "exit": code, "load": os.getloadavg()[0],
                    **({"lm_head": lm_head_metrics(out)} if code == 0 else {"line": last})}
             print(json.dumps(rec), flush=True)

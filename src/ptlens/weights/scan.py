@@ -44,7 +44,16 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass
 class ScanConfig:
-    """Everything that changes a scan's numbers; stored with every result."""
+    """Everything that changes a scan's numbers; stored with every result.
+
+    Memory per tensor (docs/SCALING.md, measured in docs/BENCHMARKS.md): ``off`` holds one
+    ``chunk_mb`` chunk per checkpoint. ``topk`` keeps an m × n matrix resident as float32 only
+    when its checkpoints fit ``spectral_resident_mb``; larger ones stream, holding one chunk per W
+    and ΔW (c = checkpoints + changed ΔWs matrices) and, per matrix, its Krylov basis and QᵀA:
+    4·c·(m + n)·ℓ(q + 1) bytes, ℓ = k + oversample, q = power_iters (c = 3, defaults: 0.23 GB
+    for 128256 × 16384) — linear in m + n, never m·n. ``full`` needs about four float32 copies of
+    a matrix (``full_memory_bytes``) and refuses before any work what does not fit.
+    """
 
     spectral: Literal["off", "topk", "full"] = "topk"
     k: int = 16
