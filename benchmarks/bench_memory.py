@@ -90,19 +90,29 @@ def make_pair(out: Path, shape: LlamaShape, seed: int = 0) -> int:
 
 def run_measured(argv: list[str], env: dict, timeout: float | None = None) -> tuple[float, float, int, int, str]:
     """(wall seconds, CPU seconds, peak RSS bytes, exit code, last output line) of one subprocess; killed after
-    ``timeout`` seconds (exit -9, peak RSS up to then)."""
+    ``timeout`` seconds (exit -9, peak RSS up to then).
+
+    Measured by /usr/bin/time around the command, not by this process's ``wait4``: Linux carries a
+    process's peak RSS across fork and exec, so a child of this (torch-importing, file-writing) process
+    would report at least this process's own peak."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    timer = threading.Timer(timeout, p.kill) if timeout else None
+    p = subprocess.Popen(["/usr/bin/time", "-f", "bench-memory: %e %U %S %M", *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, env=env)
+    timer = threading.Timer(timeout, lambda: subprocess.run(["pkill", "-KILL", "-P", str(p.pid)])) if timeout else None
     if timer:
         timer.start()
     out = p.stdout.read().decode(errors="replace")
-    _, status, ru = os.wait4(p.pid, 0)
+    code = p.wait()
     if timer:
         timer.cancel()
     lines = [l.strip() for l in out.strip().splitlines() if l.strip()]
+    stats = next((l.split()[1:] for l in lines if l.startswith("bench-memory:")), None)
+    lines = [l for l in lines if not l.startswith("bench-memory:") and not l.startswith("Command ")]
     last = next((l for l in lines if "error" in l.lower()), lines[-1] if lines else "")
-    return time.perf_counter() - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss * 1024, os.waitstatus_to_exitcode(status), last
+    if code == 137:
+        code, last = -9, f"killed after {timeout} s (--timeout)"
+    wall, user, system, kb = (float(x) for x in stats) if stats else (time.perf_counter() - t0, 0.0, 0.0, 0.0)
+    return wall, user + system, int(kb) * 1024, code, last
 
 
 def full_need(shape: LlamaShape) -> int:
@@ -145,7 +155,7 @@ def main() -> None:
             print(f"{key}: wrote A and B ({size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s", flush=True)
         size = sum((root / d / "model.safetensors").stat().st_size for d in ("A", "B"))
         for mode in a.modes.split(","):
-            out = a.dir / f"{key}-{mode}-out"
+            out = a.dir / f"{key}-{mode}-{os.getpid()}-out"  # concurrent runs of one shape and mode do not collide
             shutil.rmtree(out, ignore_errors=True)
             argv = [sys.executable, "-m", "ptlens", "weights", f"A={root / 'A'}", f"B={root / 'B'}", "--spectral", mode,
                     "--no-figures", "--output-dir", str(out)] + (["--layer-pattern", a.layer_pattern] if a.layer_pattern else [])
