@@ -35,13 +35,13 @@ def _largest_need() -> tuple[int, str]:
 
 
 def test_full_memory_bytes_from_the_shape():
-    # float32 path (> 2^24 entries), not resident: 4 float32 copies + 3 min² float32 workspaces
+    # float32 path (> 2^24 entries), not resident: 4 float32 copies + Vᵀ and gesdd's 4·min² workspace
     m, n = 128256, 16384
-    assert S.full_memory_bytes((m, n)) == 16 * m * n + 12 * n * n
+    assert S.full_memory_bytes((m, n)) == 16 * m * n + 20 * n * n == 38_990_249_984
     # 9000 × 2000 fits the 256 MB resident budget (3 × 72 MB): two resident copies on top
-    assert S.full_memory_bytes((9000, 2000)) == 2 * 4 * 18_000_000 + 16 * 18_000_000 + 12 * 2000 ** 2
+    assert S.full_memory_bytes((9000, 2000)) == 2 * 4 * 18_000_000 + 16 * 18_000_000 + 20 * 2000 ** 2
     # float64 working copies up to 2^24 entries
-    assert S.full_memory_bytes((4096, 4096), resident_mb=0) == 4 * 4096 ** 2 + 3 * 8 * 4096 ** 2 + 3 * 8 * 4096 ** 2
+    assert S.full_memory_bytes((4096, 4096), resident_mb=0) == 4 * 4096 ** 2 + 3 * 8 * 4096 ** 2 + 5 * 8 * 4096 ** 2
 
 
 def test_full_refuses_before_any_scanning_with_one_line(tmp_path, monkeypatch):

@@ -360,14 +360,15 @@ def full_memory_bytes(shape: tuple[int, int], checkpoints: int = 2, resident_mb:
 
     ``exact_svd`` of W_A, W_B (vectors) and ΔW (values) one at a time: the float32 matrix, its
     working copy (float64 up to ``EXACT_FLOAT64_MAX`` entries), LAPACK's own copy and U (or Vᵀ)
-    of the same size, and min(m, n)² workspace and Vᵀ: 4·mn + 3·s·mn + 3·s·min(m, n)² bytes, s
-    the working itemsize (16·mn + 12·min² in float32: about four float32 copies). Matrices held
-    resident (``spectral_resident_mb``) add their copies.
+    of the same size, the other factor (min(m, n)²) and gesdd's 4·min(m, n)² workspace:
+    4·mn + 3·s·mn + 5·s·min(m, n)² bytes, s the working itemsize (16·mn + 20·min² in float32:
+    about four float32 copies). Matrices held resident (``spectral_resident_mb``) add their copies.
+    Measured against it: docs/SCALING.md.
     """
     m, n = shape
     s = 8 if m * n <= EXACT_FLOAT64_MAX else 4
     resident = checkpoints * 4 * m * n if (checkpoints + 1) * 4 * m * n <= resident_mb * (1 << 20) else 0
-    return resident + 4 * m * n + 3 * s * m * n + 3 * s * min(m, n) ** 2
+    return resident + 4 * m * n + 3 * s * m * n + 5 * s * min(m, n) ** 2
 
 
 EXACT_FLOAT64_MAX = 1 << 24  # = spectral.EXACT_FLOAT64_MAX (not imported: planning does not import torch)
