@@ -13,7 +13,7 @@ from ptlens.cli import app
 from ptlens.errors import PtlensError
 from ptlens.weights import scan as S
 from ptlens.weights import spectral as SP
-from weights_helpers import SHAPE, base_weights, record, scan, write_lineage
+from weights_helpers import SHAPE, base_weights, scan, write_lineage
 
 runner = CliRunner()
 Q = "model.layers.0.self_attn.q_proj.weight"
