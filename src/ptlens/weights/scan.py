@@ -45,7 +45,16 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass
 class ScanConfig:
-    """Everything that changes a scan's numbers; stored with every result."""
+    """Everything that changes a scan's numbers; stored with every result.
+
+    Memory per tensor (docs/SCALING.md, measured in docs/BENCHMARKS.md): ``off`` holds one
+    ``chunk_mb`` chunk per checkpoint. ``topk`` keeps an m × n matrix resident as float32 only
+    when its checkpoints fit ``spectral_resident_mb``; larger ones stream, holding one chunk per W
+    and ΔW (c = checkpoints + changed ΔWs matrices) and, per matrix, its Krylov basis and QᵀA:
+    4·c·(m + n)·ℓ(q + 1) bytes, ℓ = k + oversample, q = power_iters (c = 3, defaults: 0.23 GB
+    for 128256 × 16384) — linear in m + n, never m·n. ``full`` needs about four float32 copies of
+    a matrix (``full_memory_bytes``) and refuses before any work what does not fit.
+    """
 
     spectral: Literal["off", "topk", "full"] = "topk"
     k: int = 16
@@ -362,6 +371,76 @@ def _heap_temporaries():
         libc.malloc_trim(0)
 
 
+def full_memory_bytes(shape: tuple[int, int], checkpoints: int = 2, resident_mb: int = 256) -> int:
+    """Peak bytes ``--spectral full`` holds for one m × n matrix, from its shape alone.
+
+    ``exact_svd`` of W_A, W_B (vectors) and ΔW (values) one at a time: the float32 matrix, its
+    working copy (float64 up to ``EXACT_FLOAT64_MAX`` entries), LAPACK's own copy and U (or Vᵀ)
+    of the same size, the other factor (min(m, n)²) and gesdd's 4·min(m, n)² workspace:
+    4·mn + 3·s·mn + 5·s·min(m, n)² bytes, s the working itemsize (16·mn + 20·min² in float32:
+    about four float32 copies). Matrices held resident (``spectral_resident_mb``) add their copies.
+    Measured against it: docs/SCALING.md.
+    """
+    m, n = shape
+    s = 8 if m * n <= EXACT_FLOAT64_MAX else 4
+    resident = checkpoints * 4 * m * n if (checkpoints + 1) * 4 * m * n <= resident_mb * (1 << 20) else 0
+    return resident + 4 * m * n + 3 * s * m * n + 5 * s * min(m, n) ** 2
+
+
+EXACT_FLOAT64_MAX = 1 << 24  # = spectral.EXACT_FLOAT64_MAX (not imported: planning does not import torch)
+
+
+def available_memory() -> tuple[int, str]:
+    """(bytes a scan may use, where that figure comes from): ``PTLENS_MEMORY_MB`` when set, else the
+    kernel's MemAvailable, capped by a cgroup v2 limit when this process runs under one."""
+    env = os.environ.get("PTLENS_MEMORY_MB")
+    if env:
+        try:
+            return int(float(env) * (1 << 20)), "PTLENS_MEMORY_MB"
+        except ValueError:
+            raise PtlensError(f"PTLENS_MEMORY_MB must be a number of MiB, not {env!r}") from None
+    avail, source = None, "available"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if avail is None:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit != "max":
+            used = int(open("/sys/fs/cgroup/memory.current").read())
+            if int(limit) - used < avail:
+                avail, source = int(limit) - used, "available under the cgroup limit"
+    except (OSError, ValueError):
+        pass
+    return avail, source
+
+
+def check_full_memory(tasks: list["TensorTask"]) -> None:
+    """Refuse ``--spectral full`` before any work when a matrix's exact SVDs would not fit in memory:
+    one line naming the largest such tensor, the bytes it needs and the bytes available."""
+    avail, source = available_memory()
+    over = []
+    for t in tasks:
+        present = [i for i in t.infos if i is not None]
+        shp = present[0].shape if present else ()
+        if len(shp) != 2 or min(min(i.shape[0] for i in present), shp[1]) < 2:
+            continue
+        shape = (max(i.shape[0] for i in present), shp[1])
+        need = full_memory_bytes(shape, len(present), t.config.spectral_resident_mb)
+        if need > avail:
+            over.append((need, t.name, shape))
+    if over:
+        need, name, (m, n) = max(over)
+        more = f"; {len(over) - 1} more tensor(s) do not fit either" if len(over) > 1 else ""
+        raise PtlensError(f"--spectral full: {name} ({m} × {n}) needs {need:,} bytes ({need / 2**30:.1f} GiB) for its "
+                          f"exact SVDs, {avail:,} bytes ({avail / 2**30:.1f} GiB) {source}{more}; use --spectral topk "
+                          f"(streamed), or leave it out with --layer-pattern")
+
+
 @dataclass(frozen=True)
 class TensorTask:
     """One tensor's share of a scan, as plain data: what to read (file, byte offset, dtype, shape per
@@ -445,6 +524,8 @@ def plan_scan(lineage: Lineage, config: ScanConfig) -> ScanPlan:
     plans, missing, skipped = plan_tensors(indexes, names, config.layer_pattern)
     tasks = [TensorTask(i, p.name, tuple(ix.tensors.get(p.name) for ix in indexes), tuple(transitions), pairs,
                         config, device, backend) for i, p in enumerate(plans)]
+    if config.spectral == "full":
+        check_full_memory(tasks)
     tied = {n: ix.tied_embeddings for n, ix in zip(names, indexes)}
     return ScanPlan(tasks, transitions, missing, skipped, tied, config, device, backend)
 
