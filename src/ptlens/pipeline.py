@@ -178,7 +178,7 @@ def stored_weights(lineage, cfg: "ScanConfig", output_dir: Path) -> Optional[dic
     """
     from ptlens.results.reuse import compare
     from ptlens.results.store import parse_weight_summary, read_document
-    from ptlens.weights.scan import scan_fingerprint
+    from ptlens.weights.driver import scan_fingerprint
 
     path = Path(output_dir) / F.WEIGHT_SUMMARY
     if not path.is_file():

@@ -5,7 +5,7 @@ submodule, e.g. a figure worker importing :mod:`ptlens.weights.figures`, does no
 """
 
 _EXPORTS = {"ScanConfig": "scan", "ScanResult": "scan", "TensorRecord": "scan", "Transition": "scan",
-            "scan_lineage": "scan", "write_outputs": "outputs"}
+            "scan_lineage": "driver", "write_outputs": "outputs"}
 
 
 def __getattr__(name: str):

@@ -15,7 +15,7 @@ function of its task, so an executor only decides *where* each runs and how ofte
   cache layout).
 
 Each result comes back to the driver, which hands it to ``on_result`` as soon as it arrives: the scan
-journals finished tensors there (``scan.open_scan_journal``), so a killed scan resumes whichever
+journals finished tensors there (``driver.open_scan_journal``), so a killed scan resumes whichever
 executor ran it.
 
 A new executor is one class with ``name`` and ``map(tasks, progress, on_result)``, added to ``EXECUTORS``.
