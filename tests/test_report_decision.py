@@ -76,6 +76,18 @@ def test_minimal_differences_save_only_with_power():
                               "difference of 0.1 (the limit also loads held-out problems, which are reported apart and not counted)"]
 
 
+def test_minimal_at_the_floor_or_ceiling_is_not_enough():
+    """No difference between models that both solve nothing (or everything) says the problems are out of reach, not
+    that the stages behave alike: however powered, that is no reason to save the budget."""
+    dyn = [_check("Breadth", CLEAR_UNDIRECTED)]
+    for accs, where, hint in (((0.0, 0.013), "floor", "easier"), ((0.97, 1.0), "ceiling", "harder")):
+        d = decide(_verdicts(dyn, BEH_MINIMAL), DecisionInputs(**{**POWERED.__dict__, "accuracies": accs}))
+        assert d.branch == NOT_ENOUGH and f"at the {where}" in d.reason, d.reason
+        assert d.next_actions[0].startswith(f"rerun on problems within reach: {hint}")
+    within = decide(_verdicts(dyn, BEH_MINIMAL), DecisionInputs(**{**POWERED.__dict__, "accuracies": (0.04, 0.5)}))
+    assert within.branch == SAVE
+
+
 def test_minimal_without_a_tested_accuracy_check_is_not_enough():
     beh = [_check("Accuracy (≈ pass@1)", NOT_MEASURED), _check("Response length", NO_CLEAR, 0.5, "B2")]
     d = decide(_verdicts((), beh), POWERED)

@@ -39,6 +39,10 @@ TARGET_POWER = 0.80
 """The power a behaviour run must have, for the reference effect, before "minimal" reads as "save"."""
 REFERENCE_EFFECT = 0.10
 """The accuracy gain (absolute) whose power the methods state, and that "save" must have been able to see."""
+REACH = 0.05
+""""Save" needs problems within the compared models' reach: one of them above this accuracy and one below 1 − it.
+At the floor (both ≤ 5%) or the ceiling (both ≥ 95%) "no difference" says the problems are too hard or too easy
+for the lineage, not that the stages behave alike."""
 SMALL_LINEAGE = 1_000_000_000
 """Below this many parameters a lineage's weight numbers are not taken to speak for 8B-scale models."""
 
@@ -46,9 +50,10 @@ RULE = (
     "Derived only from the per-question verdicts, following the plan's workflow (behaviour first): "
     "(1) any check whose hypothesised direction came out clearly reversed (a question reads unexpected) → "
     "investigate; (2) else the behaviour question reads clear difference → spend; (3) else the behaviour question "
-    f"reads minimal, its accuracy check was tested and the run had ≥ {TARGET_POWER:.0%} power for an accuracy gain "
-    f"of +{REFERENCE_EFFECT:g} → save; (4) else not enough evidence (behaviour not measured, too few problems or "
-    "checks, or too little power), with what to run. Weight verdicts alone never spend or save the budget: the "
+    f"reads minimal, its accuracy check was tested, the run had ≥ {TARGET_POWER:.0%} power for an accuracy gain "
+    f"of +{REFERENCE_EFFECT:g} and the problems were within the models' reach (one of the two above {REACH:.0%} "
+    f"accuracy, one below {1 - REACH:.0%}) → save; (4) else not enough evidence (behaviour not measured, too few "
+    "problems or checks, too little power, or problems all too hard or all too easy), with what to run. Weight verdicts alone never spend or save the budget: the "
     "workflow's first question is whether the models behave differently.")
 
 
@@ -76,6 +81,8 @@ class DecisionInputs:
     n_samples: int | None = None
     accuracy_difference: float | None = None
     """Observed accuracy B − A of the compared pair (headline problems)."""
+    accuracies: tuple[float, float] | None = None
+    """Observed accuracy of A and of B (headline problems)."""
     power: float | None = None
     """Power of the behaviour design for an accuracy gain of :data:`REFERENCE_EFFECT` at this run's size."""
     problems_for_power: int | None = None
@@ -205,7 +212,8 @@ def decision_inputs(summary: dict | None, results: dict | None, mechanism: dict 
         head = results.get("headline_problems") or {}
         held = int(head["of"] - head["n"]) if head.get("excluded_tag") and isinstance(head.get("of"), int) else 0
         kw.update(pair=(a, b), n_problems=n_problems(results, a, b), n_samples=d.n_samples if d else None,
-                  accuracy_difference=diff, power=d.power if d else None, problems_for_power=need,
+                  accuracy_difference=diff, power=d.power if d else None,
+                  accuracies=(acc_a, acc_b) if diff is not None else None, problems_for_power=need,
                   effect_for_power=effect, held_out=held,
                   limit_for_power=limit_for(results, need) if need else None,
                   limit_for_verdict=limit_for(results, criteria.min_problems),
@@ -287,7 +295,8 @@ def decide(verdicts: Sequence[Verdict], inputs: DecisionInputs = DecisionInputs(
                   + ")" + (f", and the weights differ too ({len(dyn_clear)} weight checks clear)" if dyn_clear else ""))
         fwe = alpha
         sureness = fwer_text + ("; " + exact_text if dyn_clear else "")
-    elif beh is not None and beh.label == MINIMAL and acc_tested and (inputs.power or 0) >= TARGET_POWER:
+    elif (beh is not None and beh.label == MINIMAL and acc_tested and (inputs.power or 0) >= TARGET_POWER
+          and not _out_of_reach(inputs)):
         branch = SAVE
         carried = _carriers(beh, (NO_CLEAR,), True)
         reason = (f"no behaviour check is clear ({len(carried)} tested), and the run could see an accuracy gain of "
@@ -308,6 +317,15 @@ def decide(verdicts: Sequence[Verdict], inputs: DecisionInputs = DecisionInputs(
         elif beh.label == MINIMAL and not acc_tested:
             reason = "the accuracy check was not tested (no paired test stored), so 'minimal' cannot read as 'save'"
             actions.append("rerun ptlens behavior, or rebuild the report beside behavior/samples.jsonl")
+        elif beh.label == MINIMAL and _out_of_reach(inputs):
+            where = _out_of_reach(inputs)
+            reason = (f"no behaviour check is clear, but both models sit at the {where} (accuracy "
+                      f"{inputs.accuracies[0]:.2f} and {inputs.accuracies[1]:.2f}): these problems cannot show whether "
+                      "the stages behave differently, only that they are " + ("too hard" if where == "floor" else
+                                                                             "too easy") + " for this lineage")
+            actions.append("rerun on problems within reach: " + ("easier ones (--problems builtin:1, or a stronger "
+                           "lineage)" if where == "floor" else "harder ones (--problems math500, or builtin's higher "
+                           "levels)"))
         elif beh.label == MINIMAL:
             reason = (f"no behaviour check is clear, but the run had only ≈ {(inputs.power or 0):.0%} power for an "
                       f"accuracy gain of +{REFERENCE_EFFECT:g} (a decision to save needs ≥ {TARGET_POWER:.0%})")
@@ -339,6 +357,17 @@ def decide(verdicts: Sequence[Verdict], inputs: DecisionInputs = DecisionInputs(
         branch in (SPEND, INVESTIGATE) and bool(inputs.weight_layers))
     return Decision(branch, HEADLINES[branch], RULE, reason, carried, sureness, fwe, next_step, actions,
                     _scale_note(inputs, weight_part), labels, inputs)
+
+
+def _out_of_reach(inputs: DecisionInputs) -> str | None:
+    """"floor" when both compared models score ≤ :data:`REACH`, "ceiling" when both ≥ 1 − it, else None."""
+    if not inputs.accuracies or None in inputs.accuracies:
+        return None
+    if max(inputs.accuracies) <= REACH:
+        return "floor"
+    if min(inputs.accuracies) >= 1 - REACH:
+        return "ceiling"
+    return None
 
 
 def carrier_text(c: Carrier) -> str:
