@@ -224,3 +224,53 @@ def test_markdown_escape_renders_as_the_text_and_reads_as_text():
         assert "<" not in inner and H.unescape(inner) == t, (t, esc(t), cell)
     assert esc("a -> b (c) [0.4, 0.6] rel_change 95%") == "a -> b (c) [0.4, 0.6] rel_change 95%"
     assert esc("x\n  y") == "x y"
+
+
+def _planted_decision(n_problems: int, n_samples: int, effect: float = 0.0, collapse_wrong: bool = False,
+                      longer: float = 1.0, seed: int = 0):
+    """A two-model lineage's graded samples with a planted effect, through the real pipeline: records →
+    problem_samples → compare_models → the behaviour verdict → decision_inputs → decide."""
+    import numpy as np
+
+    from ptlens.behavior.metrics import compare_models
+    from ptlens.behavior.samples import problem_samples
+    from ptlens.report.calibration import simulate_records
+    from ptlens.report.pairs import VERDICT_METRICS
+
+    names = ("sft", "rlvr")
+    recs = simulate_records(np.random.default_rng(seed), n_problems, n_samples, effect, names)
+    for r in recs:
+        if r.model != "rlvr":
+            continue
+        if collapse_wrong and not r.correct:  # every wrong answer the same one (fewer distinct answers: B1 reversed)
+            r.answer_key = r.extracted = "7"
+        if longer != 1.0:  # longer answers at the same per-token entropy (B2 as hypothesised)
+            r.tokens = int(round(r.tokens * longer))
+            r.entropy_sum *= longer
+            r.logprob_sum *= longer
+    ids = [f"p{i}" for i in range(n_problems)]
+    metrics = compare_models(problem_samples(recs, names, ids), ks=sorted({1, n_samples}), n_boot=20, seed=seed,
+                             n_perm=1000, only=VERDICT_METRICS)
+    results = {"settings": {"n_samples": n_samples},
+               "lineage": {"checkpoints": [{"label": n, "name": n} for n in names]}, **metrics}
+    beh = reasoning_behaviour(results)
+    verdicts = [Verdict(DYN, NOT_MEASURED, "c", []), beh, Verdict(EFF, NOT_MEASURED, "c", []),
+                Verdict(TRA, NOT_MEASURED, "c", [])]
+    return decide(verdicts, decision_inputs(None, results))
+
+
+def test_planted_lineages_land_in_each_branch():
+    """Spend on planted longer answers (a hypothesised direction, nothing reversed); save on the same model twice
+    (60 × 16, within reach, powered); investigate when the later model's wrong answers collapse to one, and on a
+    planted +0.3 accuracy gain, whose answers are fewer and more alike (the hypothesised diversity gain reversed, as
+    the shipped lineage's GRPO shows); not enough evidence below the problems a verdict needs."""
+    longer = _planted_decision(60, 8, longer=1.5)
+    assert longer.branch == SPEND and "B2" in longer.reason, longer.reason
+    gain = _planted_decision(60, 8, 0.3)
+    assert gain.branch == INVESTIGATE and "B1" in gain.reason, gain.reason
+    same = _planted_decision(60, 16, 0.0)
+    assert same.branch == SAVE and same.inputs.power >= 0.8, (same.branch, same.reason)
+    collapsed = _planted_decision(60, 16, 0.0, collapse_wrong=True)
+    assert collapsed.branch == INVESTIGATE and "B1" in collapsed.reason, collapsed.reason
+    few = _planted_decision(6, 16, 0.3)
+    assert few.branch == NOT_ENOUGH and few.next_actions, few.reason
