@@ -124,15 +124,9 @@ def visible_devices(device: str) -> list[Device]:
 
         ids = [int(device.split(":")[1])] if ":" in device else range(torch.cuda.device_count())
         return [Device(f"cuda:{i}", int(torch.cuda.get_device_properties(i).total_memory)) for i in ids]
-    avail = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    if avail is None:
-        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    from ptlens.hostmem import host_available
+
+    avail = host_available()[0]
     return [Device("cpu", int(avail))]
 
 

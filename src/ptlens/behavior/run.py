@@ -370,10 +370,6 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     engine = pick_engine(config.engine, config.device)
     bar = _Progress(progress)
     n = len(lineage.checkpoints)
-    bar.note(f"behaviour: {len(problems):,} problems × {config.n_samples} samples × {n} models = "
-             f"{len(problems) * config.n_samples * n:,} samples to draw and grade, each then scored under "
-             f"{'each of the' if n > 1 else 'the'} {n} model{'s' if n > 1 else ''} (engine {engine}); "
-             "a time estimate follows the first batch")
     ctxs = []
     for cp in lineage.checkpoints:
         if cp.path is None:
@@ -392,6 +388,11 @@ def run_behavior(lineage, config: BehaviorConfig, output_dir: str | Path, progre
     if engine_scores(config, engine, engines):
         want["scoring"] = engine  # scores from the engine's log-probs: a journal scored otherwise is not reused
     _check_settings(bdir, want, config.overwrite)
+    # the plan line after every check that can refuse, so a refusal stays one line
+    bar.note(f"behaviour: {len(problems):,} problems × {config.n_samples} samples × {n} models = "
+             f"{len(problems) * config.n_samples * n:,} samples to draw and grade, each then scored under "
+             f"{'each of the' if n > 1 else 'the'} {n} model{'s' if n > 1 else ''} (engine {engine}); "
+             "a time estimate follows the first batch")
     bdir.mkdir(parents=True, exist_ok=True)
     write_json(bdir / SETTINGS, {**want, "batch_size": config.batch_size})
     write_json(bdir / MEMORY_PLAN, memory.to_dict())  # beside the results: free memory varies between runs
@@ -602,21 +603,27 @@ def _generate_and_score_on_engine(ctxs: list[_ModelCtx], problems: Sequence[Prob
             model.close()
 
 
-def _score_pending_on_engine(model: Engine, ctx: _ModelCtx, ctxs: list[_ModelCtx], target: str,
-                             problems: Sequence[Problem], samples: Journal, scores: Journal, config: BehaviorConfig,
-                             bar: _Progress) -> None:
-    """:func:`_score_pending` with ``Engine.score``: log-probs of the sampled tokens, journalled per batch; the
-    sampling-distribution log-prob sums are kept where the vocabularies match (the Monte-Carlo KL's terms)."""
-    have = {(r["problem_id"], r["sample"]) for r in scores.rows if r["scorer"] == ctx.name and r["model"] == target}
-    index = {p.id: i for i, p in enumerate(problems)}
+def _unscored(scorer: str, target: str, index: dict[str, int], samples: Journal, scores: Journal) -> list[dict]:
+    """``target``'s sample rows that ``scorer`` has not scored yet, once each, in a fixed order (problem, sample;
+    not the journal's, which depends on batches and workers): the same chunks every time."""
+    have = {(r["problem_id"], r["sample"]) for r in scores.rows if r["scorer"] == scorer and r["model"] == target}
     todo, seen = [], set(have)
     for r in samples.rows:
         if r["model"] == target and (r["problem_id"], r["sample"]) not in seen:
             seen.add((r["problem_id"], r["sample"]))
             todo.append(r)
+    return sorted(todo, key=lambda r: (index[r["problem_id"]], r["sample"]))
+
+
+def _score_pending_on_engine(model: Engine, ctx: _ModelCtx, ctxs: list[_ModelCtx], target: str,
+                             problems: Sequence[Problem], samples: Journal, scores: Journal, config: BehaviorConfig,
+                             bar: _Progress) -> None:
+    """:func:`_score_pending` with ``Engine.score``: log-probs of the sampled tokens, journalled per batch; the
+    sampling-distribution log-prob sums are kept where the vocabularies match (the Monte-Carlo KL's terms)."""
+    index = {p.id: i for i, p in enumerate(problems)}
+    todo = _unscored(ctx.name, target, index, samples, scores)
     if not todo:
         return
-    todo.sort(key=lambda r: (index[r["problem_id"]], r["sample"]))
     tctx = next(c for c in ctxs if c.name == target)
     same = _same_vocab(ctx.tokenizer, tctx.tokenizer)
     own = ctx.name == target
@@ -657,17 +664,10 @@ def _same_vocab(a: Any, b: Any) -> bool:
 def _score_pending(model: HFModel, ctx: _ModelCtx, ctxs: list[_ModelCtx], target: str, problems: Sequence[Problem],
                    samples: Journal, scores: Journal, config: BehaviorConfig, bar: _Progress) -> None:
     """Score every not-yet-scored response of ``target`` under ``ctx``'s model, journalled per batch."""
-    have = {(r["problem_id"], r["sample"]) for r in scores.rows if r["scorer"] == ctx.name and r["model"] == target}
     index = {p.id: i for i, p in enumerate(problems)}
-    todo, seen = [], set(have)
-    for r in samples.rows:
-        if r["model"] == target and (r["problem_id"], r["sample"]) not in seen:
-            seen.add((r["problem_id"], r["sample"]))
-            todo.append(r)
+    todo = _unscored(ctx.name, target, index, samples, scores)
     if not todo:
         return
-    # a fixed order (not the journal's, which depends on batches and workers): the same chunks every time
-    todo.sort(key=lambda r: (index[r["problem_id"]], r["sample"]))
     tctx = next(c for c in ctxs if c.name == target)
     same = _same_vocab(ctx.tokenizer, tctx.tokenizer)
     task = bar.task(f"{ctx.name}: score {target}", len(todo), unit="responses")

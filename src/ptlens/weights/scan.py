@@ -398,24 +398,9 @@ def available_memory() -> tuple[int, str]:
             return int(float(env) * (1 << 20)), "PTLENS_MEMORY_MB"
         except ValueError:
             raise PtlensError(f"PTLENS_MEMORY_MB must be a number of MiB, not {env!r}") from None
-    avail, source = None, "available"
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    if avail is None:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    try:
-        limit = open("/sys/fs/cgroup/memory.max").read().strip()
-        if limit != "max":
-            used = int(open("/sys/fs/cgroup/memory.current").read())
-            if int(limit) - used < avail:
-                avail, source = int(limit) - used, "available under the cgroup limit"
-    except (OSError, ValueError):
-        pass
-    return avail, source
+    from ptlens.hostmem import host_available
+
+    return host_available()
 
 
 def check_full_memory(tasks: list["TensorTask"]) -> None:
