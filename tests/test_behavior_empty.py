@@ -77,7 +77,7 @@ def test_entropy_panel_names_the_empty_responses(planted, tmp_path, monkeypatch)
 
     recs, _ = planted
     seen = []
-    monkeypatch.setattr(BF, "_save", lambda fig, path, rect=None: seen.append(fig) or path)
+    monkeypatch.setattr(BF, "save_png", lambda fig, path, **kw: seen.append(fig) or path)
     BF.distributions_figure(recs, NAMES, tmp_path / "d.png")
     ent_ax = seen[0].axes[0]
     labels = [t.get_text() for t in ent_ax.get_legend().get_texts()]
