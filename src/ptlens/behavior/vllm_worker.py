@@ -182,12 +182,11 @@ def ray_job(out) -> None:
         import ray
         from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-        import ptlens
-
         # the scoring postprocess reduces log-probs with ptlens's own code on the cluster's workers, which need not
-        # have ptlens installed: ship this package with the job (Ray uploads it once per job)
+        # have ptlens installed: ship this package (the folder above behavior/) with the job, uploaded once per job
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ray.init(ignore_reinit_error=True, log_to_driver=msg.get("log_to_driver", False),  # honours RAY_ADDRESS
-                 runtime_env={"py_modules": [os.path.dirname(ptlens.__file__)]} if msg.get("score") else None)
+                 runtime_env={"py_modules": [package]} if msg.get("score") else None)
         gpus = ray.cluster_resources().get("GPU", 0)
         opts = dict(msg.get("processor", {}))
         if not gpus and "placement_group_config" not in opts:
