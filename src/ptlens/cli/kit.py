@@ -208,8 +208,13 @@ def keyed_tables(title: str, key: str, keys: Sequence[str], columns: Sequence[tu
 def print_total_time(command: str) -> None:
     """The command's wall time (from when its options were parsed), last on stderr."""
     elapsed = time.monotonic() - _STARTED.get()
-    console.print(f"{command}: done in {duration_text(elapsed) if elapsed >= 60 else f'{elapsed:.1f} s'}",
-                  markup=False, highlight=False)
+    if elapsed < 60:
+        took = f"{elapsed:.1f} s"
+    elif elapsed < 600:  # a short run's minutes alone hide up to half of it (86 s read "1 min")
+        took = f"{int(elapsed // 60)} min {elapsed % 60:.0f} s"
+    else:
+        took = duration_text(elapsed)
+    console.print(f"{command}: done in {took}", markup=False, highlight=False)
 
 
 def print_figures_not_drawn(output_dir: Path, folders: Optional[tuple[str, ...]] = None) -> int:
