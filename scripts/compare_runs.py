@@ -7,7 +7,9 @@ next of the same code and are masked before comparing:
 
 - wall and CPU times, throughputs, and the "created" timestamps;
 - free memory at the start of the run (``behavior/memory_plan.json``, device ``bytes``);
-- the SHA-256 of a results file the report quotes, since the file itself holds the times above.
+- the SHA-256 of a results file the report quotes, since the file itself holds the times above;
+- the path of ``ptlens/__main__.py`` in the recorded command line, when run as ``python -m ptlens`` from two
+  checkouts (run both from a folder named alike, so that ``--output-dir`` is the same).
 
 Exit status 0 when the folders match, 1 (with the differing files and their first differing lines) when not.
 """
@@ -24,6 +26,7 @@ TIME_KEYS = {"seconds", "cpu_seconds", "throughput_gb_per_s", "created", "wall_s
 TEXT_MASKS = [
     (re.compile(rb"sha256 (`|<span class=\"mono\">)[0-9a-f]{64}"), rb"sha256 \1<sha256>"),
     (re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"), b"<time>"),
+    (re.compile(rb"(?<=[\s\"`>])[^\s\"`>]*/ptlens/__main__\.py"), b"ptlens"),
     (re.compile(rb"read in [0-9.]+ s \([0-9.e+-]+ GB/s\)"), b"read in <t> s (<r> GB/s)"),
 ]
 
@@ -32,9 +35,8 @@ def _mask_json(obj, path: str = ""):
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
-            if k in TIME_KEYS or (k == "seconds_per_transition") or (path.endswith("devices[]") and k == "bytes"):
-                out[k] = "<masked>"
-            elif k == "seconds" or k.endswith("_seconds"):
+            if k in TIME_KEYS or k.endswith("_seconds") or k == "seconds_per_transition" \
+                    or (path.endswith("devices[]") and k == "bytes"):
                 out[k] = "<masked>"
             else:
                 out[k] = _mask_json(v, f"{path}.{k}")
@@ -48,10 +50,10 @@ def normalised(path: Path) -> bytes:
     data = path.read_bytes()
     if path.suffix == ".json":
         try:
-            return json.dumps(_mask_json(json.loads(data)), indent=1, sort_keys=True).encode()
+            data = json.dumps(_mask_json(json.loads(data)), indent=1, sort_keys=True).encode()
         except ValueError:
-            return data
-    if path.suffix in {".md", ".html", ".csv", ".txt", ".jsonl"}:
+            pass
+    if path.suffix in {".json", ".md", ".html", ".csv", ".txt", ".jsonl"}:
         for pattern, repl in TEXT_MASKS:
             data = pattern.sub(repl, data)
     return data
