@@ -35,7 +35,7 @@ def main() -> None:
     from ptlens.lab.config import DPOPlan, GRPOPlan, SFTPlan
     from ptlens.lab.data import SEED_DPO, SEED_EVAL, SEED_RL, SEED_SFT, problems, sft_targets
     from ptlens.lab.model import generate, load_model, sample_correct, save_checkpoint
-    from ptlens.lab.runner import EVAL_TEMPERATURE, EVAL_TOP_P, SAMPLED, stage_comparisons
+    from ptlens.lab.evaluation import EVAL_TEMPERATURE, EVAL_TOP_P, SAMPLED, stage_comparisons
     from ptlens.lab.tokenizer import build_tokenizer
     from ptlens.lab.trl_stages import run_dpo, run_grpo, run_sft, sample_pairs
     from ptlens.resolve.tiny import SHIPPED
@@ -67,7 +67,7 @@ def main() -> None:
         return f"greedy {g:.3f} sampled {s:.3f} no working {no_working:.3f}"
 
     def diff(a, b):
-        """Paired sampled difference b − a with the lab's estimator (``ptlens.lab.runner.stage_comparisons``)."""
+        """Paired sampled difference b − a with the lab's estimator (``ptlens.lab.evaluation.stage_comparisons``)."""
         d = stage_comparisons(ev, per_problem, 4, 0, [(a, b)])[0][IN_DISTRIBUTION][SAMPLED]
         return f"{d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
 

@@ -135,7 +135,7 @@ def test_shipped_models_give_the_accuracies_the_manifest_and_readme_state(manife
 
     from ptlens.lab.config import LabConfig
     from ptlens.lab.model import accuracy_by_tag, sample_correct
-    from ptlens.lab.runner import eval_problems
+    from ptlens.lab.evaluation import eval_problems
 
     keys = ("seed", "levels", "held_out_levels", "eval_problems", "held_out_problems")
     problems = eval_problems(LabConfig(**{k: manifest["config"][k] for k in keys}))

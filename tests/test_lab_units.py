@@ -137,7 +137,7 @@ def test_degenerate_signals_are_named_with_a_fix():
 
 
 def test_lab_eval_set_tags_trained_and_held_out_levels(tmp_path):
-    from ptlens.lab.runner import eval_problems
+    from ptlens.lab.evaluation import eval_problems
 
     cfg = LabConfig(output_dir=tmp_path, eval_problems=10, held_out_problems=4)
     ps = eval_problems(cfg)
@@ -146,7 +146,7 @@ def test_lab_eval_set_tags_trained_and_held_out_levels(tmp_path):
 
 
 def test_stage_comparisons_equal_hand_computed_paired_differences(tmp_path):
-    from ptlens.lab.runner import eval_problems, stage_comparisons
+    from ptlens.lab.evaluation import eval_problems, stage_comparisons
 
     ps = eval_problems(LabConfig(output_dir=tmp_path, eval_problems=4, held_out_problems=2))
     per = {"sft": {"greedy": [1, 0, 1, 0, 0, 0], "sampled": [2, 1, 4, 0, 0, 1]},

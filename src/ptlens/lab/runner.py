@@ -13,7 +13,10 @@ Every checkpoint folder loads with ``from_pretrained`` and carries ``ptlens_stag
 Precision, as in a real pipeline: each stage trains float32 master weights, saves its checkpoints
 in bfloat16 (``LabConfig.storage_dtype``), and the next stage starts from the *stored* checkpoint
 (upcast to float32), the way a released checkpoint is loaded. Each stage is evaluated on its
-stored checkpoint, the weights ``ptlens run`` analyses.
+stored checkpoint, the weights ``ptlens run`` analyses (how: :mod:`ptlens.lab.evaluation`).
+
+The main lineage and the controlled arms stay in this one module (about 500 lines) because they share its
+bookkeeping (``_Run``: saving, warnings, per-problem counts) and the manifest's layout.
 """
 
 from __future__ import annotations
@@ -31,15 +34,14 @@ from pathlib import Path
 from ptlens.errors import PtlensError
 from ptlens.io import write_json
 from ptlens.lab.config import LabConfig
-from ptlens.behavior.problems import HELD_OUT, IN_DISTRIBUTION
 from ptlens.lab.data import (SEED_DPO, SEED_EVAL, SEED_PRETRAIN, SEED_RL, SEED_SFT, answer_only, pretrain_corpus,
                              problems, sft_targets)
+from ptlens.lab.evaluation import (EVAL_TEMPERATURE, EVAL_TOP_P, SAMPLED, eval_problems, in_distribution,
+                                   stage_comparisons, stored_changed_share)
 
 log = logging.getLogger("ptlens.lab")
 
 MANIFEST_VERSION = 2
-EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95
-SAMPLED = f"t{EVAL_TEMPERATURE:g}"
 LAB_DEPS = ("trl", "datasets", "accelerate")
 INSTALL_HINT = "pip install 'ptlens[lab]'"
 
@@ -333,11 +335,11 @@ def _run_lineage(config: LabConfig, progress: Callable[[str], None]) -> Path:
     model, changed = reload(final, prev, "rlvr")
     acc = run.evaluate(model, eval_set, "rlvr")
     progress(f"rlvr: accuracy {acc}")
-    curve = [{"step": 0, "checkpoint": prev.path.name, **_in_distribution(stages[-1]["accuracy"])}]
+    curve = [{"step": 0, "checkpoint": prev.path.name, **in_distribution(stages[-1]["accuracy"])}]
     for s in run.saved[n_saved:-1]:  # intermediate GRPO checkpoints, read back as stored
         curve.append({"step": s.step, "checkpoint": s.path.name,
-                      **_in_distribution(run.evaluate(load_model(s.path), eval_set))})
-    curve.append({"step": rp.steps, "checkpoint": final.path.name, **_in_distribution(acc)})
+                      **in_distribution(run.evaluate(load_model(s.path), eval_set))})
+    curve.append({"step": rp.steps, "checkpoint": final.path.name, **in_distribution(acc)})
     progress(f"rlvr: in-distribution accuracy along GRPO {curve}")
     stages.append(_stage_entry(final, root, {
         "steps": rp.steps, "batch_size": rp.prompts_per_step * rp.generations, "learning_rate": rp.learning_rate,
@@ -390,59 +392,6 @@ def _run_lineage(config: LabConfig, progress: Callable[[str], None]) -> Path:
     })
     progress(f"wrote {manifest}")
     return manifest
-
-
-def _in_distribution(acc: dict) -> dict:
-    return {k: v.get(IN_DISTRIBUTION) for k, v in acc.items()}
-
-
-def eval_problems(config: LabConfig) -> list:
-    """The lab's evaluation set: ``eval_problems`` of the training levels, then ``held_out_problems`` of the
-    held-out levels, tagged ``in-distribution`` / ``held-out`` (and by level)."""
-    held = problems(config.held_out_problems, SEED_EVAL, config.seed, config.held_out_levels, kind=HELD_OUT) \
-        if config.held_out_levels and config.held_out_problems else []
-    return problems(config.eval_problems, SEED_EVAL, config.seed, config.levels) + held
-
-
-def stored_changed_share(a: Path, b: Path) -> float:
-    """Share of stored entries whose bits differ between two checkpoints (ptlens's ``changed_exact``, model-wide)."""
-    from safetensors.torch import load_file
-
-    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    changed = sum(int((wa[k].view(-1) != wb[k].view(-1)).sum()) for k in wa)
-    return round(changed / sum(t.numel() for t in wa.values()), 6)
-
-
-def stage_comparisons(eval_set: list, per_problem: dict[str, dict[str, list[int]]], samples: int, seed: int,
-                      pairs: list[tuple[str, str]], n_boot: int = 1000) -> list[dict]:
-    """Paired differences B − A of greedy and sampled accuracy on the lab's eval set, per in-distribution / held-out.
-
-    Intervals: 95% percentile bootstrap over problems, the same resamples for both stages
-    (ptlens's behaviour estimators), as ``ptlens run`` reports its paired differences.
-    """
-    import numpy as np
-
-    from ptlens.behavior.metrics import Statistic, paired_difference, resample_weights
-
-    out = []
-    for a, b in pairs:
-        if a not in per_problem or b not in per_problem:
-            continue
-        entry: dict = {"pair": f"{b} - {a}"}
-        for kind in (IN_DISTRIBUTION, HELD_OUT):
-            idx = [i for i, p in enumerate(eval_set) if kind in p.tags]
-            if not idx:
-                continue
-            weights = resample_weights(len(idx), n_boot, seed)
-            entry[kind] = {"problems": len(idx)}
-            for decoding, k in (("greedy", 1), (SAMPLED, samples)):
-                sa, sb = (Statistic(np.array([per_problem[m][("greedy" if k == 1 and decoding == "greedy" else "sampled")][i]
-                                              for i in idx], dtype=float), np.full(len(idx), float(k)))
-                          for m in (a, b))
-                entry[kind][decoding] = {key: (round(v, 4) if isinstance(v, float) else v)
-                                         for key, v in paired_difference(sb, sa, weights).to_dict().items()}
-        out.append(entry)
-    return out
 
 
 def _grpo_facts(rp, n_prompts: int, step: int, source: str, notes: str = "") -> dict:
