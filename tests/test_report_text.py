@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ptlens.report.build import interval_level
+from ptlens.report.sections import interval_level
 from ptlens.report.methods import behaviour_definitions
 from ptlens.report.verdicts import Criteria, learning_dynamics, rejectable_from
 
@@ -40,8 +40,8 @@ def test_mechanism_says_what_first_layer_embeddings_means():
 
 
 def test_numbers_print_alike_in_every_report():
-    """report.html / report.md (report.build.fmt) and weight_analysis_report.md (fmt_value) share one rule."""
-    from ptlens.report.build import fmt
+    """report.html / report.md (report.sections.fmt) and weight_analysis_report.md (fmt_value) share one rule."""
+    from ptlens.report.sections import fmt
     from ptlens.weights.report_md import fmt_value
 
     cases = {12345.6: "1.23e+04", 99999.0: "1.00e+05", 9999.4: "9999", 0.5: "0.5", 2.5e-4: "2.50e-04",

@@ -269,7 +269,7 @@ def test_a_new_metric_needs_only_the_registry(monkeypatch, tmp_path):
     from rich.console import Console
 
     from ptlens.cli.console import weight_summary_renderables
-    from ptlens.report.build import _weights_section
+    from ptlens.report.sections import weights_section
     from ptlens.report.methods import weight_definitions
     from ptlens.weights.report_md import weight_report_markdown
 
@@ -285,7 +285,7 @@ def test_a_new_metric_needs_only_the_registry(monkeypatch, tmp_path):
     s["aggregates"].update(model_no_embed_head=[], layer=[], kind=[], delta_cosine_model=[])
     s["settings"].update(device_used="cpu", tolerance=1e-5)
     assert "12.50% (null 25.00%)" in weight_report_markdown(s)
-    model = _weights_section(s)["tables"][0]
+    model = weights_section(s)["tables"][0]
     assert model["header"][-1] == "sign flips" and model["rows"][0][-1] == "12.50%"
     out = Console(width=300, record=True)
     for r in weight_summary_renderables(s, tmp_path, 300):
