@@ -9,7 +9,10 @@ next of the same code and are masked before comparing:
 - free memory at the start of the run (``behavior/memory_plan.json``, device ``bytes``);
 - the SHA-256 of a results file the report quotes, since the file itself holds the times above;
 - the path of ``ptlens/__main__.py`` in the recorded command line, when run as ``python -m ptlens`` from two
-  checkouts (run both from a folder named alike, so that ``--output-dir`` is the same).
+  checkouts (run both from a folder named alike, so that ``--output-dir`` is the same), and the checkout's path
+  in the bundled tiny models' paths;
+- those model files' mtime and inode in the checkpoint fingerprints (``files``: size, mtime_ns, inode, header
+  SHA-256), which differ between two copies of the same files.
 
 Exit status 0 when the folders match, 1 (with the differing files and their first differing lines) when not.
 """
@@ -27,6 +30,7 @@ TEXT_MASKS = [
     (re.compile(rb"sha256 (`|<span class=\"mono\">)[0-9a-f]{64}"), rb"sha256 \1<sha256>"),
     (re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"), b"<time>"),
     (re.compile(rb"(?<=[\s\"`>])[^\s\"`>]*/ptlens/__main__\.py"), b"ptlens"),
+    (re.compile(rb"(?<=[\s\"`>(])/[^\s\"`<>]*/src/ptlens/"), b"<checkout>/src/ptlens/"),
     (re.compile(rb"read in [0-9.]+ s \([0-9.e+-]+ GB/s\)"), b"read in <t> s (<r> GB/s)"),
 ]
 
@@ -35,7 +39,9 @@ def _mask_json(obj, path: str = ""):
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
-            if k in TIME_KEYS or k.endswith("_seconds") or k == "seconds_per_transition" \
+            if k == "files" and isinstance(v, dict) and all(isinstance(x, list) and len(x) == 4 for x in v.values()):
+                out[k] = {n: [x[0], "<mtime>", "<inode>", x[3]] for n, x in v.items()}
+            elif k in TIME_KEYS or k.endswith("_seconds") or k == "seconds_per_transition" \
                     or (path.endswith("devices[]") and k == "bytes"):
                 out[k] = "<masked>"
             else:
