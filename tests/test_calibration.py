@@ -17,6 +17,10 @@ import pytest
 from ptlens.behavior import metrics as M
 from ptlens.report import calibration as C
 from ptlens.report.verdicts import CLEAR, UNEXPECTED, Criteria
+from ptlens.stats import bootstrap as B
+from ptlens.stats import permutation as P
+from ptlens.stats.bounds import normal_cdf, normal_upper_quantile
+from ptlens.stats.statistic import Statistic
 
 
 def binomial_critical(n: int, p: float, tail: float = 1e-3) -> int:
@@ -53,16 +57,16 @@ def test_complete_sign_flip_test_equals_enumeration_by_hand():
         p = 7
         num_a, num_b = rng.integers(0, 9, p).astype(float), rng.integers(0, 9, p).astype(float)
         den_a, den_b = rng.integers(8, 12, p).astype(float), rng.integers(8, 12, p).astype(float)
-        flips = M.flip_patterns(p, n_perm=2000)
-        assert M.is_complete(flips) and flips.shape == (128, 7)
-        got = M.paired_test(M.Statistic(num_b, den_b), M.Statistic(num_a, den_a), flips)
+        flips = P.flip_patterns(p, n_perm=2000)
+        assert P.is_complete(flips) and flips.shape == (128, 7)
+        got = P.paired_test(Statistic(num_b, den_b), Statistic(num_a, den_a), flips)
         assert got == pytest.approx(_brute_force_p(num_a, den_a, num_b, den_b))
     # identical models: p = 1; a difference no pattern beats: the smallest p, 2 / 2^P
-    same = M.Statistic(np.ones(7), np.full(7, 2.0))
-    assert M.paired_test(same, same, M.flip_patterns(7)) == 1.0
-    up = M.paired_test(M.Statistic(np.full(7, 2.0), np.full(7, 2.0)), M.Statistic(np.zeros(7), np.full(7, 2.0)),
-                       M.flip_patterns(7))
-    assert up == pytest.approx(2 / 128) == pytest.approx(C.smallest_p(7))
+    same = Statistic(np.ones(7), np.full(7, 2.0))
+    assert P.paired_test(same, same, P.flip_patterns(7)) == 1.0
+    up = P.paired_test(Statistic(np.full(7, 2.0), np.full(7, 2.0)), Statistic(np.zeros(7), np.full(7, 2.0)),
+                       P.flip_patterns(7))
+    assert up == pytest.approx(2 / 128) == pytest.approx(P.smallest_p(7))
 
 
 def test_ece_as_column_sums_equals_ece_of_resampled_problems():
@@ -70,7 +74,7 @@ def test_ece_as_column_sums_equals_ece_of_resampled_problems():
     conf, right = rng.random(30), rng.random(30) < 0.6
     stat = M.ece_statistic(conf, right)
     assert float(stat.value()) == pytest.approx(M.ece(conf, right))
-    w = M.resample_weights(30, 50, seed=1)
+    w = B.resample_weights(30, 50, seed=1)
     many = stat.value(w)
     for row, v in zip(w, many):
         rep = np.repeat(np.arange(30), row.astype(int))
@@ -81,12 +85,12 @@ def test_single_test_holds_its_level_with_few_problems():
     # the reviewer's case: the accuracy check alone fired 8% at nominal 5% with 12 problems × 8 samples (percentile
     # bootstrap). The sign-flip test on the same design stays at or below 5% (binomial margin over 2000 replicates).
     rng = np.random.default_rng(0)
-    flips = M.flip_patterns(12, 500, seed=3)
+    flips = P.flip_patterns(12, 500, seed=3)
     rejections, reps = 0, 2000
     for _ in range(reps):
         p = rng.beta(2, 2, 12)
         ca, cb = rng.binomial(8, p), rng.binomial(8, p)
-        pv = M.paired_test(M.Statistic(cb.astype(float), np.full(12, 8.0)), M.Statistic(ca.astype(float), np.full(12, 8.0)),
+        pv = P.paired_test(Statistic(cb.astype(float), np.full(12, 8.0)), Statistic(ca.astype(float), np.full(12, 8.0)),
                            flips)
         rejections += pv is not None and pv <= 0.05
     assert rejections <= binomial_critical(reps, 0.05), rejections / reps
@@ -130,7 +134,7 @@ def test_design_minimum_and_power():
     assert "power to detect an accuracy gain of +0.1" in big.text() and "family-wise error" in big.text()
     # hand check of the normal approximation at 60 × 16, v = 0.2, δ = 0.1, z = z(0.05/16):
     sigma2 = 2 * 0.2 / 16
-    z = C._z(0.05 / 16)
+    z = normal_upper_quantile(0.05 / 16)
     thr = z * math.sqrt((sigma2 + 0.01) / 60)
-    assert big.power == pytest.approx(1 - C._phi((thr - 0.1) / math.sqrt(sigma2 / 60)))
-    assert C._z(0.025) == pytest.approx(1.959964, abs=1e-5)
+    assert big.power == pytest.approx(1 - normal_cdf((thr - 0.1) / math.sqrt(sigma2 / 60)))
+    assert normal_upper_quantile(0.025) == pytest.approx(1.959964, abs=1e-5)

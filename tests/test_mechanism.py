@@ -280,9 +280,9 @@ def test_carrier_claims_hold_their_family_wise_error_rate():
     """Nine parts that each remove 45% of the KL (none carries it: the criterion is 50%): the family-wise bound
     calls a carrier in at most 5% of simulated transitions (binomial margin), while the per-part 95% bound
     the report used before calls one far more often; a part removing 80% is still found."""
-    from ptlens.behavior.metrics import resample_weights
     from ptlens.mechanism.criteria import CARRY_SHARE
     from ptlens.mechanism.transplant import Measured, part_statistics
+    from ptlens.stats.bootstrap import resample_weights
 
     rng = np.random.default_rng(0)
     n, parts, sims = 24, 9, 200

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ptlens.report.sections import interval_level
 from ptlens.report.methods import behaviour_definitions
-from ptlens.report.verdicts import Criteria, learning_dynamics, rejectable_from
+from ptlens.report.verdicts import N_BEHAVIOUR_CHECKS, Criteria, learning_dynamics
+from ptlens.stats.multiple import rejectable_from
 
 
 def test_learning_dynamics_criterion_reads_as_one_sentence_per_rule():
@@ -18,7 +19,7 @@ def test_counts_and_levels_are_computed_not_written():
     text = " ".join(Criteria().text())
     assert "with 8 checks the exact test cannot reject at all below 9 problems" in text and "α/8 = 0.00625" in text
     strict = " ".join(Criteria(alpha=0.001).text())
-    assert rejectable_from(0.001) == 14 and "below 14 problems" in strict and "α/8 = 0.000125" in strict
+    assert rejectable_from(0.001, N_BEHAVIOUR_CHECKS) == 14 and "below 14 problems" in strict and "α/8 = 0.000125" in strict
     assert rejectable_from(0.05, 1) == 6  # 2/2^6 ≤ 0.05 < 2/2^5
     assert "The 90% bootstrap intervals" in " ".join(Criteria(level=0.9).text())
     assert interval_level({"bootstrap": {"level": 0.9}}) == "90%" and interval_level(None) == "95%"

@@ -8,7 +8,7 @@ from ptlens.report.stages import Transitions, comparison_pair, role_of, stages_o
 from ptlens.report.trajectory import trajectories
 from ptlens.report.verdicts import (AS_HYPOTHESISED, CLEAR, CLEAR_UNDIRECTED, DESCRIBED, DESCRIPTIVE, MINIMAL, MIXED,
                                     NO_CLEAR, NOT_MEASURED, REINFORCES, REVERSED, UNDOES, UNEXPECTED, UNRELATED,
-                                    Criteria, all_verdicts, beyond_rounding, difference_check, efficiency_rows, holm,
+                                    Criteria, all_verdicts, beyond_rounding, difference_check, efficiency_rows,
                                     learning_dynamics, output_focus, pass_at_k_crossings, reasoning_behaviour,
                                     sample_efficiency, transfer)
 from test_report_helpers import (behaviour_results, est, four_stage, neutral_metrics, real_behaviour, weights_summary,
@@ -170,13 +170,6 @@ def test_behaviour_clear_none_and_reversal():
     slightly = behaviour_results({"sft": m, "rlvr": m},
                                  {("sft", "rlvr"): zero_diffs(length_mean=est(-10.0, -15.0, -5.0, p=1e-4))})
     assert check(reasoning_behaviour(slightly), "Response length").outcome == NO_CLEAR
-
-
-def test_holm_adjusted_p_values():
-    # hand computation: sorted 0.01, 0.02, 0.04 of m = 3 → 0.03, max(0.03, 0.04) = 0.04, max(0.04, 0.04) = 0.04
-    assert holm([0.04, 0.01, None, 0.02]) == [pytest.approx(0.04), pytest.approx(0.03), None, pytest.approx(0.04)]
-    assert holm([0.5, 0.9]) == [pytest.approx(1.0), pytest.approx(1.0)]
-    assert holm([]) == []
 
 
 def test_behaviour_needs_enough_problems_and_a_stored_test():

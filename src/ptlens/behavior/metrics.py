@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ptlens.behavior.samples import ProblemSamples
+from ptlens.stats.bootstrap import Estimate, estimate, paired_difference, resample_weights
+from ptlens.stats.permutation import flip_patterns, is_complete, paired_test
+from ptlens.stats.statistic import Additive, Batched, Statistic, ratio_standard_error
 
 # ---------------------------------------------------------------- per-problem estimators
 
@@ -242,108 +244,7 @@ def cross_kl(kl_sums: Sequence[float], token_counts: Sequence[int]) -> float:
     return float(sum(kl_sums) / sum(token_counts))
 
 
-# ---------------------------------------------------------------- bootstrap
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A point value with its 95% bootstrap interval over problems."""
-
-    value: float
-    lo: float
-    hi: float
-
-    def to_dict(self) -> dict:
-        return {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in asdict(self).items()}
-
-
-def resample_weights(n_problems: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """(n_boot, n_problems) counts of each problem in each bootstrap resample; share it for paired intervals."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n_problems, size=(n_boot, n_problems))
-    w = np.zeros((n_boot, n_problems))
-    np.add.at(w, (np.arange(n_boot)[:, None], idx), 1.0)
-    return w
-
-
-@dataclass(frozen=True)
-class Statistic:
-    """A metric as Σ_p num_p / Σ_p den_p over problems, then ``transform``; bootstraps by reweighting.
-
-    Means over problems, means over samples and token-weighted means all take this form, which
-    keeps 1000 bootstrap resamples one matrix product.
-    """
-
-    num: np.ndarray
-    den: np.ndarray
-    transform: Callable[[np.ndarray], np.ndarray] | None = None
-
-    def value(self, weights: np.ndarray | None = None) -> np.ndarray | float:
-        if weights is None:
-            num, den = np.nansum(self.num), np.nansum(self.den)
-        else:
-            num, den = weights @ np.nan_to_num(self.num), weights @ np.nan_to_num(self.den)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.asarray(num, dtype=float) / den
-        return self.transform(r) if self.transform else r
-
-    @classmethod
-    def mean(cls, per_problem: Sequence[float]) -> "Statistic":
-        v = np.asarray(per_problem, dtype=float)
-        return cls(np.where(np.isnan(v), 0.0, v), (~np.isnan(v)).astype(float))
-
-
-def estimate(stat: Statistic | Callable[[np.ndarray | None], float], weights: np.ndarray,
-             tails: tuple[float, float] = (2.5, 97.5)) -> Estimate:
-    """Point value and percentile interval (``tails``: the percentiles of its ends); ``stat`` is a Statistic or
-    any function of weights."""
-    point = float(_evaluate(stat, None))
-    reps = np.asarray(_evaluate(stat, weights), dtype=float)
-    reps = reps[np.isfinite(reps)]
-    if not reps.size or not math.isfinite(point):
-        return Estimate(point, float("nan"), float("nan"))
-    lo, hi = np.percentile(reps, list(tails))
-    return Estimate(point, float(lo), float(hi))
-
-
-def paired_difference(stat_b: Statistic | Callable, stat_a: Statistic | Callable, weights: np.ndarray) -> Estimate:
-    """B − A with a paired interval: the same problem resamples for both models."""
-    point = float(_evaluate(stat_b, None)) - float(_evaluate(stat_a, None))
-    reps = np.asarray(_evaluate(stat_b, weights), dtype=float) - np.asarray(_evaluate(stat_a, weights), dtype=float)
-    reps = reps[np.isfinite(reps)]
-    if not reps.size or not math.isfinite(point):
-        return Estimate(point, float("nan"), float("nan"))
-    lo, hi = np.percentile(reps, [2.5, 97.5])
-    return Estimate(point, float(lo), float(hi))
-
-
-@dataclass(frozen=True)
-class Additive:
-    """A metric ``f(Σ_p cols[p])`` of per-problem column sums (ECE, or any ratio of sums).
-
-    Both a bootstrap resample (weights @ cols) and a swap of two models' samples on some problems
-    (one model's columns on some rows, the other's on the rest) are then one matrix product.
-    """
-
-    cols: np.ndarray
-    f: Callable[[np.ndarray], np.ndarray]
-
-    def value(self, weights: np.ndarray | None = None) -> np.ndarray | float:
-        s = self.cols.sum(axis=0) if weights is None else weights @ self.cols
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.f(s)
-
-
-def _additive(stat) -> Additive | None:
-    """``stat`` as per-problem column sums, or None when it is not of that form (a median)."""
-    if isinstance(stat, Additive):
-        return stat
-    if isinstance(stat, Statistic):
-        t = stat.transform or (lambda r: r)
-        return Additive(np.stack([np.nan_to_num(np.asarray(stat.num, dtype=float)),
-                                  np.nan_to_num(np.asarray(stat.den, dtype=float))], axis=1),
-                        lambda s: t(np.asarray(s[..., 0], dtype=float) / s[..., 1]))
-    return None
+# ---------------------------------------------------------------- bootstrappable statistics
 
 
 def ece_statistic(conf: Sequence[float], correct: Sequence[bool], bins: int = 10) -> Additive:
@@ -362,73 +263,6 @@ def ece_statistic(conf: Sequence[float], correct: Sequence[bool], bins: int = 10
     return Additive(cols, f)
 
 
-# ---------------------------------------------------------------- paired test
-
-
-def flip_patterns(n_problems: int, n_perm: int = 2000, seed: int = 0) -> np.ndarray:
-    """(N, n_problems) 0/1 rows, 1 = swap the two models' samples of that problem.
-
-    Every one of the 2^P patterns when that is ≤ ``n_perm`` (the complete, exact test), else
-    ``n_perm`` uniform random patterns (a Monte-Carlo test, still exact with the +1 p-value of
-    :func:`paired_test`). Shared by all metrics and pairs, like the bootstrap resamples.
-    """
-    if n_problems <= 0:
-        return np.zeros((0, 0))
-    if 2 ** n_problems <= n_perm:
-        codes = np.arange(2 ** n_problems)[:, None]
-        return ((codes >> np.arange(n_problems)[None, :]) & 1).astype(float)
-    return np.random.default_rng(seed).integers(0, 2, size=(n_perm, n_problems)).astype(float)
-
-
-def is_complete(flips: np.ndarray) -> bool:
-    return flips.shape[0] == 2 ** flips.shape[1]
-
-
-def paired_test(stat_b, stat_a, flips: np.ndarray) -> float | None:
-    """Two-sided p-value of B − A by swapping the two models' samples within problems (sign-flip test).
-
-    Why: under the null that both models have the same answer distribution on each problem,
-    which model produced a problem's samples is exchangeable, so the swap distribution is the
-    exact null distribution of the statistic with any number of problems — unlike percentile
-    bootstrap intervals, which under-cover with few problems. Works for any metric of column
-    sums (ratios of sums, ECE); None for others (medians) or an undefined difference.
-    Complete enumeration: p = share of patterns with |T| ≥ |T_obs|; random patterns:
-    p = (1 + count) / (1 + N) (Phipson & Smyth 2010), valid for any N.
-    """
-    a, b = _additive(stat_a), _additive(stat_b)
-    if a is None or b is None or a.cols.shape != b.cols.shape:
-        return None
-    t0 = float(b.value()) - float(a.value())
-    if not math.isfinite(t0):
-        return None
-    keep = 1.0 - flips
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = b.f(keep @ b.cols + flips @ a.cols) - a.f(keep @ a.cols + flips @ b.cols)
-    t = np.where(np.isfinite(t), t, 0.0)
-    hits = int(np.sum(np.abs(t) >= abs(t0) - 1e-12 * max(1.0, abs(t0))))
-    if is_complete(flips):
-        return min(1.0, hits / flips.shape[0])
-    return (1 + hits) / (1 + flips.shape[0])
-
-
-@dataclass(frozen=True)
-class _Batched:
-    """A statistic evaluated for all resamples in one call: ``many(weights)`` → (n_boot,), ``one()`` → float."""
-
-    many: Callable[[np.ndarray], np.ndarray]
-    one: Callable[[], float]
-
-
-def _evaluate(stat, weights):
-    if isinstance(stat, (Statistic, Additive)):
-        return stat.value(weights)
-    if isinstance(stat, _Batched):
-        return stat.one() if weights is None else stat.many(weights)
-    if weights is None:
-        return stat(None)
-    return np.array([stat(w) for w in weights])
-
-
 # ---------------------------------------------------------------- one model, all metrics
 
 
@@ -439,7 +273,7 @@ def default_ks(n: int) -> list[int]:
 
 
 def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int],
-                     only: Sequence[str] | None = None) -> dict[str, Statistic | _Batched | Callable]:
+                     only: Sequence[str] | None = None) -> dict[str, Statistic | Batched | Callable]:
     """Every headline metric of one model as a bootstrappable statistic over its problems.
 
     ``only``: skip the costly maj@k and distinct-n not named there (the verdict's calibration
@@ -471,7 +305,7 @@ def model_statistics(problems: Sequence[ProblemSamples], ks: Sequence[int],
     out["brier"] = Statistic.mean((conf - right) ** 2)
     lengths = np.concatenate([np.asarray(p.lengths, dtype=float) for p in problems])
     owner = np.concatenate([np.full(p.n, i) for i, p in enumerate(problems)])
-    out["length_median"] = _Batched(lambda w: weighted_median(lengths, w[:, owner]),
+    out["length_median"] = Batched(lambda w: weighted_median(lengths, w[:, owner]),
                                     lambda: float(np.median(lengths)))
 
     out["ece"] = ece_statistic(conf, right)
@@ -510,17 +344,6 @@ KL_ESTIMATORS = {
                    "log-ratio of the sampling distributions), unbiased for the same sequence KL",
 }
 """What ``results["cross_kl"][A][B]["estimator"]`` names (docs/METRICS.md, docs/validation/kl.md)."""
-
-
-def ratio_standard_error(num: np.ndarray, den: np.ndarray) -> float:
-    """Standard error of Σnum ÷ Σden over independent clusters (here problems, their samples together): the
-    delta method, sqrt(m/(m−1) · Σ(num_i − R·den_i)²) ÷ Σden; nan below 2 clusters."""
-    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    m = len(num)
-    if m < 2 or den.sum() <= 0:
-        return math.nan
-    r = num.sum() / den.sum()
-    return float(math.sqrt(m / (m - 1) * ((num - r * den) ** 2).sum()) / den.sum())
 
 
 def kl_estimate_record(problems: Sequence[ProblemSamples], other: str, estimator: str) -> dict:

@@ -47,7 +47,8 @@ def stage_comparisons(eval_set: list, per_problem: dict[str, dict[str, list[int]
     """
     import numpy as np
 
-    from ptlens.behavior.metrics import Statistic, paired_difference, resample_weights
+    from ptlens.stats.bootstrap import paired_difference, resample_weights
+    from ptlens.stats.statistic import Statistic
 
     out = []
     for a, b in pairs:

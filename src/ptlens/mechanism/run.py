@@ -44,11 +44,11 @@ import numpy as np
 from ptlens.behavior.engines import (AUTO_INSTRUCTION, HFModel, SamplingSettings, build_prompt, check_weights,
                                      load_tokenizer, model_instruction, prompt_ids)
 from ptlens.behavior.grading import grade
-from ptlens.behavior.metrics import resample_weights
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import ArchitectureMismatch, PtlensError
 from ptlens.io import read_json, write_json, write_text
 from ptlens.results import files as F
+from ptlens.stats.bootstrap import resample_weights
 
 SCHEMA_VERSION = 1
 DIR = F.MECHANISM_DIR

@@ -21,7 +21,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ptlens.behavior.metrics import Estimate, Statistic, _Batched, estimate, paired_difference
+from ptlens.stats.bootstrap import Estimate, estimate, paired_difference
+from ptlens.stats.multiple import bonferroni_lower_tails
+from ptlens.stats.statistic import Batched, Statistic
 from ptlens.mechanism.activations import kl_rows
 from ptlens.weights.names import parse_name
 
@@ -247,17 +249,17 @@ def _num(x) -> float | None:
     return float(x) + 0.0 if x is not None and math.isfinite(float(x)) else None  # + 0.0: no "-0"
 
 
-def _ratio(num: Callable, den: Callable) -> _Batched:
+def _ratio(num: Callable, den: Callable) -> Batched:
     """num(w) / den(w) for one weight vector (None: the point value) or all resamples at once (rows of w)."""
     def f(w):
         n, d = np.asarray(num(w), dtype=float), np.asarray(den(w), dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(d != 0, n / np.where(d != 0, d, 1.0), np.nan)
-    return _Batched(many=f, one=lambda: float(f(None)))
+    return Batched(many=f, one=lambda: float(f(None)))
 
 
-def _batched(f: Callable) -> _Batched:
-    return _Batched(many=f, one=lambda: float(f(None)))
+def _batched(f: Callable) -> Batched:
+    return Batched(many=f, one=lambda: float(f(None)))
 
 
 def _wsum(v: np.ndarray):
@@ -277,7 +279,7 @@ def part_statistics(m: Measured, a: Measured, b: Measured, tokens: np.ndarray, w
     one-sided lower bound at level 1 − 0.05/``family`` (Bonferroni over the ``family`` parts whose claims are read
     together): a "carries" claim made from it is wrong for at most 5% of transitions, however many parts there are.
     """
-    fw = (100 * 0.05 / max(1, family), 100.0)
+    fw = bonferroni_lower_tails(family)
     acc = Statistic.mean(m.correct.astype(float))
     acc_a, acc_b = Statistic.mean(a.correct.astype(float)), Statistic.mean(b.correct.astype(float))
     gain = _ratio(lambda w: _mean(m.correct, w) - _mean(a.correct, w), lambda w: _mean(b.correct, w) - _mean(a.correct, w))

@@ -20,30 +20,11 @@ import numpy as np
 
 from ptlens.report.pairs import VERDICT_METRICS
 from ptlens.report.verdicts import (AS_HYPOTHESISED, BEHAVIOUR_CHECKS, CLEAR, CLEAR_UNDIRECTED, REVERSED, UNEXPECTED,
-                                    Criteria, Verdict, reasoning_behaviour, rejectable_from)
+                                    Criteria, Verdict, reasoning_behaviour)
+from ptlens.stats.bounds import normal_cdf, normal_upper_quantile
+from ptlens.stats.multiple import rejectable_from
 
 N_CHECKS = len(BEHAVIOUR_CHECKS)
-
-
-def _phi(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def _z(p_upper: float) -> float:
-    """The standard normal quantile z with 1 − Φ(z) = p_upper (bisection; no scipy needed)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if 1.0 - _phi(mid) > p_upper:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def smallest_p(n_problems: int) -> float:
-    """The smallest two-sided p-value the complete sign-flip test can give: 2 / 2^P."""
-    return 2.0 / 2.0 ** n_problems
 
 
 def min_problems_for(alpha: float = 0.05, n_checks: int = N_CHECKS) -> int:
@@ -89,10 +70,10 @@ def design(n_problems: int, n_samples: int, effect: float = 0.10, criteria: Crit
     if n_problems < 1 or n_samples < 1:
         return Design(n_problems, n_samples, criteria.alpha, n_checks, mp, effect, v, 0.0, "no problems")
     sigma2 = 2.0 * v / n_samples
-    z = _z(criteria.alpha / (2 * n_checks))
+    z = normal_upper_quantile(criteria.alpha / (2 * n_checks))
     thr = max(z * math.sqrt((sigma2 + effect ** 2) / n_problems), criteria.share_effect)
     se = math.sqrt(sigma2 / n_problems) if sigma2 > 0 else 1e-12
-    power = 1.0 - _phi((thr - effect) / se) if n_problems >= mp else 0.0
+    power = 1.0 - normal_cdf((thr - effect) / se) if n_problems >= mp else 0.0
     how = "normal approximation of the paired sign-flip test at Holm's strictest level α/m, " + \
         ("with the run's per-problem accuracy spread" if accuracy_variance is not None else
          "assuming per-problem accuracies spread as Beta(2, 2)")
@@ -228,13 +209,3 @@ def simulate(n_problems: int, n_samples: int, replicates: int, effect: float = 0
             "false_alarm": alarms / replicates, "accuracy_found": found / replicates,
             "design_power": design(n_problems, n_samples, effect or 0.10, criteria,
                                    accuracy_variance=(1 - effect) / 2 - 0.3 * (1 - effect) ** 2).power}
-
-
-def binomial_upper(k: int, n: int, z: float = 2.326) -> float:
-    """Wilson upper bound of a binomial rate (one-sided, z = 2.326: 99%)."""
-    if n == 0:
-        return 1.0
-    ph = k / n
-    centre = ph + z * z / (2 * n)
-    half = z * math.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n))
-    return (centre + half) / (1 + z * z / n)

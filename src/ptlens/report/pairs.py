@@ -52,8 +52,9 @@ def pair_differences_why(results: dict, rows: Sequence[dict], pairs: Iterable[tu
                          ) -> tuple[dict[tuple[str, str], dict[str, dict]], dict[tuple[str, str], str]]:
     """:func:`pair_differences` and, for every pair not computed, why (missing samples, or samples the estimators
     reject); the report lists those beside the verdict that then reads "not measured"."""
-    from ptlens.behavior.metrics import (flip_patterns, headline_indices, model_statistics, paired_differences,
-                                         resample_weights)
+    from ptlens.behavior.metrics import headline_indices, model_statistics, paired_differences
+    from ptlens.stats.bootstrap import resample_weights
+    from ptlens.stats.permutation import flip_patterns
 
     problems = results.get("problems") or []
     ids = [p.get("id") for p in problems]

@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 from ptlens.report.stages import ITEM_FIELDS, Stage, Transitions, comparison_pair, stages_of
 from ptlens.results import files as FILES
+from ptlens.stats.multiple import holm, rejectable_from
 
 # verdict labels
 CLEAR, MINIMAL, UNEXPECTED, NOT_MEASURED = "clear difference", "minimal", "unexpected", "not measured"
@@ -83,16 +84,6 @@ HYPOTHESES = {
 }
 
 
-def rejectable_from(alpha: float = 0.05, n_checks: int | None = None) -> int:
-    """Fewest problems at which the exact sign-flip test can reject at Holm's first threshold α/m at all
-    (its smallest two-sided p-value is 2/2^P)."""
-    m = N_BEHAVIOUR_CHECKS if n_checks is None else n_checks
-    p = 1
-    while 2.0 / 2.0 ** p > alpha / m:
-        p += 1
-    return p
-
-
 @dataclass(frozen=True)
 class Criteria:
     """The thresholds of every check; printed in the report's methods section."""
@@ -135,7 +126,7 @@ class Criteria:
             f"(length in tokens, token entropy in nats, distinct answers per problem). The {self.level:.0%} bootstrap "
             "intervals shown are descriptive; the decision is the test's.",
             f"Behaviour needs at least {self.min_problems} problems for a verdict: with {N_BEHAVIOUR_CHECKS} checks the "
-            f"exact test cannot reject at all below {rejectable_from(self.alpha)} problems (smallest two-sided p-value "
+            f"exact test cannot reject at all below {rejectable_from(self.alpha, N_BEHAVIOUR_CHECKS)} problems (smallest two-sided p-value "
             f"2/2^P > α/{N_BEHAVIOUR_CHECKS} = {self.alpha / N_BEHAVIOUR_CHECKS:g}).",
             f"Weights: values are exact (no sampling). Where the scan stored a null (`<metric>_null`: what an unstructured "
             f"update of the same ‖ΔW‖_F, added to W_A and stored in B's dtype, would give) each stage's value is divided "
@@ -271,23 +262,6 @@ def _interval(est: dict | None) -> tuple[float, float] | None:
         return None
     lo, hi = finite_number(est.get("lo")), finite_number(est.get("hi"))
     return (lo, hi) if lo is not None and hi is not None else None
-
-
-def holm(pvalues: Sequence[float | None]) -> list[float | None]:
-    """Holm's step-down adjusted p-values (None stays None, and is not counted).
-
-    Why Holm: it keeps the family-wise error ≤ α under any dependence between the checks (length,
-    entropy and distinct-n of one model are strongly correlated), and rejects at least what
-    Bonferroni rejects. Adjusted p_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j)).
-    """
-    idx = [i for i, p in enumerate(pvalues) if p is not None]
-    m = len(idx)
-    out: list[float | None] = [None] * len(pvalues)
-    running = 0.0
-    for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
-        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
-        out[i] = running
-    return out
 
 
 def difference_check(name: str, metric: str, a_name: str, a_est: dict | None, b_name: str, b_est: dict | None,
