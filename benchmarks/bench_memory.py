@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from ptlens.synth import LlamaShape
-from ptlens.weights.scan import available_memory, full_memory_bytes
+from ptlens.weights.memory import available_memory, full_memory_bytes
 
 SHAPES = {
     "tiny": LlamaShape(vocab=1024, hidden=256, intermediate=512, layers=1, heads=4, kv_heads=2),  # a smoke test

@@ -31,7 +31,9 @@ from ptlens.weights.aggregate import all_aggregates
 from ptlens.weights.executors import EXECUTORS, LocalExecutor, get_executor, task_memory
 from ptlens.weights.outputs import write_tensors_csv
 from ptlens.weights.driver import scan_lineage
-from ptlens.weights.scan import ScanConfig, merge_results, plan_scan, scan_tensor
+from ptlens.weights.plan import ScanConfig, plan_scan
+from ptlens.weights.records import merge_results
+from ptlens.weights.tensor_scan import scan_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "src" / "ptlens" / "data" / "tiny"
@@ -221,7 +223,8 @@ from ptlens.resolve import resolve_lineage
 from ptlens.weights.executors import RayExecutor, _run_task
 from ptlens.weights.outputs import write_tensors_csv
 from ptlens.weights.driver import scan_lineage
-from ptlens.weights.scan import ScanConfig, plan_scan, scan_tensor
+from ptlens.weights.plan import ScanConfig, plan_scan
+from ptlens.weights.tensor_scan import scan_tensor
 
 models, pattern, out, marker = sys.argv[1].split(","), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 cfg = ScanConfig(spectral="topk", k=4, layer_pattern=pattern, workers=1)

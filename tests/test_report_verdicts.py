@@ -351,7 +351,7 @@ def test_stage_spans_are_whole_stages_for_every_question():
 
 
 def test_scan_stores_stage_spans_and_their_cosines():
-    from ptlens.weights.scan import delta_pairs_for, stage_spans, transitions_for
+    from ptlens.weights.plan import delta_pairs_for, stage_spans, transitions_for
 
     labels = ["base", "sft", "rlvr", "rlvr", "rlvr"]
     names = ["base", "sft", "r1", "r2", "r3"]

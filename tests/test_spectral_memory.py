@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from ptlens.cli import app
 from ptlens.errors import PtlensError
-from ptlens.weights import scan as S
+from ptlens.weights import memory as MEM
+from ptlens.weights import tensor_scan as S
 from ptlens.weights import spectral as SP
 from weights_helpers import SHAPE, base_weights, scan, write_lineage
 
@@ -31,17 +32,17 @@ def _pair(tmp_path):
 
 def _largest_need() -> tuple[int, str]:
     shapes = {n: s for n, s in SHAPE.tensor_shapes().items() if len(s) == 2}
-    return max((S.full_memory_bytes(s, 2), n) for n, s in shapes.items())
+    return max((MEM.full_memory_bytes(s, 2), n) for n, s in shapes.items())
 
 
 def test_full_memory_bytes_from_the_shape():
     # float32 path (> 2^24 entries), not resident: 4 float32 copies + Vᵀ and gesdd's 4·min² workspace
     m, n = 128256, 16384
-    assert S.full_memory_bytes((m, n)) == 16 * m * n + 20 * n * n == 38_990_249_984
+    assert MEM.full_memory_bytes((m, n)) == 16 * m * n + 20 * n * n == 38_990_249_984
     # 9000 × 2000 fits the 256 MB resident budget (3 × 72 MB): two resident copies on top
-    assert S.full_memory_bytes((9000, 2000)) == 2 * 4 * 18_000_000 + 16 * 18_000_000 + 20 * 2000 ** 2
+    assert MEM.full_memory_bytes((9000, 2000)) == 2 * 4 * 18_000_000 + 16 * 18_000_000 + 20 * 2000 ** 2
     # float64 working copies up to 2^24 entries
-    assert S.full_memory_bytes((4096, 4096), resident_mb=0) == 4 * 4096 ** 2 + 3 * 8 * 4096 ** 2 + 5 * 8 * 4096 ** 2
+    assert MEM.full_memory_bytes((4096, 4096), resident_mb=0) == 4 * 4096 ** 2 + 3 * 8 * 4096 ** 2 + 5 * 8 * 4096 ** 2
 
 
 def test_full_refuses_before_any_scanning_with_one_line(tmp_path, monkeypatch):

@@ -348,7 +348,7 @@ def test_rows_per_transition_for_resized_vocab(tmp_path):
 @pytest.mark.may_skip  # glibc only
 def test_heap_temporaries_restore_the_scans_mmap_threshold():
     """The overlap passes' heap setting is undone to whatever the scan had set, inside or outside a scan."""
-    from ptlens.weights import scan as S
+    from ptlens.weights import memory as S
 
     if S._glibc() is None:
         pytest.skip("not glibc")

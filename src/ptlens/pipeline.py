@@ -105,7 +105,7 @@ def check_lineage_tensors(lineage, layer_pattern: Optional[str], allow_missing: 
     and a 4-layer one): an error naming the checkpoint and a few tensors, unless ``allow_missing``.
     """
     from ptlens.weights.index import CheckpointIndex
-    from ptlens.weights.scan import plan_tensors
+    from ptlens.weights.plan import plan_tensors
 
     indexes = [CheckpointIndex.from_dir(c.path, allow_pickle=allow_pickle) for c in lineage.checkpoints]
     _, missing, _ = plan_tensors(indexes, lineage.names, layer_pattern)

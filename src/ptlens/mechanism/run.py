@@ -147,7 +147,7 @@ def check_pair(a, b, index_a, index_b) -> None:
 
 
 def pairs_for(lineage, which: str) -> list[tuple[int, int, str]]:
-    from ptlens.weights.scan import transitions_for
+    from ptlens.weights.plan import transitions_for
 
     ts = transitions_for(lineage.names)
     return [(t.a, t.b, t.name) for t in ts if which == "all" or t.kind == "consecutive"]

@@ -1,10 +1,10 @@
-"""Weight analysis: index and reader, pure metrics, the streaming scan, aggregates and outputs.
+"""Weight analysis: index and reader, pure metrics, the scan's plan, records and streaming per-tensor pass, aggregates and outputs.
 
 The names below load their modules (torch, numba) on first use, so that a process needing one
 submodule, e.g. a figure worker importing :mod:`ptlens.weights.figures`, does not pay for the rest.
 """
 
-_EXPORTS = {"ScanConfig": "scan", "ScanResult": "scan", "TensorRecord": "scan", "Transition": "scan",
+_EXPORTS = {"ScanConfig": "plan", "ScanResult": "records", "TensorRecord": "records", "Transition": "plan",
             "scan_lineage": "driver", "write_outputs": "outputs"}
 
 

@@ -16,7 +16,7 @@ from ptlens.results import registry as REG
 from ptlens.weights import kernels as K
 from ptlens.weights import metrics as M
 from ptlens.weights import null as N
-from ptlens.weights.scan import PairRecord, TensorRecord
+from ptlens.weights.records import PairRecord, TensorRecord
 
 SCOPES = ("all", "no_embed_head")
 

@@ -1,7 +1,7 @@
-"""The scan's driver: plan the tasks (:mod:`ptlens.weights.scan`), run them on an executor
+"""The scan's driver: plan the tasks (:mod:`ptlens.weights.plan`), run them on an executor
 (:mod:`ptlens.weights.executors`), journal each finished tensor so a stopped scan resumes, merge in plan order.
 
-Apart from ``scan`` so that the executors, which run ``scan_tensor``, and the driver, which picks an executor,
+Apart from ``tensor_scan`` so that the executors, which run ``scan_tensor``, and the driver, which picks an executor,
 do not import each other.
 """
 
@@ -16,8 +16,10 @@ import numpy as np
 
 from ptlens.errors import PtlensError
 from ptlens.resolve import Lineage
-from ptlens.weights.scan import (PairRecord, Progress, ScanConfig, ScanPlan, ScanResult, TensorRecord, TensorResult,
-                                 merge_results, plan_scan, resolve_device)
+from ptlens.weights.plan import ScanConfig, ScanPlan, plan_scan, resolve_device
+from ptlens.weights.records import PairRecord, ScanResult, TensorRecord, TensorResult, merge_results
+
+Progress = Callable[[int, int, str], None]
 
 
 def scan_lineage(lineage: Lineage, config: ScanConfig | None = None, progress: Progress | None = None,

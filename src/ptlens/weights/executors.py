@@ -1,7 +1,7 @@
 """Where the weight scan's tasks run: one registry, one class per way of running them.
 
 An executor takes the plan's ``TensorTask``s and returns their ``TensorResult``s (any order;
-``scan.merge_results`` restores the plan's). Tasks are plain data and ``scan_tensor`` is a pure
+``records.merge_results`` restores the plan's). Tasks are plain data and ``tensor_scan.scan_tensor`` is a pure
 function of its task, so an executor only decides *where* each runs and how often it is retried:
 
 - ``local`` (default): one after another in this process, the next tensor's bytes prefetched
@@ -40,7 +40,8 @@ class LocalExecutor:
     name = "local"
 
     def map(self, tasks: Sequence, progress: StepProgress | None = None, on_result: OnResult | None = None) -> list:
-        from ptlens.weights.scan import _return_freed_memory, prefetch, scan_tensor
+        from ptlens.weights.memory import _return_freed_memory
+        from ptlens.weights.tensor_scan import scan_tensor
 
         if tasks and tasks[0].config.workers:
             from ptlens.threads import apply
@@ -55,6 +56,25 @@ class LocalExecutor:
                 if on_result:
                     on_result(out[-1])
         return out
+
+
+def prefetch(task) -> None:
+    """Ask the kernel to start reading a task's bytes from disk, so the next tensor's I/O overlaps this one's compute."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for info in task.infos:
+        if info is None or info.start < 0:
+            continue
+        try:
+            fd = os.open(info.file, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, info.start, info.nbytes, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 _MIB = 1 << 20
@@ -97,7 +117,8 @@ def _run_task(task, threads: int):
 def _scan_here(task, threads: int):
     """A task in this process on ``threads`` threads, the environment left as it is (the driver's share of a Ray scan)."""
     from ptlens.threads import apply
-    from ptlens.weights.scan import _return_freed_memory, scan_tensor
+    from ptlens.weights.memory import _return_freed_memory
+    from ptlens.weights.tensor_scan import scan_tensor
 
     apply(threads)
     with _return_freed_memory():

@@ -17,7 +17,7 @@ from ptlens.results import registry as REG
 from ptlens.results.store import WEIGHTS_SCHEMA, TensorRow, WeightSummary, fmt_cell, read_csv
 from ptlens.weights import kernels as K
 from ptlens.weights.aggregate import all_aggregates
-from ptlens.weights.scan import ScanResult
+from ptlens.weights.records import ScanResult
 
 # the column lists come from the metric registry (ptlens.results.registry); kept here under their old names
 ELEMENTWISE = REG.metric_columns(REG.ELEMENTWISE)

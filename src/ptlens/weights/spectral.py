@@ -6,7 +6,6 @@ algebra, on CPU or GPU. Element-wise metrics live in ``metrics``, which does not
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
