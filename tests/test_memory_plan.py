@@ -9,7 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ptlens.behavior.memory import Device, human, model_memory, parse_bytes, plan_memory, safetensors_sizes
+from ptlens.behavior.memory import Device, human, model_memory, plan_memory, safetensors_sizes
+from ptlens.hostmem import parse_bytes
 from ptlens.errors import PtlensError
 from ptlens.resolve.tiny import SHIPPED
 

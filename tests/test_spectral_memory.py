@@ -50,7 +50,7 @@ def test_full_refuses_before_any_scanning_with_one_line(tmp_path, monkeypatch):
     need, name = _largest_need()
     assert name == "model.embed_tokens.weight"
     budget = need - 1  # one byte short of the largest matrix
-    monkeypatch.setenv("PTLENS_MEMORY_MB", str(budget / (1 << 20)))
+    monkeypatch.setenv("PTLENS_MEMORY_BUDGET", str(budget))
     scanned = []
     real = S.scan_tensor
     monkeypatch.setattr(S, "scan_tensor", lambda task, *a, **k: scanned.append(task.name) or real(task, *a, **k))
@@ -60,20 +60,20 @@ def test_full_refuses_before_any_scanning_with_one_line(tmp_path, monkeypatch):
     lines = [l for l in res.output.splitlines() if l.strip()]
     assert len(lines) == 1
     assert (f"--spectral full: model.embed_tokens.weight (256 × 64) needs {need:,} bytes" in lines[0]
-            and f"{budget:,} bytes" in lines[0] and "PTLENS_MEMORY_MB" in lines[0]), lines[0]
+            and f"{budget:,} bytes" in lines[0] and "PTLENS_MEMORY_BUDGET" in lines[0]), lines[0]
     assert scanned == [] and not (out / "weights" / "tensors.csv").exists()
     # the library says the same, from the plan alone
     with pytest.raises(PtlensError, match=r"model\.embed_tokens\.weight \(256 × 64\) needs"):
         scan(args, spectral="full")
     # topk and off never refuse on memory
-    monkeypatch.setenv("PTLENS_MEMORY_MB", "1")
+    monkeypatch.setenv("PTLENS_MEMORY_BUDGET", "1MiB")
     assert scan(args, spectral="off", layer_pattern="q_proj").records
 
 
 def test_full_runs_when_the_largest_matrix_just_fits(tmp_path, monkeypatch):
     args = _pair(tmp_path)
     need, _ = _largest_need()
-    monkeypatch.setenv("PTLENS_MEMORY_MB", str(need / (1 << 20)))
+    monkeypatch.setenv("PTLENS_MEMORY_BUDGET", str(need))
     out = tmp_path / "out"
     res = runner.invoke(app, ["weights", "--models", *args, "--spectral", "full", "--no-figures",
                               "--output-dir", str(out)])
@@ -86,9 +86,19 @@ def test_full_runs_when_the_largest_matrix_just_fits(tmp_path, monkeypatch):
 
 def test_memory_budget_must_be_a_number(tmp_path, monkeypatch):
     args = _pair(tmp_path)
-    monkeypatch.setenv("PTLENS_MEMORY_MB", "lots")
+    monkeypatch.setenv("PTLENS_MEMORY_BUDGET", "lots")
     res = runner.invoke(app, ["weights", "--models", *args, "--spectral", "full", "--output-dir", str(tmp_path / "o")])
-    assert res.exit_code == 2 and "PTLENS_MEMORY_MB must be a number of MiB, not 'lots'" in res.output
+    assert res.exit_code == 2 and "PTLENS_MEMORY_BUDGET: expected bytes such as 500MB or 80GiB, got 'lots'" in res.output
+
+
+def test_the_old_memory_variable_is_refused_with_its_new_name(tmp_path, monkeypatch):
+    """A limit set under the old name is never silently ignored (one variable for every step now)."""
+    args = _pair(tmp_path)
+    monkeypatch.setenv("PTLENS_MEMORY_MB", "512")
+    res = runner.invoke(app, ["weights", "--models", *args, "--spectral", "full", "--output-dir", str(tmp_path / "o")])
+    lines = [l for l in res.output.splitlines() if l.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert "PTLENS_MEMORY_MB was renamed: set PTLENS_MEMORY_BUDGET instead" in lines[0] and "512MiB" in lines[0]
 
 
 def _brute(R: torch.Tensor, masks: torch.Tensor, alpha: float):

@@ -14,25 +14,20 @@ A plan that cannot fit stops the run with one line (exit 2). ``PTLENS_MEMORY_BUD
 from __future__ import annotations
 
 import json
-import os
-import re
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from ptlens.errors import PtlensError
+from ptlens.hostmem import BUDGET_ENV, memory_budget
 
-BUDGET_ENV = "PTLENS_MEMORY_BUDGET"
 HEADROOM = 0.2
 """Share added to a transformers model's weights for activations, logits and the allocator (scoring batches are
 bounded by ``score_token_budget``)."""
 DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2,
                "I8": 1, "U8": 1, "BOOL": 1}
 TORCH_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
-_UNITS = {"": 1, "B": 1, "KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9, "TB": 10 ** 12, "KIB": 2 ** 10, "MIB": 2 ** 20,
-          "GIB": 2 ** 30, "TIB": 2 ** 40}
-
 
 @dataclass(frozen=True)
 class Device:
@@ -63,13 +58,6 @@ class MemoryPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def parse_bytes(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?I?B?)\s*", text.upper())
-    if not m or m.group(2) not in _UNITS:
-        raise PtlensError(f"{BUDGET_ENV}: expected bytes such as 500MB or 80GiB, got {text!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def human(n: float) -> str:
@@ -146,12 +134,12 @@ def plan_memory(models: Sequence[tuple[str, Path]], engine: str, device: str, dt
     ``device``: the resolved device ("cpu", "cuda", "cuda:1"). ``devices``: instead of the machine's (tests,
     planning for another machine); else ``PTLENS_MEMORY_BUDGET`` per device when set, else the devices'."""
     kw = engine_kwargs or {}
-    budget = os.environ.get(BUDGET_ENV, "").strip()
+    budget = memory_budget()
     if devices is None:
         devices = visible_devices(device)
         source = "devices"
-        if budget:
-            devices = [Device(d.name, parse_bytes(budget)) for d in devices]
+        if budget is not None:
+            devices = [Device(d.name, budget) for d in devices]
             source = BUDGET_ENV
     else:
         source = "given"

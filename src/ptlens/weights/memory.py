@@ -9,7 +9,6 @@ need neither torch nor the scan's kernels.
 from __future__ import annotations
 
 import functools
-import os
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -115,17 +114,12 @@ EXACT_FLOAT64_MAX = 1 << 24  # = spectral.EXACT_FLOAT64_MAX (not imported: plann
 
 
 def available_memory() -> tuple[int, str]:
-    """(bytes a scan may use, where that figure comes from): ``PTLENS_MEMORY_MB`` when set, else the
+    """(bytes a scan may use, where that figure comes from): ``PTLENS_MEMORY_BUDGET`` when set, else the
     kernel's MemAvailable, capped by a cgroup v2 limit when this process runs under one."""
-    env = os.environ.get("PTLENS_MEMORY_MB")
-    if env:
-        try:
-            return int(float(env) * (1 << 20)), "PTLENS_MEMORY_MB"
-        except ValueError:
-            raise PtlensError(f"PTLENS_MEMORY_MB must be a number of MiB, not {env!r}") from None
-    from ptlens.hostmem import host_available
+    from ptlens.hostmem import BUDGET_ENV, host_available, memory_budget
 
-    return host_available()
+    budget = memory_budget()
+    return (budget, BUDGET_ENV) if budget is not None else host_available()
 
 
 def check_full_memory(tasks: list["TensorTask"]) -> None:
