@@ -31,7 +31,9 @@ def main() -> None:
 
     import torch
 
-    from ptlens.behavior.engines import HFModel, SamplingSettings, build_prompt, load_tokenizer, prompt_ids
+    from ptlens.behavior.hf_model import HFModel
+    from ptlens.behavior.prompts import build_prompt, load_tokenizer, prompt_ids
+    from ptlens.behavior.sampling import SamplingSettings
     from ptlens.behavior.problems import builtin_problems
     from ptlens.behavior.toy import make_toy_model
 

@@ -29,7 +29,9 @@ def main() -> None:
 
     import torch
 
-    from ptlens.behavior.engines import EngineOptions, Request, SamplingSettings, build_prompt, load_tokenizer, make_engine, prompt_ids
+    from ptlens.behavior.engines import EngineOptions, Request, make_engine
+    from ptlens.behavior.prompts import build_prompt, load_tokenizer, prompt_ids
+    from ptlens.behavior.sampling import SamplingSettings
     from ptlens.behavior.toy import make_toy_model
 
     torch.set_num_threads(2)

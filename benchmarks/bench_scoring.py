@@ -41,8 +41,9 @@ def main() -> None:
 
     import torch
 
-    from ptlens.behavior.engines import (HFModel, KLReference, SamplingSettings, build_prompt, derived_seed,
-                                         load_tokenizer, model_instruction, prompt_ids)
+    from ptlens.behavior.hf_model import HFModel, KLReference
+    from ptlens.behavior.prompts import build_prompt, load_tokenizer, model_instruction, prompt_ids
+    from ptlens.behavior.sampling import SamplingSettings, derived_seed
     from ptlens.behavior.problems import load_problems
 
     names = args.models.split(",")

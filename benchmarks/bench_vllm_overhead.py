@@ -61,7 +61,8 @@ def main() -> None:
     sys.path.insert(0, str(SRC))
     import ptlens.behavior.engine_vllm as EV
     import ptlens.behavior.run as R
-    from ptlens.behavior.engines import EngineOptions, build_prompt, load_tokenizer, model_instruction, prompt_ids
+    from ptlens.behavior.engines import EngineOptions
+    from ptlens.behavior.prompts import build_prompt, load_tokenizer, model_instruction, prompt_ids
     from ptlens.behavior.problems import load_problems
     from ptlens.resolve import resolve_lineage
     from ptlens.resolve.tiny import SHIPPED

@@ -60,8 +60,9 @@ def compare(a: Path, b: Path) -> dict[str, float]:
 
 def sharded_check() -> dict:
     """The shipped sft model sharded (device_map="auto" over every GPU) against the same model on cuda:0."""
-    from ptlens.behavior.engines import (HFModel, SamplingSettings, build_prompt, load_tokenizer, model_instruction,
-                                         prompt_ids)
+    from ptlens.behavior.hf_model import HFModel
+    from ptlens.behavior.prompts import build_prompt, load_tokenizer, model_instruction, prompt_ids
+    from ptlens.behavior.sampling import SamplingSettings
     from ptlens.resolve.tiny import SHIPPED
 
     path = SHIPPED / "sft"

@@ -24,8 +24,8 @@ from pathlib import Path
 PHASES = [
     ("figures", ("behavior/figures.py", "matplotlib")),
     ("grading", ("behavior/grading.py", "math_verify")),
-    ("scoring", ("score (ptlens/behavior/engines.py", "_shared_prompt_logits", "cross_kl", "nuclei")),
-    ("generation", ("generate (ptlens/behavior/engines.py", "generate (ptlens/behavior/run.py")),
+    ("scoring", ("score (ptlens/behavior/hf_model.py", "_shared_prompt_logits", "cross_kl", "nuclei")),
+    ("generation", ("generate (ptlens/behavior/hf_model.py", "generate (ptlens/behavior/run.py")),
     ("model loading", ("from_pretrained", "load_model")),
     ("metrics", ("behavior/metrics.py",)),
     ("writing results", ("json/", "journal", "write_")),

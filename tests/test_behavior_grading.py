@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from ptlens.behavior.grading import Grade, answer_key, extract_answer, grade
+from ptlens.behavior.extraction import extract_answer
+from ptlens.behavior.grading import Grade, answer_key, grade
 from ptlens.behavior.problems import Problem, builtin_problems, jsonl_problems, load_problems
 from ptlens.errors import PtlensError
 
@@ -261,7 +262,8 @@ def test_hub_set_gold_answers_follow_each_format(monkeypatch):
 
 def test_flexible_extraction_is_the_last_number_stated_or_not():
     """lm-eval's gsm8k flexible-extract, kept beside the strict grade so that papers using either can be compared."""
-    from ptlens.behavior.grading import extract_flexible, grade_flexible
+    from ptlens.behavior.extraction import extract_flexible
+    from ptlens.behavior.grading import grade_flexible
 
     assert extract_flexible("12 then 13 then 1,400.") == "1400"
     assert extract_flexible("It costs $1,000") == "1000"
@@ -308,7 +310,7 @@ def test_fallbacks_are_counted_per_model():
 
 
 def test_gold_written_as_a_solution_gives_its_boxes():
-    from ptlens.behavior.grading import gold_answer
+    from ptlens.behavior.extraction import gold_answer
 
     assert gold_answer(r"so the solutions are $n = \boxed{1,-2}.$") == "1,-2"
     assert gold_answer(r"\boxed{1} and \boxed{2}") == "1, 2"

@@ -14,7 +14,8 @@ import time
 import pytest
 import torch
 
-from ptlens.behavior.engines import build_prompt, finish_generation, load_tokenizer, prompt_ids
+from ptlens.behavior.prompts import build_prompt, load_tokenizer, prompt_ids
+from ptlens.behavior.sampling import finish_generation
 from ptlens.behavior.grading import grade_flexible
 from ptlens.behavior.run import RESULTS_FILE, BehaviorConfig, load_samples, run_behavior
 from ptlens.behavior.toy import char_tokenizer, make_toy_model
@@ -234,7 +235,8 @@ def test_plain_format_model_end_to_end(lab, tmp_path):
 
 
 def test_instruction_declared_by_the_checkpoint_and_pickle_refusal(lab, tmp_path):
-    from ptlens.behavior.engines import DEFAULT_INSTRUCTION, check_weights, model_instruction
+    from ptlens.behavior.hf_model import check_weights
+    from ptlens.behavior.prompts import DEFAULT_INSTRUCTION, model_instruction
 
     make_toy_model(tmp_path / "bare", seed=3, logit_bias={**DIGITS, "</s>": 0.0}, noise=0.3)
     (tmp_path / "bare" / "ptlens_stage.json").write_text(json.dumps({"facts": {}, "instruction": ""}))

@@ -241,7 +241,8 @@ def test_mamba_gets_a_warning_and_mechanism_refuses(tmp_path):
 
 def test_scoring_ids_beyond_the_vocabulary(tmp_path):
     """A response holding ids the scorer cannot embed is left out (counted); the others score as if alone."""
-    from ptlens.behavior.engines import HFModel, load_tokenizer
+    from ptlens.behavior.hf_model import HFModel
+    from ptlens.behavior.prompts import load_tokenizer
 
     args = make_lineage(tmp_path, "llama31", ("base", "sft"), resize=True)
     base = Path(args[0].split("=", 1)[1])

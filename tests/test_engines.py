@@ -20,19 +20,10 @@ import pytest
 from ray_head import ray_head as start_ray_head
 import torch
 
-from ptlens.behavior.engines import (
-    ENGINES,
-    Engine,
-    EngineOptions,
-    HFEngine,
-    Request,
-    SamplingSettings,
-    engine_class,
-    engine_names,
-    load_tokenizer,
-    make_engine,
-    pick_engine,
-)
+from ptlens.behavior.engines import (ENGINES, Engine, EngineOptions, HFEngine, Request, engine_class, engine_names,
+                                     make_engine, pick_engine)
+from ptlens.behavior.prompts import load_tokenizer
+from ptlens.behavior.sampling import SamplingSettings
 from ptlens.behavior.grading import grade
 from ptlens.behavior.run import (
     BehaviorConfig,
@@ -252,7 +243,7 @@ def _expected(engine, lab, model: str, n_samples: int = 3) -> dict:
 
     problems = load_problems(lab["problems"], None, 3)
     tok = load_tokenizer(lab["root"] / "a", "a")
-    from ptlens.behavior.engines import build_prompt, model_instruction, prompt_ids
+    from ptlens.behavior.prompts import build_prompt, model_instruction, prompt_ids
 
     ids = [prompt_ids(tok, build_prompt(tok, p.question, model_instruction(lab["root"] / "a", "auto"))) for p in problems]
     units = [(p, s) for p in range(len(problems)) for s in range(n_samples)]
@@ -420,7 +411,7 @@ def test_vllm_scores_the_shipped_lineage_like_transformers(vllm_python, tmp_path
 def test_transformers_shards_over_gpus_only_when_there_are_several(lab):
     """``device_map="auto"`` for --device cuda with more than one GPU; a CPU model loads as before (one device, the
     shared-prompt scoring path on). benchmarks/gpu_check.py checks the sharded path on a machine with GPUs."""
-    from ptlens.behavior.engines import HFModel, load_placement
+    from ptlens.behavior.hf_model import HFModel, load_placement
 
     assert load_placement("cuda", 2) == {"device_map": "auto"} and load_placement("cuda", 8) == {"device_map": "auto"}
     assert load_placement("cuda", 1) == {} and load_placement("cuda:1", 4) == {} and load_placement("cpu", 0) == {}
@@ -444,7 +435,7 @@ def test_scoring_choice_errors(lab, tmp_path):
 def test_vllm_scores_a_response_that_fills_the_context(lab, vllm):
     """prompt + response = max_model_len leaves no room for the one generated token: the last token is scored as
     the generated position's candidates. Against transformers (vLLM runs bf16 here: to 2%)."""
-    from ptlens.behavior.engines import HFModel
+    from ptlens.behavior.hf_model import HFModel
 
     tok, engine = vllm["tok"], vllm["engine"]
     prompt = list(tok("<s><|user|>\nWhat is 1 + 3?\n<|assistant|>\n", add_special_tokens=False).input_ids)

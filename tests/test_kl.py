@@ -12,15 +12,10 @@ import torch
 
 from ptlens.behavior import metrics as M
 from ptlens.stats.statistic import ratio_standard_error
-from ptlens.behavior.engines import (
-    HFModel,
-    KLReference,
-    SamplingSettings,
-    load_tokenizer,
-    sampled_token_scores,
-    sampling_logprobs,
-    token_kl,
-)
+from ptlens.behavior.hf_model import HFModel, KLReference
+from ptlens.behavior.nucleus import sampled_token_scores, sampling_logprobs, token_kl
+from ptlens.behavior.prompts import load_tokenizer
+from ptlens.behavior.sampling import SamplingSettings
 from ptlens.behavior.toy import TINY_VOCAB, make_tiny_vocab_model
 
 torch.set_num_threads(1)
@@ -259,7 +254,7 @@ def test_behavior_run_stores_the_kl_of_each_response(tmp_path):
 def test_kept_nuclei_give_the_kl_of_the_reloaded_sampler(tmp_path, monkeypatch):
     """cross_kl from the nuclei each sampler kept while scoring itself equals cross_kl with the sampler reloaded
     and rerun (the path a resumed run takes); the kept nuclei are removed once every score is on disk."""
-    from ptlens.behavior import engines
+    from ptlens.behavior import hf_model
     from ptlens.behavior.run import NUCLEI_DIR, BehaviorConfig, load_samples, run_behavior
     from ptlens.resolve import resolve_lineage
 
@@ -270,7 +265,7 @@ def test_kept_nuclei_give_the_kl_of_the_reloaded_sampler(tmp_path, monkeypatch):
     lineage = resolve_lineage(models=specs)
     run_behavior(lineage, cfg, tmp_path / "kept", progress=False)
     assert not (tmp_path / "kept" / "behavior" / NUCLEI_DIR).exists()
-    monkeypatch.setattr(engines, "NUCLEUS_CACHE_WIDTH", -1)  # nothing kept: every cross_kl reloads its sampler
+    monkeypatch.setattr(hf_model, "NUCLEUS_CACHE_WIDTH", -1)  # nothing kept: every cross_kl reloads its sampler
     run_behavior(lineage, cfg, tmp_path / "reloaded", progress=False)
     kept, reloaded = (load_samples(tmp_path / d) for d in ("kept", "reloaded"))
     assert [s.response for s in kept] == [s.response for s in reloaded]

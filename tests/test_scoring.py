@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ptlens.behavior.engines import (SPLIT_COST, HFModel, KLReference, SamplingSettings, build_prompt,
-                                     derived_seed, load_tokenizer, model_instruction, prompt_ids, response_groups)
+from ptlens.behavior.hf_model import SPLIT_COST, HFModel, KLReference, response_groups
+from ptlens.behavior.prompts import build_prompt, load_tokenizer, model_instruction, prompt_ids
+from ptlens.behavior.sampling import SamplingSettings, derived_seed
 from ptlens.behavior.problems import load_problems
 from ptlens.behavior.toy import make_toy_model
 

@@ -252,7 +252,7 @@ def test_report_does_not_import_the_sampling_driver(tmp_path):
         "    'lineage': {'checkpoints': [{'name': 'sft'}, {'name': 'rlvr'}]}, **m})\n"
         "from ptlens.report.build import build_report\n"
         "r = build_report(out)\n"
-        "bad = [m for m in sys.modules if m in ('ptlens.behavior.run', 'ptlens.behavior.engines', 'torch')]\n"
+        "bad = [m for m in sys.modules if m in ('ptlens.behavior.run', 'ptlens.behavior.engines', 'ptlens.behavior.hf_model', 'torch')]\n"
         "print(json.dumps({'bad': bad, 'verdicts': [v.label for v in r['verdicts']]}))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})

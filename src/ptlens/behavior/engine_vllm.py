@@ -17,16 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from ptlens.behavior.engines import (
-    KL_SMOOTHING,
-    Engine,
-    EngineOptions,
-    Generation,
-    Request,
-    SampledScores,
-    SamplingSettings,
-    pick_device,
-)
+from ptlens.behavior.engines import Engine, EngineOptions, Request
+from ptlens.behavior.hf_model import pick_device
+from ptlens.behavior.nucleus import KL_SMOOTHING, SampledScores
+from ptlens.behavior.sampling import Generation, SamplingSettings
 from ptlens.errors import PtlensError
 
 SRC = Path(__file__).resolve().parents[2]

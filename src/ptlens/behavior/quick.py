@@ -14,18 +14,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ptlens.behavior.engines import (
-    AUTO_INSTRUCTION,
-    Generation,
-    HFModel,
-    SamplingSettings,
-    build_prompt,
-    derived_seed,
-    check_weights,
-    load_tokenizer,
-    model_instruction,
-    prompt_ids,
-)
+from ptlens.behavior.hf_model import HFModel, check_weights
+from ptlens.behavior.prompts import AUTO_INSTRUCTION, build_prompt, load_tokenizer, model_instruction, prompt_ids
+from ptlens.behavior.sampling import Generation, SamplingSettings, derived_seed
 from ptlens.behavior.grading import grade
 from ptlens.behavior.problems import Problem
 

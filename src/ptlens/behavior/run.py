@@ -35,28 +35,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ptlens.behavior.engines import (
-    AUTO_INSTRUCTION,
-    Engine,
-    EngineOptions,
-    Generation,
-    KL_SMOOTHING,
-    HFModel,
-    KLReference,
-    Nucleus,
-    Request,
-    SamplingSettings,
-    build_prompt,
-    check_weights,
-    derived_seed,
-    engine_class,
-    load_tokenizer,
-    make_engine,
-    model_instruction,
-    pick_device,
-    pick_engine,
-    prompt_ids,
-)
+from ptlens.behavior.engines import Engine, EngineOptions, Request, engine_class, make_engine, pick_engine
+from ptlens.behavior.hf_model import HFModel, KLReference, check_weights, pick_device
+from ptlens.behavior.nucleus import KL_SMOOTHING, Nucleus
+from ptlens.behavior.prompts import AUTO_INSTRUCTION, build_prompt, load_tokenizer, model_instruction, prompt_ids
+from ptlens.behavior.sampling import Generation, SamplingSettings, derived_seed
 from ptlens.behavior.grading import answer_key, grade, grade_flexible
 from ptlens.behavior.memory import check_memory, plan_memory
 from ptlens.behavior.metrics import accuracy_by_tag, compare_models, headline_indices

@@ -44,7 +44,7 @@ def sampling_params(r: dict, seed: int, max_model_len: int | None):
 def score(llm, msg: dict) -> list[dict]:
     """Each (prompt, response) pair as one prompt with ``prompt_logprobs`` (max_tokens 1): the response tokens'
     log-probs and the top-K candidates at each of its positions (K = ``top_k``, at most the vocabulary), reduced
-    here to per-response sums by :func:`ptlens.behavior.engines.sampled_token_scores` (no per-token arrays cross
+    here to per-response sums by :func:`ptlens.behavior.nucleus.sampled_token_scores` (no per-token arrays cross
     the channel)."""
     from dataclasses import asdict
 
@@ -52,7 +52,7 @@ def score(llm, msg: dict) -> list[dict]:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from ptlens.behavior.engines import sampled_token_scores
+    from ptlens.behavior.nucleus import sampled_token_scores
 
     vocab = int(llm.llm_engine.model_config.get_vocab_size())
     k = max(1, min(int(msg["top_k"]), vocab))
@@ -115,7 +115,7 @@ def reduce_logprobs(response: list, rows: list, k: int, complete: bool, msg: dic
     """One response's :class:`SampledScores` from its positions' {token id: temperature-1 log-prob} candidates."""
     import numpy as np
 
-    from ptlens.behavior.engines import sampled_token_scores
+    from ptlens.behavior.nucleus import sampled_token_scores
 
     lp = np.full((len(response), k + 1), -np.inf)
     target = np.zeros(len(response), dtype=np.int64)

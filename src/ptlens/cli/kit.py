@@ -145,7 +145,7 @@ OverwriteOpt = typer.Option(False, "--overwrite", help="Replace stored results m
 
 def instruction_option():
     """--instruction, with the default and help text of the behaviour engines (imported only when asked)."""
-    from ptlens.behavior.engines import AUTO_INSTRUCTION, DEFAULT_INSTRUCTION
+    from ptlens.behavior.prompts import AUTO_INSTRUCTION, DEFAULT_INSTRUCTION
 
     return typer.Option(AUTO_INSTRUCTION, "--instruction",
                         help="Appended to every question. 'auto': what the checkpoint declares in ptlens_stage.json, "

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from ptlens.behavior.grading import grade, normalize_text
+from ptlens.behavior.extraction import normalize_text
+from ptlens.behavior.grading import grade
 
 
 def completion_text(completion: str | list[dict]) -> str:

@@ -41,8 +41,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ptlens.behavior.engines import (AUTO_INSTRUCTION, HFModel, SamplingSettings, build_prompt, check_weights,
-                                     load_tokenizer, model_instruction, prompt_ids)
+from ptlens.behavior.hf_model import HFModel, check_weights
+from ptlens.behavior.prompts import AUTO_INSTRUCTION, build_prompt, load_tokenizer, model_instruction, prompt_ids
+from ptlens.behavior.sampling import SamplingSettings
 from ptlens.behavior.grading import grade
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import ArchitectureMismatch, PtlensError
