@@ -229,7 +229,9 @@ def test_behavior_run_stores_the_kl_of_each_response(tmp_path):
     distributions, each model on its own prompt; results hold cross_kl and cross_kl_inf_share both ways."""
     from transformers import AutoModelForCausalLM
 
-    from ptlens.behavior.run import BehaviorConfig, load_samples, run_behavior
+    from ptlens.behavior.config import BehaviorConfig
+    from ptlens.behavior.run import run_behavior
+    from ptlens.results.store import load_samples
     from ptlens.resolve import resolve_lineage
 
     specs, problems = _toy_lineage(tmp_path, 3.0, ({"</s>": 1.0}, {"4": 4.0, "</s>": 3.5}), 0.3, 2)
@@ -259,7 +261,10 @@ def test_kept_nuclei_give_the_kl_of_the_reloaded_sampler(tmp_path, monkeypatch):
     """cross_kl from the nuclei each sampler kept while scoring itself equals cross_kl with the sampler reloaded
     and rerun (the path a resumed run takes); the kept nuclei are removed once every score is on disk."""
     from ptlens.behavior import engines
-    from ptlens.behavior.run import NUCLEI_DIR, BehaviorConfig, load_samples, run_behavior
+    from ptlens.behavior.config import BehaviorConfig
+    from ptlens.behavior.journal import NUCLEI_DIR
+    from ptlens.behavior.run import run_behavior
+    from ptlens.results.store import load_samples
     from ptlens.resolve import resolve_lineage
 
     specs, problems = _toy_lineage(tmp_path, 2.0, ({"</s>": 1.0}, {"4": 3.0, "</s>": 2.5}, {"7": 3.0, "</s>": 2.0}),
