@@ -61,7 +61,7 @@ def main() -> None:
     sys.path.insert(0, str(SRC))
     import ptlens.behavior.engine_vllm as EV
     import ptlens.behavior.run as R
-    import ptlens.behavior.sampling as S
+    import ptlens.behavior.generate as S
     from ptlens.behavior.config import BehaviorConfig
     from ptlens.results.journal import Journal
     from ptlens.results.store import load_samples

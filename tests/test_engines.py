@@ -36,7 +36,7 @@ from ptlens.behavior.engines import (
 from ptlens.behavior.grading import grade
 from ptlens.behavior.config import BehaviorConfig
 from ptlens.behavior.run import run_behavior
-from ptlens.behavior.sampling import batch_requests, sample_seed
+from ptlens.behavior.generate import batch_requests, sample_seed
 from ptlens.behavior.toy import make_toy_model
 from ptlens.results.journal import Journal
 from ptlens.results.store import load_samples

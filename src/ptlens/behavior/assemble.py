@@ -10,7 +10,7 @@ from typing import Sequence
 from ptlens.behavior.config import BehaviorConfig
 from ptlens.behavior.metrics import accuracy_by_tag, compare_models, headline_indices
 from ptlens.behavior.problems import Problem
-from ptlens.behavior.sampling import ModelCtx
+from ptlens.behavior.generate import ModelCtx
 from ptlens.behavior.samples import problem_samples
 from ptlens.results.store import BEHAVIOR_SCHEMA as SCHEMA_VERSION
 from ptlens.results.store import SampleRecord

@@ -24,7 +24,7 @@ cut off and only the samples not on disk are drawn again, so resumed and uninter
 write the same samples.
 
 This module is the driver (the order of models, the settings check, the run's files); its parts live beside it:
-:mod:`~ptlens.behavior.config` (what is asked), :mod:`~ptlens.behavior.sampling` (batches, seeds, generate and
+:mod:`~ptlens.behavior.config` (what is asked), :mod:`~ptlens.behavior.generate` (batches, seeds, generate and
 grade), :mod:`~ptlens.behavior.scoring` (transformers or engine scoring), :mod:`~ptlens.behavior.journal` (the
 folder's files, nuclei), :mod:`~ptlens.behavior.progress` and :mod:`~ptlens.behavior.assemble` (merge, results).
 """
@@ -62,7 +62,7 @@ from ptlens.behavior.journal import (
 from ptlens.behavior.memory import check_memory, plan_memory
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.behavior.progress import Progress
-from ptlens.behavior.sampling import ModelCtx, generate, open_engine
+from ptlens.behavior.generate import ModelCtx, generate, open_engine
 from ptlens.behavior.scoring import SCORER_LOADS, engine_scores, hf_scorer, score_pending, score_pending_on_engine
 from ptlens.errors import PtlensError
 from ptlens.io import write_json

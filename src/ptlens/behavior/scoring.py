@@ -11,7 +11,7 @@ from ptlens.behavior.engines import Engine, HFModel, KLReference, Nucleus, engin
 from ptlens.behavior.journal import NUCLEI_DIR, ScoreRecord, load_nuclei, save_nuclei, unscored
 from ptlens.behavior.problems import Problem
 from ptlens.behavior.progress import Progress
-from ptlens.behavior.sampling import ModelCtx
+from ptlens.behavior.generate import ModelCtx
 from ptlens.errors import PtlensError
 from ptlens.results.journal import Journal
 
