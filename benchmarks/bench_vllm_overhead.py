@@ -61,6 +61,10 @@ def main() -> None:
     sys.path.insert(0, str(SRC))
     import ptlens.behavior.engine_vllm as EV
     import ptlens.behavior.run as R
+    import ptlens.behavior.generate as S
+    from ptlens.behavior.config import BehaviorConfig
+    from ptlens.results.journal import Journal
+    from ptlens.results.store import load_samples
     from ptlens.behavior.engines import EngineOptions
     from ptlens.behavior.prompts import build_prompt, load_tokenizer, model_instruction, prompt_ids
     from ptlens.behavior.problems import load_problems
@@ -73,7 +77,7 @@ def main() -> None:
     specs = a.models or [f"sft={SHIPPED / 'sft'}", f"rlvr={SHIPPED / 'rlvr'}"]
     lineage = resolve_lineage(models=specs)
     extra = {"engine_kwargs": {"enforce_eager": True, "max_model_len": 256}}
-    cfg = R.BehaviorConfig(problems=a.problems, limit=a.limit, n_samples=a.n_samples, max_new_tokens=a.max_new_tokens,
+    cfg = BehaviorConfig(problems=a.problems, limit=a.limit, n_samples=a.n_samples, max_new_tokens=a.max_new_tokens,
                            engine="vllm", device=a.device, batch_size=a.batch_size, engine_options=extra,
                            figures=False, n_boot=200)
     problems = load_problems(cfg.problems, cfg.limit, cfg.seed)
@@ -85,7 +89,7 @@ def main() -> None:
         tok = load_tokenizer(cp.path, cp.name)
         instr = model_instruction(cp.path, cfg.instruction)
         prompts = [build_prompt(tok, p.question, instr) for p in problems]
-        reqs = [{"prompt_ids": prompt_ids(tok, prompts[i]), "seed": R.sample_seed(cfg.seed, cp.name, p.id, s),
+        reqs = [{"prompt_ids": prompt_ids(tok, prompts[i]), "seed": S.sample_seed(cfg.seed, cp.name, p.id, s),
                  "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_new_tokens,
                  "stop": list(prompts[i].stop)} for i, p in enumerate(problems) for s in range(cfg.n_samples)]
         kw = EV.engine_kwargs(Path(cp.path), EngineOptions(device=a.device, extra=extra), a.device)
@@ -118,14 +122,14 @@ def main() -> None:
     EV.VllmEngine.generate = timed("sampling", EV.VllmEngine.generate)
     EV.VllmEngine.score = timed("scoring", EV.VllmEngine.score)
     EV.VllmEngine.close = timed("engine stop", EV.VllmEngine.close)
-    R.grade = timed("grading", R.grade)
-    R.Journal.append = timed("journal writes", R.Journal.append)
+    S.grade = timed("grading", S.grade)
+    Journal.append = timed("journal writes", Journal.append)
     R.write_samples = timed("writing samples", R.write_samples)
     t0 = time.perf_counter()
     res = R.run_behavior(lineage, cfg, work / "run", progress=False)
     total = time.perf_counter() - t0
     phases["other (plan, merge, metrics, results)"] = total - sum(phases.values())
-    samples = R.load_samples(work / "run")
+    samples = load_samples(work / "run")
     same = all([s.token_ids for s in samples if s.model == name] == plain_tokens[name] for name in plain_tokens)
     n = len(samples)
     plain_rate = sum(p["samples"] for p in report["plain"].values()) / sum(p["generate_s"] for p in report["plain"].values())

@@ -290,7 +290,7 @@ def test_fallbacks_are_reported_not_hidden():
 
 def test_fallbacks_are_counted_per_model():
     from ptlens.cli.behavior import grading_line
-    from ptlens.behavior.run import grading_counts
+    from ptlens.behavior.assemble import grading_counts
     from ptlens.results.store import SampleRecord
 
     def rec(model, extracted, fallback):

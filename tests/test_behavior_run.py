@@ -17,7 +17,10 @@ import torch
 from ptlens.behavior.prompts import build_prompt, load_tokenizer, prompt_ids
 from ptlens.behavior.sampling import finish_generation
 from ptlens.behavior.grading import grade_flexible
-from ptlens.behavior.run import RESULTS_FILE, BehaviorConfig, load_samples, run_behavior
+from ptlens.behavior.config import BehaviorConfig
+from ptlens.behavior.journal import RESULTS_FILE
+from ptlens.behavior.run import run_behavior
+from ptlens.results.store import load_samples
 from ptlens.behavior.toy import char_tokenizer, make_toy_model
 from ptlens.errors import PtlensError
 from ptlens.resolve import resolve_lineage
@@ -131,7 +134,8 @@ CHILD = textwrap.dedent("""
     import sys, time, torch
     torch.set_num_threads(1)
     from pathlib import Path
-    from ptlens.behavior.run import BehaviorConfig, run_behavior
+    from ptlens.behavior.config import BehaviorConfig
+    from ptlens.behavior.run import run_behavior
     from ptlens.resolve import resolve_lineage
     out, marker, problems, *specs = sys.argv[1:]
     def on_batch(model, index):

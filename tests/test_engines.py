@@ -20,20 +20,16 @@ import pytest
 from ray_head import ray_head as start_ray_head
 import torch
 
-from ptlens.behavior.engines import (ENGINES, Engine, EngineOptions, HFEngine, Request, engine_class, engine_names,
-                                     make_engine, pick_engine)
+from ptlens.behavior.engines import ENGINES, Engine, EngineOptions, HFEngine, Request, engine_class, engine_names, make_engine, pick_engine
 from ptlens.behavior.prompts import load_tokenizer
 from ptlens.behavior.sampling import SamplingSettings
 from ptlens.behavior.grading import grade
-from ptlens.behavior.run import (
-    BehaviorConfig,
-    Journal,
-    batch_requests,
-    load_samples,
-    run_behavior,
-    sample_seed,
-)
+from ptlens.behavior.config import BehaviorConfig
+from ptlens.behavior.run import run_behavior
+from ptlens.behavior.generate import batch_requests, sample_seed
 from ptlens.behavior.toy import make_toy_model
+from ptlens.results.journal import Journal
+from ptlens.results.store import load_samples
 from ptlens.errors import PtlensError
 from ptlens.resolve import resolve_lineage
 
@@ -104,7 +100,7 @@ def test_registry_names_errors_and_a_new_engine_in_one_class(lab, tmp_path, monk
 
 
 def test_engine_options_from_the_environment_and_the_config(monkeypatch):
-    from ptlens.behavior.run import engine_extra
+    from ptlens.behavior.config import engine_extra
 
     monkeypatch.setenv("PTLENS_ENGINE_OPTIONS", '{"engine_kwargs": {"enforce_eager": true, "max_model_len": 512}, '
                                                 '"processor": {"concurrency": 4}}')
@@ -139,7 +135,8 @@ def test_hf_samples_depend_on_their_seed_only(lab):
 WORKER = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from ptlens.behavior.run import BehaviorConfig, run_behavior
+    from ptlens.behavior.config import BehaviorConfig
+    from ptlens.behavior.run import run_behavior
     from ptlens.resolve import resolve_lineage
     out, problems, index, *specs = sys.argv[1:]
     cfg = BehaviorConfig(problems=problems, n_samples=3, max_new_tokens=8, temperature=0.8, top_p=0.95, batch_size=2,
@@ -172,7 +169,7 @@ def test_two_workers_sampling_at_once_give_the_single_run(lab, tmp_path):
 APPENDER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from ptlens.behavior.run import Journal
+    from ptlens.results.journal import Journal
     path, writer = Path(sys.argv[1]), int(sys.argv[2])
     j = Journal(path)
     for block in range(40):
@@ -370,7 +367,7 @@ def test_vllm_scores_the_shipped_lineage_like_transformers(vllm_python, tmp_path
     the exact full-vocabulary KL transformers computes on those samples."""
     import shutil
 
-    import ptlens.behavior.run as run_mod
+    import ptlens.behavior.scoring as scoring_mod
     from ptlens.resolve.tiny import SHIPPED
 
     def no_transformers(*a, **k):
@@ -380,7 +377,7 @@ def test_vllm_scores_the_shipped_lineage_like_transformers(vllm_python, tmp_path
                  engine="vllm", dtype="float32", engine_options=VLLM_OPTIONS, batch_size=32, n_boot=200)
     lineage = resolve_lineage(models=[f"sft={SHIPPED / 'sft'}", f"rlvr={SHIPPED / 'rlvr'}"])
     with monkeypatch.context() as m:
-        m.setattr(run_mod, "HFModel", no_transformers)
+        m.setattr(scoring_mod, "HFModel", no_transformers)
         on_vllm = run_behavior(lineage, cfg, tmp_path / "vllm", progress=False).results
     assert on_vllm["settings"]["scoring"] == {"backend": "vllm", "kl_estimator": "monte-carlo",
                                               "transformers_models_loaded": 0}

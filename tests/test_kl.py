@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from ptlens.behavior import metrics as M
-from ptlens.stats.statistic import ratio_standard_error
 from ptlens.behavior.hf_model import HFModel, KLReference
 from ptlens.behavior.nucleus import sampled_token_scores, sampling_logprobs, token_kl
 from ptlens.behavior.prompts import load_tokenizer
@@ -225,7 +224,9 @@ def test_behavior_run_stores_the_kl_of_each_response(tmp_path):
     distributions, each model on its own prompt; results hold cross_kl and cross_kl_inf_share both ways."""
     from transformers import AutoModelForCausalLM
 
-    from ptlens.behavior.run import BehaviorConfig, load_samples, run_behavior
+    from ptlens.behavior.config import BehaviorConfig
+    from ptlens.behavior.run import run_behavior
+    from ptlens.results.store import load_samples
     from ptlens.resolve import resolve_lineage
 
     specs, problems = _toy_lineage(tmp_path, 3.0, ({"</s>": 1.0}, {"4": 4.0, "</s>": 3.5}), 0.3, 2)
@@ -255,7 +256,10 @@ def test_kept_nuclei_give_the_kl_of_the_reloaded_sampler(tmp_path, monkeypatch):
     """cross_kl from the nuclei each sampler kept while scoring itself equals cross_kl with the sampler reloaded
     and rerun (the path a resumed run takes); the kept nuclei are removed once every score is on disk."""
     from ptlens.behavior import hf_model
-    from ptlens.behavior.run import NUCLEI_DIR, BehaviorConfig, load_samples, run_behavior
+    from ptlens.behavior.config import BehaviorConfig
+    from ptlens.behavior.journal import NUCLEI_DIR
+    from ptlens.behavior.run import run_behavior
+    from ptlens.results.store import load_samples
     from ptlens.resolve import resolve_lineage
 
     specs, problems = _toy_lineage(tmp_path, 2.0, ({"</s>": 1.0}, {"4": 3.0, "</s>": 2.5}, {"7": 3.0, "</s>": 2.0}),
@@ -362,5 +366,5 @@ def test_kl_standard_error_over_problems():
     num, den = np.array([1.0, 2.0, 4.0]), np.array([10.0, 10.0, 20.0])
     r = 7.0 / 40.0
     want = math.sqrt(3 / 2 * ((1 - 10 * r) ** 2 + (2 - 10 * r) ** 2 + (4 - 20 * r) ** 2)) / 40.0
-    assert ratio_standard_error(num, den) == pytest.approx(want, rel=1e-12)
-    assert math.isnan(ratio_standard_error(num[:1], den[:1]))
+    assert M.ratio_standard_error(num, den) == pytest.approx(want, rel=1e-12)
+    assert math.isnan(M.ratio_standard_error(num[:1], den[:1]))

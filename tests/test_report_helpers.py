@@ -203,7 +203,7 @@ def write_behaviour(out: Path, results: dict, rows: list[dict] | None, figures: 
         (out / "behavior" / "samples.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         if figures:
             from ptlens.behavior.figures import write_figures
-            from ptlens.behavior.run import SampleRecord
+            from ptlens.results.store import SampleRecord
 
             paths = write_figures(results, [SampleRecord.from_dict(r) for r in rows], out / "behavior")
             results = {**results, "figures": [str(p.relative_to(out)) for p in paths]}

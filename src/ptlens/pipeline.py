@@ -29,7 +29,8 @@ from ptlens.errors import PtlensError
 from ptlens.results import files as F
 
 if TYPE_CHECKING:  # heavy modules (torch) load only when a step runs
-    from ptlens.behavior.run import BehaviorConfig, BehaviorResult
+    from ptlens.behavior.config import BehaviorConfig
+    from ptlens.behavior.run import BehaviorResult
     from ptlens.mechanism.run import MechanismConfig, MechanismResult
     from ptlens.resolve import Lineage
     from ptlens.weights import ScanConfig
@@ -269,7 +270,7 @@ def run_weights(lineage, config: Optional["ScanConfig"] = None, output_dir: str 
 def run_behavior(lineage, config: Optional["BehaviorConfig"] = None, output_dir: str | Path = "analysis_results", *,
                  reporter: Optional[Reporter] = None) -> "BehaviorResult":
     """Every model answers the same problems: samples, grades, scores, metrics, figures (resumable)."""
-    from ptlens.behavior.run import BehaviorConfig
+    from ptlens.behavior.config import BehaviorConfig
     from ptlens.behavior.run import run_behavior as drive
 
     rep = reporter or Reporter()
@@ -316,7 +317,7 @@ def _scan_config():
 
 
 def _behavior_config():
-    from ptlens.behavior.run import BehaviorConfig
+    from ptlens.behavior.config import BehaviorConfig
 
     return BehaviorConfig()
 
@@ -350,7 +351,7 @@ class RunConfig:
                      allow_pickle: bool = False, allow_missing: bool = False, mechanism: bool = True,
                      figures: bool = True, executor: Any = "local") -> "RunConfig":
         """The configs ``ptlens run``'s flags make (same names, same defaults)."""
-        from ptlens.behavior.run import BehaviorConfig
+        from ptlens.behavior.config import BehaviorConfig
         from ptlens.mechanism.run import MechanismConfig
         from ptlens.weights import ScanConfig
 

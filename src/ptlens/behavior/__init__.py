@@ -9,16 +9,17 @@ from ptlens.behavior.metrics import ProblemSamples, compare_models, maj_at_k, pa
 from ptlens.behavior.problems import Problem, builtin_problems, load_problems
 from ptlens.results.store import SampleRecord, load_samples
 
-_DRIVER = ("BehaviorConfig", "BehaviorResult", "run_behavior")
+_DRIVER = {"BehaviorConfig": "ptlens.behavior.config", "BehaviorResult": "ptlens.behavior.run",
+           "run_behavior": "ptlens.behavior.run"}
 
 
 def __getattr__(name: str):
-    """The sampling driver (``ptlens.behavior.run``) loads on first use, so that reading stored results
-    (the report, ``ptlens.behavior.metrics``) never imports it."""
+    """The sampling driver (``ptlens.behavior.run``) and its config load on first use, so that reading stored
+    results (the report, ``ptlens.behavior.metrics``) never imports them."""
     if name in _DRIVER:
-        from ptlens.behavior import run
+        import importlib
 
-        return getattr(run, name)
+        return getattr(importlib.import_module(_DRIVER[name]), name)
     raise AttributeError(f"module 'ptlens.behavior' has no attribute {name!r}")
 
 

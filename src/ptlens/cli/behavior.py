@@ -46,7 +46,7 @@ def behavior(
     """Compare the lineage's models on the same math problems: accuracy, pass@k, diversity, calibration, length."""
     from rich.console import Console
 
-    from ptlens.behavior.run import BehaviorConfig
+    from ptlens.behavior.config import BehaviorConfig
     from ptlens.cli.kit import check_output_dir
     from ptlens.pipeline import Reporter, run_behavior
 
