@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ptlens.results.store import aggregate_row, aggregate_rows
+
 ROLES = ("base", "sft", "dpo", "rlvr")
 ITEM_FIELDS = {"sft": "examples", "dpo": "pairs", "rlvr": "prompts"}
 _STEP = re.compile(r"step[_\-]?(\d+)", re.IGNORECASE)
@@ -175,14 +177,11 @@ class Transitions:
         return self.span(stage.start, stage.end)
 
     def row(self, scope: str, transition: str | None, key: list | None = None) -> dict | None:
-        if transition is None:
-            return None
-        key = key or []
-        return next((r for r in self.agg.get(scope) or [] if r.get("transition") == transition
-                     and list(r.get("key") or []) == key), None)
+        return None if transition is None else aggregate_row(self.agg, scope, transition, key or [])
 
     def rows(self, scope: str, transition: str | None) -> list[dict]:
-        return [r for r in self.agg.get(scope) or [] if r.get("transition") == transition]
+        """Rows of one transition; none for no transition (``aggregate_rows`` would return every transition's)."""
+        return [] if transition is None else aggregate_rows(self.agg, scope, transition)
 
     def value(self, scope: str, transition: str | None, metric: str, key: list | None = None) -> float | None:
         r = self.row(scope, transition, key)

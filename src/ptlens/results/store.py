@@ -105,11 +105,22 @@ class WeightSummary:
         return cls(**known, extra=extra)
 
     def rows(self, scope: str, transition: str | None = None) -> list[dict]:
-        """Aggregate rows of one scope (model, group, kind, layer, …), optionally of one transition."""
-        return [r for r in self.aggregates.get(scope) or [] if transition is None or r.get("transition") == transition]
+        return aggregate_rows(self.aggregates, scope, transition)
 
     def row(self, scope: str, transition: str, key: Sequence = ()) -> dict | None:
-        return next((r for r in self.rows(scope, transition) if list(r.get("key") or []) == list(key)), None)
+        return aggregate_row(self.aggregates, scope, transition, key)
+
+
+def aggregate_rows(aggregates: dict | None, scope: str, transition: str | None = None) -> list[dict]:
+    """Aggregate rows of one scope (model, group, kind, layer, …), optionally of one transition: the one lookup
+    over ``weights/summary.json``'s aggregates (:class:`WeightSummary` and the report's ``Transitions`` use it)."""
+    return [r for r in (aggregates or {}).get(scope) or [] if transition is None or r.get("transition") == transition]
+
+
+def aggregate_row(aggregates: dict | None, scope: str, transition: str, key: Sequence = ()) -> dict | None:
+    """The row of one transition and key (``[]`` for the whole scope, e.g. ``["mlp"]`` in scope "group")."""
+    return next((r for r in aggregate_rows(aggregates, scope, transition) if list(r.get("key") or []) == list(key)),
+                None)
 
 
 def save_weight_summary(out_dir: str | Path, summary: WeightSummary | dict) -> Path:
