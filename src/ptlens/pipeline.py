@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Mapping, Optional, Sequence, Union
 
+from ptlens.behavior.config import N_SAMPLES
+from ptlens.behavior.sampling import MAX_NEW_TOKENS
 from ptlens.errors import PtlensError
 from ptlens.results import files as F
 
@@ -346,8 +348,8 @@ class RunConfig:
 
     @classmethod
     def from_options(cls, output_dir: str | Path = "analysis_results", *, device: str = "auto", spectral: str = "topk",
-                     problems: str = "builtin", limit: Optional[int] = None, n_samples: int = 16,
-                     max_new_tokens: int = 512, engine: str = "auto", overwrite: bool = False,
+                     problems: str = "builtin", limit: Optional[int] = None, n_samples: int = N_SAMPLES,
+                     max_new_tokens: int = MAX_NEW_TOKENS, engine: str = "auto", overwrite: bool = False,
                      allow_pickle: bool = False, allow_missing: bool = False, mechanism: bool = True,
                      figures: bool = True, executor: Any = "local") -> "RunConfig":
         """The configs ``ptlens run``'s flags make (same names, same defaults)."""

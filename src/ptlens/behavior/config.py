@@ -7,13 +7,11 @@ import os
 from dataclasses import dataclass, field
 
 from ptlens.behavior.prompts import AUTO_INSTRUCTION
-from ptlens.behavior.sampling import SamplingSettings
+from ptlens.behavior.sampling import MAX_NEW_TOKENS, SamplingSettings
 from ptlens.errors import PtlensError
 
 N_SAMPLES = 16
 """Samples per problem and model by default."""
-MAX_NEW_TOKENS = 512
-"""Longest response by default, in tokens."""
 
 
 @dataclass

@@ -10,11 +10,15 @@ from typing import Any, Sequence
 from ptlens.behavior.nucleus import sampling_logprobs
 
 
+MAX_NEW_TOKENS = 512
+"""Longest response by default, in tokens (behaviour, quick, mechanism and the CLI read it from here)."""
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     temperature: float = 0.6
     top_p: float = 0.95
-    max_new_tokens: int = 512
+    max_new_tokens: int = MAX_NEW_TOKENS
 
 
 

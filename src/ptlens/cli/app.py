@@ -12,7 +12,7 @@ from rich.table import Table
 from ptlens import threads
 from ptlens.behavior.engines import engine_names
 from ptlens.cli.console import ConsoleReporter, print_weight_summary
-from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, MissingOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt,
+from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, NSamplesOpt, MissingOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt,
                            PresetOpt, ProblemsOpt, check_output_dir, lineage_from_options, model_items,
                            print_figures_not_drawn, user_errors)
 from ptlens.errors import PtlensError
@@ -155,7 +155,7 @@ def run(
     spectral: str = typer.Option("topk", "--spectral", help="off, topk (approximate, ~1%) or full (exact; slow on CPU)."),
     problems: str = ProblemsOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="Number of problems (builtin default: 60)."),
-    n_samples: int = typer.Option(16, "--n-samples", help="Samples per problem and model."),
+    n_samples: int = NSamplesOpt,
     max_new_tokens: int = MaxNewTokensOpt,
     engine: str = typer.Option("auto", "--engine", help=", ".join(engine_names()) + "."),
     overwrite: bool = OverwriteOpt,

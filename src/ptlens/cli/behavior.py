@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from ptlens.behavior.engines import engine_names
-from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt, PresetOpt,
+from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, NSamplesOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt, PresetOpt,
                            ProblemsOpt, SeedOpt, TemperatureOpt, TopPOpt, instruction_option, lineage_from_options,
                            user_errors)
 from ptlens.errors import PtlensError
@@ -31,7 +31,7 @@ def behavior(
     problems: str = ProblemsOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N problems (builtin: default 60)."),
     seed: int = SeedOpt,
-    n_samples: int = typer.Option(16, "--n-samples", help="Samples per problem and model."),
+    n_samples: int = NSamplesOpt,
     temperature: float = TemperatureOpt,
     top_p: float = TopPOpt,
     max_new_tokens: int = MaxNewTokensOpt,

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from ptlens.errors import PtlensError
+from ptlens.behavior.config import N_SAMPLES
+from ptlens.behavior.sampling import MAX_NEW_TOKENS
 from ptlens.progress import duration_text
 
 console = Console(stderr=True)
@@ -136,7 +138,8 @@ PickleOpt = typer.Option(False, "--allow-pickle", help="Accept pickle *.bin chec
 MissingOpt = typer.Option(False, "--allow-missing", help="Compare only the tensors present when a checkpoint lacks some "
                           "(default: an error, as it usually means different architectures).")
 ProblemsOpt = typer.Option("builtin", "--problems", help="builtin, gsm8k, math500 or a .jsonl file with id/question/answer.")
-MaxNewTokensOpt = typer.Option(512, "--max-new-tokens", help="Token limit of each answer.")
+MaxNewTokensOpt = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="Token limit of each answer.")
+NSamplesOpt = typer.Option(N_SAMPLES, "--n-samples", help="Samples per problem and model.")
 SeedOpt = typer.Option(0, "--seed", help="Seed for problems, sampling and bootstrap.")
 TemperatureOpt = typer.Option(0.6, "--temperature", help="Sampling temperature.")
 TopPOpt = typer.Option(0.95, "--top-p", help="Nucleus sampling: the smallest set of tokens with this much probability.")

@@ -43,7 +43,7 @@ import numpy as np
 
 from ptlens.behavior.hf_model import HFModel, check_weights
 from ptlens.behavior.prompts import AUTO_INSTRUCTION, build_prompt, load_tokenizer, model_instruction, prompt_ids
-from ptlens.behavior.sampling import SamplingSettings
+from ptlens.behavior.sampling import MAX_NEW_TOKENS, SamplingSettings
 from ptlens.behavior.grading import grade
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import ArchitectureMismatch, PtlensError
@@ -85,7 +85,7 @@ class MechanismConfig:
     seed: int = 0
     transitions: str = "consecutive"
     """consecutive (neighbours) or all (neighbours and first → each later checkpoint)."""
-    max_new_tokens: int = 512
+    max_new_tokens: int = MAX_NEW_TOKENS
     hybrid_length_factor: float = 2.0
     """A and the hybrids answer in at most this × B's longest greedy answer (≥ 32, ≤ max_new_tokens) tokens:
     a hybrid still talking at twice B's length counts as truncated. Keeps rambling hybrids cheap."""
