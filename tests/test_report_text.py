@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ptlens.report.sections import interval_level
 from ptlens.report.methods import behaviour_definitions
-from ptlens.report.verdicts import N_BEHAVIOUR_CHECKS, Criteria, learning_dynamics
+from ptlens.report.verdicts import Criteria, learning_dynamics
+from ptlens.report.verdicts.criteria import N_BEHAVIOUR_CHECKS
 from ptlens.stats.multiple import rejectable_from
 
 
