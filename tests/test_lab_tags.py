@@ -82,6 +82,7 @@ def test_accuracy_by_tag_interval_covers_the_truth_at_the_stated_rate():
 
 def test_report_shows_accuracy_by_tag_beside_the_headline():
     from ptlens.report.sections import behaviour_section
+    from ptlens.results.store import BehaviorResults
 
     tags = [("level1", IN_DISTRIBUTION), ("level3", HELD_OUT)]
     a, b = [_ps("p0", [True, False]), _ps("p1", [False, False])], [_ps("p0", [True, True]), _ps("p1", [True, False])]
@@ -89,7 +90,7 @@ def test_report_shows_accuracy_by_tag_beside_the_headline():
     r["by_tag"] = accuracy_by_tag({"sft": a, "rlvr": b}, tags, n_boot=100)
     r["headline_problems"] = {"n": 1, "of": 2, "excluded_tag": HELD_OUT}
     r["settings"] = {"n_samples": 2}
-    sec = behaviour_section(r, {})
+    sec = behaviour_section(BehaviorResults.from_dict(r), {})
     by_tag = next(t for t in sec["tables"] if t["id"] == "tbl-behaviour-by-tag")
     assert by_tag["header"][:4] == ["tag", "problems", "sft", "rlvr"] and by_tag["header"][-1] == "rlvr − sft"
     rows = {row[0]: row for row in by_tag["rows"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ptlens.report.sections import interval_level
+from ptlens.results.store import BehaviorResults
 from ptlens.report.methods import behaviour_definitions
 from ptlens.report.verdicts import Criteria, learning_dynamics
 from ptlens.report.verdicts.criteria import N_BEHAVIOUR_CHECKS
@@ -23,7 +24,8 @@ def test_counts_and_levels_are_computed_not_written():
     assert rejectable_from(0.001, N_BEHAVIOUR_CHECKS) == 14 and "below 14 problems" in strict and "α/8 = 0.000125" in strict
     assert rejectable_from(0.05, 1) == 6  # 2/2^6 ≤ 0.05 < 2/2^5
     assert "The 90% bootstrap intervals" in " ".join(Criteria(level=0.9).text())
-    assert interval_level({"bootstrap": {"level": 0.9}}) == "90%" and interval_level(None) == "95%"
+    assert interval_level(BehaviorResults.from_dict({"bootstrap": {"level": 0.9}})) == "90%"
+    assert interval_level(None) == "95%"
     intervals = dict(behaviour_definitions("90%"))["intervals"]
     assert intervals.startswith("Every headline number carries a 90% percentile bootstrap interval")
 

@@ -8,6 +8,7 @@ import math
 import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ import pytest
 from ptlens.errors import PtlensError
 from ptlens.results import files as F
 from ptlens.results import registry as REG
+from ptlens.results.rows import (AggregateRow, CosineRow, Estimate, ModelStats, ProblemStats, TransitionRef,
+                                largest)
 from ptlens.results.store import (BEHAVIOR_SCHEMA, WEIGHTS_SCHEMA, BehaviorResults, SampleRecord, TensorRow,
                                   WeightSummary, load_behavior_results, load_samples, load_weight_summary,
                                   read_tensor_rows, save_behavior_results, save_weight_summary, write_samples,
@@ -56,7 +59,7 @@ def test_weight_summary_round_trip(tmp_path):
     doc = _summary(future_field={"kept": True})
     s = WeightSummary.from_dict(doc)
     assert s.extra == {"future_field": {"kept": True}}
-    assert s.row("group", "a→b", ["mlp"])["rel_change"] == 0.02 and s.row("model", "a→b") is not None
+    assert s.row("group", "a→b", ["mlp"]).value("rel_change") == 0.02 and s.row("model", "a→b") is not None
     save_weight_summary(tmp_path, s)
     raw = json.loads((tmp_path / F.WEIGHT_SUMMARY).read_text())
     assert raw == doc and list(raw)[:2] == ["schema", "ptlens"]
@@ -90,7 +93,7 @@ def test_behavior_results_round_trip(tmp_path):
            "consecutive": [], "headline_problems": {"n": 1, "of": 1, "excluded_tag": None}, "by_tag": {},
            "figures": ["behavior/pass_at_k.png"]}
     r = BehaviorResults.from_dict(doc)
-    assert r.models["a"]["metrics"]["accuracy"]["value"] == 0.5 and r.ks == [1, 4]
+    assert r.models["a"].metrics["accuracy"] == Estimate(0.5, 0.25, 0.75) and r.ks == [1, 4]
     save_behavior_results(tmp_path, r)
     raw = json.loads((tmp_path / F.BEHAVIOR_RESULTS).read_text())
     assert raw == doc and list(raw) == list(doc)  # same keys in the same order as the driver writes them
@@ -285,7 +288,7 @@ def test_a_new_metric_needs_only_the_registry(monkeypatch, tmp_path):
     s["aggregates"].update(model_no_embed_head=[], layer=[], kind=[], delta_cosine_model=[])
     s["settings"].update(device_used="cpu", tolerance=1e-5)
     assert "12.50% (null 25.00%)" in weight_report_markdown(s)
-    model = weights_section(s)["tables"][0]
+    model = weights_section(WeightSummary.from_dict(s))["tables"][0]
     assert model["header"][-1] == "sign flips" and model["rows"][0][-1] == "12.50%"
     out = Console(width=300, record=True)
     for r in weight_summary_renderables(s, tmp_path, 300):
@@ -298,3 +301,60 @@ def test_a_new_metric_needs_only_the_registry(monkeypatch, tmp_path):
     path = tmp_path / "t.csv"
     write_tensor_rows(path, [row], cols)
     assert read_tensor_rows(path)[0].metrics["sign_flip_share"] == 0.5
+
+
+# ---------------------------------------------------------------- typed rows
+
+
+def test_aggregate_rows_are_typed_with_their_nulls():
+    s = WeightSummary.from_dict(_summary(aggregates={
+        "model": [{"transition": "a→b", "key": [], "rel_change": 0.01, "changed_exact": 0.5, "changed_exact_null": 0.9,
+                   "stable_rank_wmean": 4.0, "stable_rank_null_wmean": 8.0, "sigma1_wmean": math.inf}],
+        "layer": [{"transition": "a→b", "key": [0], "rel_change": 0.3}, {"transition": "a→b", "key": [1], "rel_change": 0.5},
+                  {"transition": "a→b", "key": [2]}],
+        "delta_cosine_model": [{"t1": "a→b", "t2": "b→c", "key": [], "tensors": 3, "delta_cosine": -0.25}]}))
+    row = s.row("model", "a→b")
+    assert isinstance(row, AggregateRow) and row.key == () and row.transition == "a→b"
+    assert row.null("changed_exact") == 0.9 and row.null("stable_rank_wmean") == 8.0 and row.null("rel_change") is None
+    assert row.null_pairs() == {"changed_exact": (0.5, 0.9), "stable_rank_wmean": (4.0, 8.0)}
+    assert row.value("sigma1_wmean") == math.inf and row.finite("sigma1_wmean") is None  # stored as is, finite on ask
+    assert [r.key for r in largest(s.rows("layer", "a→b"), "rel_change", 2)] == [(1,), (0,)]
+    assert s.row("layer", "a→b", [7]) is None and s.rows("layer", "x→y") == []
+    assert s.cosines() == [CosineRow("a→b", "b→c", (), -0.25, 3)]
+    assert s.transition_refs() == [TransitionRef("a→b", 0, 1, "consecutive")]
+
+
+def test_behaviour_records_are_typed():
+    doc = {"settings": {"n_samples": 2}, "lineage": {}, "ks": [1, 2], "bootstrap": {"level": 0.9},
+           "models": {"a": {"metrics": {"accuracy": {"value": 0.5, "lo": 0.25, "hi": 0.75}}, "n_problems": 2,
+                            "n_samples": 4, "accuracy_flexible": {"value": 0.75}},
+                      "b": {"metrics": {"accuracy": {"value": None}, "junk": 3}}},
+           "per_problem": {"a": [{"id": "p0", "n": 2, "correct": 1, "modal_answer": "4", "answer_confidence": 0.5,
+                                  "distinct_answers": 2}]},
+           "consecutive": [{"a": "a", "b": "b", "difference": {"accuracy": {"value": -0.5, "lo": -0.75, "hi": -0.25,
+                                                                         "p": 0.01}},
+                            "solved_sets": {"a_only": 1, "b_only": 0}}],
+           "cross_kl": {"a": {"b": {"value": 1.5, "lo": 1.0, "hi": 2.0, "estimator": "exact"}}}}
+    r = BehaviorResults.from_dict(doc)
+    a, b = r.models["a"], r.models["b"]
+    assert isinstance(a, ModelStats) and a.n_problems == 2 and a.n_samples == 4 and a.value("accuracy") == 0.5
+    assert a.metrics["accuracy"].interval == (0.25, 0.75) and a.accuracy_flexible == Estimate(0.75)
+    assert b.value("accuracy") is None and "junk" not in b.metrics and b.n_problems is None
+    assert r.names == ["a", "b"] and r.level == 0.9
+    (c,) = r.consecutive
+    assert (c.a, c.b, c.difference["accuracy"].p, c.solved_sets["a_only"]) == ("a", "b", 0.01, 1)
+    assert r.per_problem("a") == [ProblemStats("p0", 2, 1, "4", 0.5, 2)] and r.per_problem("a")[0].accuracy == 0.5
+    assert r.cross("cross_kl")["a"]["b"].extra == {"estimator": "exact"}
+    assert BehaviorResults.coerce(None) is None and BehaviorResults.coerce({}) is None
+    assert BehaviorResults.coerce(r) is r and WeightSummary.coerce({}) is None
+
+
+def test_report_inputs_hold_records_only(tmp_path):
+    """The report reads the store's records: ReportInputs has no dict of either document."""
+    from ptlens.report.inputs import ReportInputs, load_inputs
+
+    save_weight_summary(tmp_path, _summary())
+    inp = load_inputs(tmp_path)
+    assert isinstance(inp.weights, WeightSummary) and inp.behavior is None
+    assert {f.name for f in fields(ReportInputs)} == {"out_dir", "weights", "behavior", "samples", "hashes"}
+    assert inp.lineage["checkpoints"][0]["name"] == "a"

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ptlens.results.store import BehaviorResults
+
 MAX_CHARS = 4000
 
 
@@ -73,16 +75,16 @@ def pick(rows: Sequence[dict], per_model: int) -> list[dict]:
     return sorted(out, key=lambda r: r.get("sample") or 0)
 
 
-def build_browser(results: dict | None, rows: Sequence[dict] | None, max_problems: int = 40,
+def build_browser(results: BehaviorResults | None, rows: Sequence[dict] | None, max_problems: int = 40,
                   per_model: int = 2) -> Browser | None:
     """Problems in the behaviour run's order (the first ``max_problems``), models in lineage order."""
     if not rows:
         return None
-    models: list[str] = list((results or {}).get("models") or [])
+    models: list[str] = results.names if results else []
     for r in rows:
         if r.get("model") not in models:
             models.append(r.get("model"))
-    problems = {p.get("id"): p for p in (results or {}).get("problems") or []}
+    problems = {p.get("id"): p for p in (results.problems if results else None) or []}
     order = list(problems)
     for r in rows:
         if r.get("problem_id") not in problems and r.get("problem_id") not in order:

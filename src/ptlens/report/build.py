@@ -70,16 +70,16 @@ def _figures(inp: ReportInputs, criteria: Criteria, eff_rows, trajs) -> dict[str
     files = FILES
     out = inp.out_dir
     found: dict[str, str] = {}
-    s, r = inp.summary, inp.results
+    s, r = inp.weights, inp.behavior
     if s is not None:
-        listed = s.get("figures") or {}
+        listed = s.figures or {}
         if not listed or any(not (out / p).is_file() for p in listed.values()):
             listed = _redraw_weights(inp)
         for key in WEIGHT_FIGURE_ORDER:
             if key in listed:
                 found[key] = listed[key]
     if r is not None:
-        listed_b = list(r.get("figures") or [])
+        listed_b = list(r.figures or [])
         if (not listed_b or any(not (out / p).is_file() for p in listed_b)) and inp.samples:
             listed_b = _redraw_behaviour(inp)
         for p in listed_b:
@@ -108,7 +108,7 @@ def _redraw_weights(inp: ReportInputs) -> dict[str, str]:
     try:
         from ptlens.weights.figures import weight_figures
 
-        return {k: str(Path(p).relative_to(inp.out_dir)) for k, p in weight_figures(inp.summary, inp.out_dir).items()}
+        return {k: str(Path(p).relative_to(inp.out_dir)) for k, p in weight_figures(inp.weights.to_dict(), inp.out_dir).items()}
     except (KeyError, IndexError, TypeError, ValueError):
         return {}
 
@@ -121,7 +121,7 @@ def _redraw_behaviour(inp: ReportInputs) -> list[str]:
         from ptlens.results.store import SampleRecord
 
         recs = [SampleRecord.from_dict(x) for x in inp.samples or []]
-        paths = write_figures(inp.results, recs, inp.out_dir / FILES.BEHAVIOR_DIR)
+        paths = write_figures(inp.behavior.to_dict(), recs, inp.out_dir / FILES.BEHAVIOR_DIR)
         return [str(p.relative_to(inp.out_dir)) for p in paths]
     except Exception:  # noqa: BLE001 - a figure we cannot redraw is left out; the numbers stay
         return []
@@ -132,26 +132,27 @@ def _data_uri(path: Path) -> str:
 
 
 def _reproducibility(inp: ReportInputs) -> dict:
-    s, r = inp.summary or {}, inp.results or {}
+    s, r = inp.weights, inp.behavior
     commands = []
-    if s.get("command"):
-        commands.append(("weights", shlex.join(str(x) for x in s["command"])))
-    if r.get("command"):
-        commands.append(("behaviour", shlex.join(str(x) for x in r["command"])))
+    if s and s.command:
+        commands.append(("weights", shlex.join(str(x) for x in s.command)))
+    if r and r.command:
+        commands.append(("behaviour", shlex.join(str(x) for x in r.command)))
     commands.append(("rebuild this report", "ptlens report <this folder>"))
-    libs = sorted(set(s.get("versions") or {}) | set(r.get("versions") or {}))
-    versions = [[n, (s.get("versions") or {}).get(n, "–"), (r.get("versions") or {}).get(n, "–")] for n in libs]
+    sv, rv = (s.versions if s else None) or {}, (r.versions if r else None) or {}
+    libs = sorted(set(sv) | set(rv))
+    versions = [[n, sv.get(n, "–"), rv.get(n, "–")] for n in libs]
     lin = []
     for c in inp.lineage.get("checkpoints") or []:
         lin.append([c.get("name") or c.get("label") or "", c.get("label") or "", c.get("spec") or "",
                     c.get("repo_id") or "local", c.get("revision") or "–", c.get("resolved_revision") or "–"])
     seeds = []
-    bs = r.get("settings") or {}
+    bs = (r.settings if r else None) or {}
     if bs:
         seeds.append(f"behaviour seed {bs.get('seed')}: problem selection, sampling (each batch's seed is derived from "
                      "it, the model name and the batch index, and stored per sample in behavior/samples.jsonl), "
                      "bootstrap resamples")
-    boot = r.get("bootstrap") or {}
+    boot = (r.metrics.get("bootstrap") if r else None) or {}
     if boot:
         seeds.append(f"bootstrap: {boot.get('resamples')} resamples of {boot.get('unit', 'problem')}s, seed "
                      f"{boot.get('seed')}, level {boot.get('level')}")
@@ -159,21 +160,22 @@ def _reproducibility(inp: ReportInputs) -> dict:
         seeds.append("weight scan: randomized SVD seeded per tensor by crc32(tensor name); every other weight metric "
                      "is exact")
     return {"commands": commands, "versions": versions, "lineage": lin, "seeds": seeds,
-            "inputs": sorted(inp.hashes.items()), "created": r.get("created")}
+            "inputs": sorted(inp.hashes.items()), "created": r.created if r else None}
 
 
 def _methods(inp: ReportInputs, criteria: Criteria) -> dict:
     settings = []
-    for k, v in ((inp.summary or {}).get("settings") or {}).items():
+    s, r = inp.weights, inp.behavior
+    for k, v in ((s.settings if s else None) or {}).items():
         settings.append(["weights", k, json.dumps(v)])
-    for k, v in ((inp.results or {}).get("settings") or {}).items():
+    for k, v in ((r.settings if r else None) or {}).items():
         settings.append(["behaviour", k, json.dumps(v)])
     prompts = []
-    for m in (inp.results or {}).get("models_info") or []:
+    for m in (r.models_info if r else None) or []:
         prompts.append([m.get("name", ""), m.get("prompt_format") or "–", m.get("instruction") or "none",
                         ", ".join(m.get("stop_strings") or []) or "–"])
-    return {"weights": M.weight_definitions(), "behaviour": M.behaviour_definitions(interval_level(inp.results, criteria)), "efficiency": M.EFFICIENCY_DEFINITIONS,
-            "settings": settings, "criteria": M.decision_text(criteria, inp.results, inp.summary),
+    return {"weights": M.weight_definitions(), "behaviour": M.behaviour_definitions(interval_level(r, criteria)),
+            "efficiency": M.EFFICIENCY_DEFINITIONS, "settings": settings, "criteria": M.decision_text(criteria, r, s),
             "criteria_values": asdict(criteria),
             "hypotheses": list(HYPOTHESES.values()), "prompts": prompts}
 
@@ -189,9 +191,9 @@ def _lineage_view(inp: ReportInputs) -> tuple[list[list[str]], list[str]]:
             banners.append("This lineage was trained by ptlens lab: a model of under a million parameters on "
                            "arithmetic. Its post-training is real (TRL SFT, DPO, GRPO), but what it shows about "
                            "the stages says nothing yet about 8B-scale models; run a preset such as tulu3-8b for that.")
-    if inp.summary and inp.results:
-        wn = [c.get("name") for c in (inp.summary.get("lineage") or {}).get("checkpoints") or []]
-        bn = list(inp.results.get("models") or [])
+    if inp.weights and inp.behavior:
+        wn = [c.get("name") for c in inp.weights.checkpoints]
+        bn = inp.behavior.names
         if wn != bn:
             banners.append(f"The weight results cover {' → '.join(map(str, wn))} but the behaviour results cover "
                            f"{' → '.join(map(str, bn))}; each section shows its own models.")
@@ -201,7 +203,7 @@ def _lineage_view(inp: ReportInputs) -> tuple[list[list[str]], list[str]]:
 def build_context(inp: ReportInputs, criteria: Criteria = Criteria(), max_problems: int = 40,
                   samples_per_model: int = 2, embed: bool = True) -> dict:
     """Everything the page and the markdown show; figures are drawn (into ``report/``) as a side effect."""
-    s, r = inp.summary, inp.results
+    s, r = inp.weights, inp.behavior
     criteria = run_criteria(criteria, r)
     extra, skipped = {}, {}
     pair = behaviour_pair(r)
@@ -291,7 +293,7 @@ def build_report(out_dir: str | Path, *, criteria: Criteria = Criteria(), max_pr
     out = inp.out_dir
     write_text(out / HTML_FILE, render_html(ctx))
     write_text(out / MD_FILE, render_markdown(ctx))
-    write_json(out / VERDICTS_FILE, verdicts_json(ctx["verdict_objects"], run_criteria(criteria, inp.results),
+    write_json(out / VERDICTS_FILE, verdicts_json(ctx["verdict_objects"], run_criteria(criteria, inp.behavior),
                                                   ctx["decision"]))
     return {"html": out / HTML_FILE, "markdown": out / MD_FILE, "verdicts_json": out / VERDICTS_FILE,
             "verdicts": ctx["verdict_objects"], "decision": ctx["decision"],

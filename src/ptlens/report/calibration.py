@@ -21,6 +21,7 @@ import numpy as np
 from ptlens.report.pairs import VERDICT_METRICS
 from ptlens.report.verdicts import (AS_HYPOTHESISED, BEHAVIOUR_CHECKS, CLEAR, CLEAR_UNDIRECTED, REVERSED, UNEXPECTED,
                                     Criteria, Verdict, reasoning_behaviour)
+from ptlens.results.store import BehaviorResults
 from ptlens.stats.bounds import normal_cdf, normal_upper_quantile
 from ptlens.stats.multiple import rejectable_from
 
@@ -99,19 +100,21 @@ def problems_for_power(effect: float, n_samples: int | None, target: float = 0.8
     return lo
 
 
-def design_of(results: dict | None, model: str | None = None, effect: float = 0.10,
+def design_of(results: BehaviorResults | dict | None, model: str | None = None, effect: float = 0.10,
               criteria: Criteria = Criteria()) -> Design | None:
     """:func:`design` at a behaviour run's size, with the per-problem accuracy spread of ``model`` (the first)."""
-    if not results or not results.get("models"):
+    results = BehaviorResults.coerce(results)
+    if not results or not results.names:
         return None
-    name = model or next(iter(results["models"]))
-    per = (results.get("per_problem") or {}).get(name) or []
-    n_prob = (results["models"].get(name) or {}).get("n_problems") or len(per)
-    n_s = (results.get("settings") or {}).get("n_samples")
+    name = model or results.names[0]
+    per = results.per_problem(name)
+    stats = results.models.get(name)
+    n_prob = (stats and stats.n_problems) or len(per)
+    n_s = (results.settings or {}).get("n_samples")
     if not isinstance(n_s, int):
-        n_s = int(round(((results["models"].get(name) or {}).get("n_samples") or 0) / max(n_prob, 1)))
+        n_s = int(round(((stats and stats.n_samples) or 0) / max(n_prob, 1)))
     v = None
-    rows = [(r.get("correct"), r.get("n")) for r in per if isinstance(r.get("n"), int) and r["n"] > 1]
+    rows = [(r.correct, r.n) for r in per if r.n > 1]
     if rows:
         v = float(np.mean([c * (n - c) / (n * (n - 1)) for c, n in rows]))
     return design(int(n_prob or 0), int(n_s or 0), effect, criteria, accuracy_variance=v)

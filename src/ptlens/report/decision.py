@@ -9,8 +9,8 @@ from the verdicts (:mod:`ptlens.report.verdicts`) and the facts that say how sur
 power of the behaviour design, :mod:`ptlens.report.calibration`), or "not enough evidence" with
 what to run to get there, and names the workflow's next step.
 
-:func:`decision_inputs` pulls the facts the rule needs out of the stored results (dicts in, a
-:class:`DecisionInputs` record out); :func:`decide` is the rule. Both are pure.
+:func:`decision_inputs` pulls the facts the rule needs out of the stored results (the store's
+records in, a :class:`DecisionInputs` record out); :func:`decide` is the rule. Both are pure.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from ptlens.report.verdicts import (AS_HYPOTHESISED, CLEAR, CLEAR_UNDIRECTED, MINIMAL, NO_CLEAR, QUESTION_KEYS,
-                                    REVERSED, Criteria, Verdict, behaviour_pair, finite_number, limit_for,
+                                    REVERSED, Criteria, Verdict, behaviour_pair, limit_for,
                                     n_problems)
+from ptlens.results.rows import largest
+from ptlens.results.store import BehaviorResults, WeightSummary
 
 SCHEMA = 1
 """Version of the ``decision`` record in verdicts.json; bump it when a field changes meaning."""
@@ -133,43 +135,44 @@ class Decision:
 # ---------------------------------------------------------------- facts from stored results
 
 
-def _accuracy(results: dict, name: str) -> float | None:
-    return finite_number((((results.get("models") or {}).get(name) or {}).get("metrics") or {}).get("accuracy", {}).get("value"))
+def _accuracy(results: BehaviorResults, name: str) -> float | None:
+    stats = results.models.get(name)
+    return stats.value("accuracy") if stats else None
 
 
-def _top_problems(results: dict, a: str, b: str, n: int = 3) -> list[tuple[str, float, float]]:
-    per = results.get("per_problem") or {}
-    pa = {r.get("id"): r for r in per.get(a) or [] if r.get("n")}
+def _top_problems(results: BehaviorResults, a: str, b: str, n: int = 3) -> list[tuple[str, float, float]]:
+    pa = {r.id: r for r in results.per_problem(a) if r.n}
     out = []
-    for r in per.get(b) or []:
-        q = pa.get(r.get("id"))
-        if q is None or not r.get("n"):
+    for r in results.per_problem(b):
+        q = pa.get(r.id)
+        if q is None or not r.n:
             continue
-        out.append((str(r["id"]), q["correct"] / q["n"], r["correct"] / r["n"]))
+        out.append((r.id, q.accuracy, r.accuracy))
     out.sort(key=lambda x: (-abs(x[2] - x[1]), x[0]))
     return [x for x in out[:n] if x[2] != x[1]]
 
 
-def _weight_facts(summary: dict) -> tuple[list[str], int | None]:
+def _weight_facts(summary: WeightSummary) -> tuple[list[str], int | None]:
     from ptlens.report.stages import Transitions, comparison_pair, stages_of
 
     tr = Transitions(summary)
-    pair = comparison_pair(stages_of(summary.get("lineage") or {}))
+    pair = comparison_pair(stages_of(summary.lineage))
     t = tr.stage_transition(pair[1]) if pair else None
     if t is None:
-        names = [x.get("name") for x in summary.get("transitions") or []]
+        names = [x.name for x in summary.transition_refs()]
         t = names[-1] if names else None
-    params = finite_number((tr.row("model", t) or {}).get("entries")) if t else None
+    row = tr.row("model", t) if t else None
+    params = row.finite("entries") if row else None
     if t is None:
         return [], None
-    layers = sorted(tr.rows("layer", t), key=lambda r: -(r.get("rel_change") or 0))[:3]
-    kinds = sorted(tr.rows("kind", t), key=lambda r: -(r.get("rel_change") or 0))[:2]
+    layers = largest(tr.rows("layer", t), "rel_change", 3)
+    kinds = largest(tr.rows("kind", t), "rel_change", 2)
     out = []
     if layers:
-        out.append(f"{t}, layers by relative change: " + ", ".join(f"{r['key'][0]} ({r.get('rel_change') or 0:.3g})"
+        out.append(f"{t}, layers by relative change: " + ", ".join(f"{r.key[0]} ({r.values.get('rel_change') or 0:.3g})"
                                                                   for r in layers))
     if kinds:
-        out.append(f"{t}, module kinds: " + ", ".join(f"{r['key'][0]} ({r.get('rel_change') or 0:.3g})" for r in kinds))
+        out.append(f"{t}, module kinds: " + ", ".join(f"{r.key[0]} ({r.values.get('rel_change') or 0:.3g})" for r in kinds))
     return out, int(params) if params else None
 
 
@@ -188,18 +191,19 @@ def _mechanism_facts(mechanism: dict | None, span: Sequence[str] | None) -> list
     return out
 
 
-def decision_inputs(summary: dict | None, results: dict | None, mechanism: dict | None = None,
-                    criteria: Criteria = Criteria()) -> DecisionInputs:
+def decision_inputs(summary: WeightSummary | dict | None, results: BehaviorResults | dict | None,
+                    mechanism: dict | None = None, criteria: Criteria = Criteria()) -> DecisionInputs:
     """The facts the rule uses, from ``weights/summary.json``, ``model_comparison_results.json`` and the
     mechanism record (each may be None)."""
     from ptlens.report.calibration import design_of, problems_for_power
 
+    summary, results = WeightSummary.coerce(summary), BehaviorResults.coerce(results)
     pair = behaviour_pair(results)
     kw: dict = {"has_weights": bool(summary), "has_behaviour": bool(results), "has_mechanism": bool(mechanism)}
     span = None
     if results and pair:
         a, b = pair[0], pair[1]
-        names = list(results.get("models") or {})
+        names = results.names
         span = names[names.index(a):names.index(b) + 1] if a in names and b in names else [a, b]
         acc_a, acc_b = _accuracy(results, a), _accuracy(results, b)
         diff = acc_b - acc_a if acc_a is not None and acc_b is not None else None
@@ -209,7 +213,7 @@ def decision_inputs(summary: dict | None, results: dict | None, mechanism: dict 
         if need is None and d is not None and effect != REFERENCE_EFFECT:  # the observed effect is below the stated size
             effect = REFERENCE_EFFECT
             need = problems_for_power(effect, d.n_samples, TARGET_POWER, criteria, d.accuracy_variance)
-        head = results.get("headline_problems") or {}
+        head = results.headline_problems or {}
         held = int(head["of"] - head["n"]) if head.get("excluded_tag") and isinstance(head.get("of"), int) else 0
         kw.update(pair=(a, b), n_problems=n_problems(results, a, b), n_samples=d.n_samples if d else None,
                   accuracy_difference=diff, power=d.power if d else None,

@@ -13,6 +13,7 @@ from ptlens.figpool import NothingToDraw, figure
 from ptlens.plotting import OKABE_ITO, save_png
 from ptlens.plotting import pyplot as _plt
 from ptlens.report.trajectory import Trajectory
+from ptlens.results.store import BehaviorResults, WeightSummary
 from ptlens.report.verdicts import EfficiencyRow
 
 ROLE_COLOURS = {"base": "#000000", "sft": "#0072B2", "dpo": "#009E73", "rlvr": "#D55E00"}
@@ -104,10 +105,10 @@ def convergence_figure(trajs: Sequence[Trajectory], path: Path, level: str = "95
             ax = row[2]
             pts = [(p.x, p.behaviour["accuracy"]) for p in t.points if "accuracy" in p.behaviour]
             if pts:
-                ys = [e["value"] for _, e in pts]
+                ys = [e.value for _, e in pts]
                 ax.plot([x for x, _ in pts], ys, "-o", ms=3, color=OKABE_ITO[2], label=f"accuracy ({level} interval)")
-                lo = [e.get("lo") if e.get("lo") is not None else e["value"] for _, e in pts]
-                hi = [e.get("hi") if e.get("hi") is not None else e["value"] for _, e in pts]
+                lo = [e.lo if e.lo is not None else e.value for _, e in pts]
+                hi = [e.hi if e.hi is not None else e.value for _, e in pts]
                 ax.fill_between([x for x, _ in pts], lo, hi, color=OKABE_ITO[2], alpha=0.2, lw=0)
                 ax.legend(fontsize=7)
             ax.set_ylim(-0.02, 1.02)
@@ -123,18 +124,18 @@ def convergence_figure(trajs: Sequence[Trajectory], path: Path, level: str = "95
 
 
 @figure
-def transfer_figure(summary: dict, results: dict | None, path: Path, threshold: float = 0.1,
+def transfer_figure(summary: WeightSummary, results: BehaviorResults | None, path: Path, threshold: float = 0.1,
                     level: str = "95%") -> Path | None:
     """How change accumulates: distance from the first checkpoint and Σ of steps; cosines between stage updates;
     accuracy along the lineage when measured."""
     from ptlens.report.stages import Transitions
 
     tr = Transitions(summary)
-    cps = (summary.get("lineage") or {}).get("checkpoints") or []
+    cps = summary.checkpoints
     if len(cps) < 2:
         raise NothingToDraw("fewer than two checkpoints")
     plt = _plt()
-    models = (results or {}).get("models") or {}
+    models = results.models if results else {}
     names = [c.get("name") for c in cps]
     has_beh = sum(1 for n in names if n in models) >= 2
     fig, axes = plt.subplots(1, 3 if has_beh else 2, figsize=(14 if has_beh else 10, 4.0), layout="constrained")
@@ -157,14 +158,13 @@ def transfer_figure(summary: dict, results: dict | None, path: Path, threshold: 
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax = axes[1]
-    pairs = [p for p in (summary.get("aggregates") or {}).get("delta_cosine_model") or []
-             if p.get("delta_cosine") is not None]
+    pairs = [p for p in summary.cosines("delta_cosine_model") if p.delta_cosine is not None]
     if pairs:
-        vals = [p["delta_cosine"] for p in pairs]
+        vals = [p.delta_cosine for p in pairs]
         # pairs in greys, as in the weights' composite figure: no transition colour means two things
         ax.bar(range(len(pairs)), vals, color=["#444444" if v >= 0 else "#AAAAAA" for v in vals],
                hatch=None, edgecolor="#222222", linewidth=0.5)
-        ax.set_xticks(range(len(pairs)), [f"{p['t1']}\nvs {p['t2']}" for p in pairs], fontsize=7)
+        ax.set_xticks(range(len(pairs)), [f"{p.t1}\nvs {p.t2}" for p in pairs], fontsize=7)
         for y in (threshold, -threshold):
             ax.axhline(y, color="#666666", lw=0.8, ls=":")
         ax.axhline(0, color="#333333", lw=0.8)
@@ -176,12 +176,12 @@ def transfer_figure(summary: dict, results: dict | None, path: Path, threshold: 
     ax.grid(alpha=0.3, axis="y")
     if has_beh:
         ax = axes[2]
-        pts = [(i, models[n]["metrics"].get("accuracy")) for i, n in enumerate(names) if n in models]
-        pts = [(i, e) for i, e in pts if e and e.get("value") is not None]
+        pts = [(i, models[n].metrics.get("accuracy")) for i, n in enumerate(names) if n in models]
+        pts = [(i, e) for i, e in pts if e and e.value is not None]
         if pts:
-            ys = [e["value"] for _, e in pts]
-            err = [[max(0.0, e["value"] - (e.get("lo") if e.get("lo") is not None else e["value"])) for _, e in pts],
-                   [max(0.0, (e.get("hi") if e.get("hi") is not None else e["value"]) - e["value"]) for _, e in pts]]
+            ys = [e.value for _, e in pts]
+            err = [[max(0.0, e.value - (e.lo if e.lo is not None else e.value)) for _, e in pts],
+                   [max(0.0, (e.hi if e.hi is not None else e.value) - e.value) for _, e in pts]]
             ax.errorbar([i for i, _ in pts], ys, yerr=err, fmt="-o", ms=4, capsize=3, color=OKABE_ITO[2],
                         label=f"accuracy, {level} interval")
             ax.legend(fontsize=7)

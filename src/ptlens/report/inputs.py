@@ -23,29 +23,27 @@ SAMPLES = F.SAMPLES_JSONL
 @dataclass
 class ReportInputs:
     out_dir: Path
-    summary: dict | None = None
-    results: dict | None = None
-    samples: list[dict] | None = None
-    hashes: dict[str, str] = field(default_factory=dict)
-    """Relative path → sha256 of every input file read."""
     weights: WeightSummary | None = None
     behavior: BehaviorResults | None = None
-    """The typed records behind ``summary`` and ``results`` (which are their dicts, as the sections read them)."""
+    samples: list[dict] | None = None
+    """The sample lines as stored (dicts: the browser shows what a malformed line holds rather than refusing it)."""
+    hashes: dict[str, str] = field(default_factory=dict)
+    """Relative path → sha256 of every input file read."""
 
     @property
     def lineage(self) -> dict:
-        return (self.summary or {}).get("lineage") or (self.results or {}).get("lineage") or {"checkpoints": []}
+        return (self.weights and self.weights.lineage) or (self.behavior and self.behavior.lineage) or {"checkpoints": []}
 
 
-def _document(out: Path, name: str, kind: str, parse, hashes: dict[str, str]) -> tuple:
-    """(typed record, its dict) of one stored JSON result, checked by ``parse``; (None, None) when it is absent."""
+def _document(out: Path, name: str, kind: str, parse, hashes: dict[str, str]):
+    """The typed record of one stored JSON result, checked by ``parse``; None when it is absent."""
     f = out / name
     if not f.is_file():
-        return None, None
+        return None
     doc, data = read_document(f, kind)
     record = parse(doc, data, f)[0]
     hashes[name] = hashlib.sha256(data).hexdigest()
-    return record, doc
+    return record
 
 
 def load_inputs(out_dir: str | Path) -> ReportInputs:
@@ -54,14 +52,14 @@ def load_inputs(out_dir: str | Path) -> ReportInputs:
     if not out.is_dir():
         raise PtlensError(f"{out}: no such folder (give the --output-dir of ptlens run / weights / behavior)")
     inp = ReportInputs(out)
-    inp.weights, inp.summary = _document(out, SUMMARY, "weights", parse_weight_summary, inp.hashes)
-    inp.behavior, inp.results = _document(out, RESULTS, "behavior", parse_behavior_results, inp.hashes)
+    inp.weights = _document(out, SUMMARY, "weights", parse_weight_summary, inp.hashes)
+    inp.behavior = _document(out, RESULTS, "behavior", parse_behavior_results, inp.hashes)
     f = out / SAMPLES
     if f.is_file():
         rows, data = read_sample_rows(f)
         inp.hashes[SAMPLES] = hashlib.sha256(data).hexdigest()
         inp.samples = rows
-    if inp.summary is None and inp.results is None:
+    if inp.weights is None and inp.behavior is None:
         raise PtlensError(f"{out}: no stored results ({SUMMARY} or {RESULTS}); run `ptlens weights` or "
                           "`ptlens behavior` with this --output-dir first")
     return inp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ptlens.results import registry as REG
+from ptlens.results.store import BehaviorResults, WeightSummary
 
 DELTA_DEFINITION = ("ΔW", "W_B − W_A for one tensor and one transition A → B, in float32 or wider on upcast copies; rows "
                           "present in only one checkpoint (a resized vocabulary) are excluded and reported as added rows.")
@@ -96,7 +97,7 @@ STUDY_HYPOTHESES = ("The study's hypotheses are the directions the user's analys
                     "findings.")
 
 
-def decision_text(criteria, results: dict | None = None, summary: dict | None = None) -> list[str]:
+def decision_text(criteria, results: BehaviorResults | None = None, summary: WeightSummary | None = None) -> list[str]:
     """The decision rule in one sentence each: rule, FWER, minimum problems, power at this run's size, weight nulls,
     descriptive magnitudes (then the criteria's own wording)."""
     from ptlens.report.calibration import design_of
@@ -104,7 +105,7 @@ def decision_text(criteria, results: dict | None = None, summary: dict | None = 
 
     out = [STUDY_HYPOTHESES,
            "Decision rule (behaviour): a check is clear when the paired sign-flip permutation test over problems rejects "
-           f"'no difference' and the difference reaches the stated size; a question is clear when any check is.",
+           "'no difference' and the difference reaches the stated size; a question is clear when any check is.",
            f"Family-wise error: Holm's step-down correction over each behaviour question's checks keeps the chance of any "
            f"wrong 'clear difference' or 'unexpected' at most {criteria.alpha:g} when the two models do not differ "
            "(validated by null simulations: docs/validation/verdicts.md).",
@@ -117,7 +118,7 @@ def decision_text(criteria, results: dict | None = None, summary: dict | None = 
         out.append(d.text())
     else:
         out.append("Power: no behaviour results in this folder.")
-    has_null = bool(summary) and any(null_pairs(r) for r in ((summary.get("aggregates") or {}).get("model") or []))
+    has_null = bool(summary) and any(null_pairs(r) for r in summary.rows("model"))
     out.append("Weight nulls: " + (
         "each weight metric is compared with its null, what an unstructured update of the same ‖ΔW‖_F stored in the "
         "same dtype would give (from the weight scan); a transition at its null reads 'no change beyond rounding'."

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
+from ptlens.results.store import BehaviorResults
+
 VERDICT_METRICS = ("accuracy", "distinct_answers", "answer_confidence", "length_mean", "distinct_4",
                    "token_entropy", "ece")
 
@@ -40,14 +42,14 @@ def _problems(rows: Sequence[dict], model: str, ids: Sequence[str]):
     return out
 
 
-def pair_differences(results: dict, rows: Sequence[dict], pairs: Iterable[tuple[str, str]],
+def pair_differences(results: BehaviorResults | dict, rows: Sequence[dict], pairs: Iterable[tuple[str, str]],
                      ks: Sequence[int] | None = None) -> dict[tuple[str, str], dict[str, dict]]:
     """{(a, b): {metric: {"value", "lo", "hi", "p"}}} of B − A with paired problem resamples; the pairs that
     cannot be computed are left out (:func:`pair_differences_why` says why)."""
     return pair_differences_why(results, rows, pairs, ks)[0]
 
 
-def pair_differences_why(results: dict, rows: Sequence[dict], pairs: Iterable[tuple[str, str]],
+def pair_differences_why(results: BehaviorResults | dict, rows: Sequence[dict], pairs: Iterable[tuple[str, str]],
                          ks: Sequence[int] | None = None
                          ) -> tuple[dict[tuple[str, str], dict[str, dict]], dict[tuple[str, str], str]]:
     """:func:`pair_differences` and, for every pair not computed, why (missing samples, or samples the estimators
@@ -56,17 +58,18 @@ def pair_differences_why(results: dict, rows: Sequence[dict], pairs: Iterable[tu
     from ptlens.stats.bootstrap import resample_weights
     from ptlens.stats.permutation import flip_patterns
 
-    problems = results.get("problems") or []
+    results = BehaviorResults.coerce(results) or BehaviorResults({}, {}, {})
+    problems = results.problems or []
     ids = [p.get("id") for p in problems]
-    if (results.get("headline_problems") or {}).get("excluded_tag"):  # same problems as the stored headline metrics
+    if (results.headline_problems or {}).get("excluded_tag"):  # same problems as the stored headline metrics
         ids = [ids[i] for i in headline_indices([p.get("tags") or () for p in problems])]
     if not ids:
         ids = sorted({r.get("problem_id") for r in rows})
-    boot = results.get("bootstrap") or {}
+    boot = results.metrics.get("bootstrap") or {}
     weights = resample_weights(len(ids), int(boot.get("resamples") or 1000), int(boot.get("seed") or 0))
-    test = results.get("test") or {}
+    test = results.metrics.get("test") or {}
     flips = flip_patterns(len(ids), int(test.get("permutations") or 2000), int(test.get("seed") or boot.get("seed") or 0))
-    ks = list(ks or results.get("ks") or [1])
+    ks = list(ks or results.ks or [1])
     out, why = {}, {}
     for a, b in pairs:
         pa, pb = _problems(rows, a, ids), _problems(rows, b, ids)

@@ -14,6 +14,8 @@ from ptlens.report.trajectory import trajectories
 from ptlens.report.verdicts import (CLEAR, HYPOTHESES, MINIMAL, NOT_MEASURED, UNEXPECTED, Criteria, Verdict,
                                     behaviour_pair, efficiency_rows, pass_at_k_crossings)
 from ptlens.results import registry as REG
+from ptlens.results.rows import Estimate, PairComparison, estimates, largest
+from ptlens.results.store import BehaviorResults, WeightSummary
 
 LABEL_CSS = {CLEAR: "clear", MINIMAL: "minimal", UNEXPECTED: "unexpected", NOT_MEASURED: "nm"}
 
@@ -41,33 +43,30 @@ def interval(iv) -> str:
     return "" if not iv else f"[{fmt(iv[0])}, {fmt(iv[1])}]"
 
 
-def est(e: dict | None) -> str:
-    if not e or e.get("value") is None:
+def est(e: Estimate | None) -> str:
+    if not e or e.value is None:
         return "–"
-    lo, hi = e.get("lo"), e.get("hi")
-    return fmt(e["value"]) + (f" [{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "")
+    return fmt(e.value) + (f" [{fmt(e.lo)}, {fmt(e.hi)}]" if e.interval else "")
 
 
-def est_cell(e: dict | None) -> str | tuple[str, str]:
+def est_cell(e: Estimate | None) -> str | tuple[str, str]:
     """A table cell with the value and, below it, its interval: ("0.5", "[0.4, 0.6]")."""
-    if not e or e.get("value") is None:
+    if not e or e.value is None:
         return "–"
-    lo, hi = e.get("lo"), e.get("hi")
-    p = f" p = {fmt(e['p'])}" if isinstance(e.get("p"), (int, float)) else ""
-    return (fmt(e["value"]), f"[{fmt(lo)}, {fmt(hi)}]{p}") if lo is not None and hi is not None else fmt(e["value"])
+    p = f" p = {fmt(e.p)}" if e.p is not None else ""
+    return (fmt(e.value), f"[{fmt(e.lo)}, {fmt(e.hi)}]{p}") if e.interval else fmt(e.value)
 
 
-def interval_level(results: dict | None, criteria: Criteria = Criteria()) -> str:
+def interval_level(results: BehaviorResults | None, criteria: Criteria = Criteria()) -> str:
     """The level of the behaviour intervals as the run stored it ("95%"), else the criteria's."""
-    lv = ((results or {}).get("bootstrap") or {}).get("level")
-    lv = lv if isinstance(lv, (int, float)) and 0 < lv < 1 else criteria.level
-    return f"{100 * lv:g}%"
+    lv = results.level if results else None
+    return f"{100 * (lv or criteria.level):g}%"
 
 
-def run_criteria(criteria: Criteria, results: dict | None) -> Criteria:
+def run_criteria(criteria: Criteria, results: BehaviorResults | None) -> Criteria:
     """The criteria with the interval level the behaviour run stored, so their text states it."""
-    lv = ((results or {}).get("bootstrap") or {}).get("level")
-    return replace(criteria, level=lv) if isinstance(lv, float) and 0 < lv < 1 and lv != criteria.level else criteria
+    lv = results.level if results else None
+    return replace(criteria, level=lv) if lv is not None and lv != criteria.level else criteria
 
 
 def slug(text: str) -> str:
@@ -81,80 +80,78 @@ def table(tid: str, caption: str, header: list[str], rows: list[list[str]], note
 # ---------------------------------------------------------------- sections
 
 
-def weights_section(s: dict) -> dict:
+def weights_section(s: WeightSummary) -> dict:
     tr = Transitions(s)
-    k = (s.get("settings") or {}).get("k", 16)
-    trans = [t["name"] for t in s.get("transitions") or []]
-    kinds = {t["name"]: t.get("kind", "") for t in s.get("transitions") or []}
+    k = (s.settings or {}).get("k", 16)
+    trans = [t.name for t in s.transition_refs()]
+    kinds = {t.name: t.kind for t in s.transition_refs()}
     shown = REG.metrics(table=REG.REPORT)  # the registry says which metrics this table shows, and how
     rows = []
     for t in trans:
         r = tr.row("model", t)
         if r is None:
             continue
-        rows.append([t, kinds[t], *[(pct if m.pct else fmt)(r.get(m.aggregate_key(k))) for m in shown]])
+        rows.append([t, kinds[t], *[(pct if m.pct else fmt)(r.values.get(m.aggregate_key(k))) for m in shown]])
     model = table("tbl-weights-model", "Whole model, parameter-weighted over all tensors",
                   ["transition", "kind", *[m.header(k) for m in shown]], rows,
                   "Spectral columns are parameter-weighted means over 2-D matrices; – where not computed.")
-    groups = sorted({r["key"][0] for r in (s.get("aggregates") or {}).get("group") or []})
+    groups = sorted({r.key[0] for r in s.rows("group")})
     grows = [[t, *[fmt(tr.value("group", t, "rel_change", [g])) for g in groups],
               *[pct(tr.value("group", t, "changed_exact", [g])) for g in groups]] for t in trans]
     group = table("tbl-weights-group", "Module groups: relative change and share of entries changed",
                   ["transition", *[f"{g} rel." for g in groups], *[f"{g} changed" for g in groups]], grows)
     top = []
     for t in trans:
-        layers = sorted(tr.rows("layer", t), key=lambda r: -(r.get("rel_change") or 0))[:3]
-        kinds_ = sorted(tr.rows("kind", t), key=lambda r: -(r.get("rel_change") or 0))[:3]
-        top.append([t, ", ".join(f"{r['key'][0]} ({fmt(r.get('rel_change'))})" for r in layers),
-                    ", ".join(f"{r['key'][0]} ({fmt(r.get('rel_change'))})" for r in kinds_)])
+        layers, kinds_ = largest(tr.rows("layer", t), "rel_change", 3), largest(tr.rows("kind", t), "rel_change", 3)
+        top.append([t, ", ".join(f"{r.key[0]} ({fmt(r.values.get('rel_change'))})" for r in layers),
+                    ", ".join(f"{r.key[0]} ({fmt(r.values.get('rel_change'))})" for r in kinds_)])
     where = table("tbl-weights-where", "Where the change is largest (by relative change)",
                   ["transition", "top layers", "top module kinds"], top)
     notes = []
-    for a in s.get("added_rows") or []:
+    for a in s.added_rows:
         notes.append(f"{a['tensor']} {a['transition']}: {a['rows_a']} → {a['rows_b']} rows; {a['added_rows']} added "
                      "rows excluded from ΔW.")
-    tied = [n for n, v in (s.get("tied_embeddings") or {}).items() if v]
+    tied = [n for n, v in s.tied_embeddings.items() if v]
     if tied:
         notes.append(f"Tied input/output embeddings (no separate LM head) in: {', '.join(tied)}.")
-    for nf in (s.get("nonfinite") or [])[:20]:
+    for nf in s.nonfinite[:20]:
         notes.append(f"{nf['tensor']} {nf['transition']}: {nf['entries']} NaN/Inf entries left out of every metric.")
-    missing = s.get("missing_tensors") or {}
+    missing = s.missing_tensors
     if missing:
         notes.append(f"{len(missing)} tensors missing in some checkpoints; compared only where present.")
     return {"tables": [model, group, where], "notes": notes}
 
 
-def behaviour_section(r: dict, extra: dict, skipped: dict | None = None) -> dict:
-    models = r.get("models") or {}
-    ks = r.get("ks") or []
+def behaviour_section(r: BehaviorResults, extra: dict, skipped: dict | None = None) -> dict:
+    models = r.models
+    ks = r.ks
     kmax = max(ks) if ks else None
     cols = [(m.column(kmax), m.header(kmax)) for m in REG.behaviour_metrics(REG.REPORT)
             if kmax or "{k}" not in m.name]  # which metrics, in which order: the registry
-    rows = [[name, *[est_cell((m.get("metrics") or {}).get(key)) for key, _ in cols]] for name, m in models.items()]
-    n_prob = next((m.get("n_problems") for m in models.values()), None)
-    head = r.get("headline_problems") or {}
+    rows = [[name, *[est_cell(m.metrics.get(key)) for key, _ in cols]] for name, m in models.items()]
+    n_prob = next((m.n_problems for m in models.values()), None)
+    head = r.headline_problems or {}
     scope = (f" ({head.get('excluded_tag')} problems left out: {fmt(head['of'] - head['n'])}; see accuracy by tag)"
              if head.get("excluded_tag") else "")
     level = interval_level(r)
     per = table("tbl-behaviour", f"Per model, with {level} bootstrap intervals over problems",
                 ["model", *[c for _, c in cols]], rows,
-                f"{fmt(n_prob)} problems{scope}; {fmt((r.get('settings') or {}).get('n_samples'))} samples per problem.")
+                f"{fmt(n_prob)} problems{scope}; {fmt((r.settings or {}).get('n_samples'))} samples per problem.")
     diffs = []
-    pairs = [(c.get("a"), c.get("b"), c.get("difference") or {}, "stored") for c in r.get("consecutive") or []]
-    pairs += [(a, b, d, "from samples") for (a, b), d in sorted(extra.items())]
+    pairs = [(c.a, c.b, c.difference, "stored") for c in r.consecutive]
+    pairs += [(a, b, estimates(d), "from samples") for (a, b), d in sorted(extra.items())]
     dcols = ["accuracy", *([f"pass@{kmax}"] if kmax else []), "distinct_answers", "answer_confidence", "distinct_4",
              "token_entropy", "length_mean", "ece"]
     for a, b, d, src in pairs:
         diffs.append([f"{b} − {a}", src, *[est_cell(d.get(c)) for c in dcols]])
     diff = table("tbl-behaviour-diff", f"Paired differences (later − earlier), {level} paired bootstrap intervals, sign-flip p",
                  ["difference", "source", *dcols], diffs)
-    solved = [[f"{c.get('a')} → {c.get('b')}", *[fmt((c.get("solved_sets") or {}).get(k)) for k in
-                                                   ("both", "a_only", "b_only", "neither")]]
-              for c in r.get("consecutive") or []]
+    solved = [[f"{c.a} → {c.b}", *[fmt(c.solved_sets.get(k)) for k in ("both", "a_only", "b_only", "neither")]]
+              for c in r.consecutive]
     solved_t = table("tbl-solved", "Solved sets (a problem is solved with ≥ 1 correct sample)",
                      ["pair", "both", "earlier only (lost)", "later only (gained)", "neither"], solved)
     names = list(models)
-    cp = r.get("cross_ppl") or {}
+    cp = r.cross("cross_ppl")
     cross = table("tbl-cross-ppl", "Cross-model perplexity: row = whose responses, column = scoring model",
                   ["responses of ↓ / scored by →", *names],
                   [[a, *[est_cell((cp.get(a) or {}).get(b)) for b in names]] for a in names if a in cp])
@@ -167,23 +164,23 @@ def behaviour_section(r: dict, extra: dict, skipped: dict | None = None) -> dict
             "the curves do not cross at the measured k"))
     crossings += [f"paired differences of {b} − {a} not computed from the samples: {why}" for (a, b), why in
                   sorted((skipped or {}).items())]
-    for model, by in sorted((r.get("unscorable") or {}).items()):  # ids a later stage added: not scorable by earlier ones
+    for model, by in sorted((r.metrics.get("unscorable") or {}).items()):  # ids a later stage added: not scorable by earlier ones
         for scorer, c in sorted(by.items()):
             crossings.append(f"{scorer} could not score {c['samples']} response(s) of {model} ({c['tokens']} token(s) "
                              f"beyond its vocabulary): left out of cross-model perplexity and KL under {scorer}.")
     return {"tables": [per, *by_tag_table(r), diff, solved_t, cross, *grading_table(r)], "notes": crossings}
 
 
-def grading_table(r: dict) -> list[dict]:
+def grading_table(r: BehaviorResults) -> list[dict]:
     """Strict accuracy beside lm-eval's flexible-extract, and the grades math-verify could not decide (fallbacks)."""
-    counts = (r.get("grading") or {}).get("models") or {}
-    models = r.get("models") or {}
-    if not counts and not any(m.get("accuracy_flexible") for m in models.values()):
+    counts = (r.metrics.get("grading") or {}).get("models") or {}
+    models = r.models
+    if not counts and not any(m.accuracy_flexible for m in models.values()):
         return []  # results written before the grader recorded them
     rows = []
     for name, m in models.items():
         c = counts.get(name) or {}
-        rows.append([name, est_cell((m.get("metrics") or {}).get("accuracy")), est_cell(m.get("accuracy_flexible")),
+        rows.append([name, est_cell(m.metrics.get("accuracy")), est_cell(m.accuracy_flexible),
                      fmt(c.get("no_answer")), fmt(c.get("fallback_timeout")), fmt(c.get("fallback_error"))])
     return [table("tbl-grading", "Grading: strict (stated answer) vs flexible (last number) accuracy, and fallbacks",
                   ["model", "accuracy (strict)", "accuracy (flexible)", "no stated answer", "math-verify timeouts",
@@ -193,26 +190,29 @@ def grading_table(r: dict) -> list[dict]:
                   "counts are over all samples.")]
 
 
-def by_tag_table(r: dict) -> list[dict]:
+def by_tag_table(r: BehaviorResults) -> list[dict]:
     """Accuracy per problem tag (in-distribution vs held-out, per level) beside the headline, with paired differences."""
-    by_tag = r.get("by_tag") or {}
+    by_tag = r.by_tag or {}
     if len(by_tag) < 2:
         return []
-    names = list(r.get("models") or {})
+    names = r.names
     first = next(iter(by_tag.values()))
-    pairs = [(c.get("a"), c.get("b")) for c in first.get("consecutive") or []]
+    pairs = [(c.a, c.b) for c in map(PairComparison.from_dict, first.get("consecutive") or [])]
     rows = []
     for tag, t in by_tag.items():
-        diffs = {(c.get("a"), c.get("b")): (c.get("difference") or {}).get("accuracy") for c in t.get("consecutive") or []}
-        rows.append([tag, fmt(t.get("n_problems")), *[est_cell(((t.get("models") or {}).get(n) or {}).get("accuracy"))
-                                                     for n in names], *[est_cell(diffs.get(p)) for p in pairs]])
+        diffs = {(c.a, c.b): c.difference.get("accuracy")
+                 for c in map(PairComparison.from_dict, t.get("consecutive") or [])}
+        models = t.get("models") or {}
+        rows.append([tag, fmt(t.get("n_problems")),
+                     *[est_cell(Estimate.from_dict((models.get(n) or {}).get("accuracy"))) for n in names],
+                     *[est_cell(diffs.get(p)) for p in pairs]])
     return [table("tbl-behaviour-by-tag", f"Accuracy by problem tag, with {interval_level(r)} bootstrap intervals over each "
                   "tag's problems",
                   ["tag", "problems", *names, *[f"{b} − {a}" for a, b in pairs]], rows,
                   "A problem counts under each of its tags; differences are paired (same resamples).")]
 
 
-def efficiency_section(s: dict | None, r: dict | None) -> dict:
+def efficiency_section(s: WeightSummary | None, r: BehaviorResults | None) -> dict:
     rows = efficiency_rows(s)
     eff = table("tbl-efficiency", "Weight change per training item (stage facts)",
                 ["stage", "transition", "rel. change", "items", "epochs", "per item", "per item processed",
@@ -236,9 +236,9 @@ def efficiency_section(s: dict | None, r: dict | None) -> dict:
     return {"tables": [eff, *ttabs], "trajectories": trajs, "rows": rows}
 
 
-def transfer_section(s: dict) -> dict:
+def transfer_section(s: WeightSummary) -> dict:
     tr = Transitions(s)
-    cps = (s.get("lineage") or {}).get("checkpoints") or []
+    cps = s.checkpoints
     rows = []
     for j in range(1, len(cps)):
         step = tr.name(j - 1, j)
@@ -248,11 +248,10 @@ def transfer_section(s: dict) -> dict:
     acc = table("tbl-transfer", "Cumulative change from the first checkpoint",
                 ["checkpoint", "step", "step rel. change", "from first", "cumulative rel. change",
                  "cumulative changed (exact)"], rows)
-    cos = [[p.get("t1"), p.get("t2"), fmt(p.get("delta_cosine"))]
-           for p in (s.get("aggregates") or {}).get("delta_cosine_model") or []]
+    cos = [[p.t1, p.t2, fmt(p.delta_cosine)] for p in s.cosines("delta_cosine_model")]
     groups = {}
-    for p in (s.get("aggregates") or {}).get("delta_cosine_group") or []:
-        groups.setdefault((p.get("t1"), p.get("t2")), {})[p["key"][0]] = p.get("delta_cosine")
+    for p in s.cosines("delta_cosine_group"):
+        groups.setdefault((p.t1, p.t2), {})[p.key[0]] = p.delta_cosine
     gnames = sorted({g for v in groups.values() for g in v})
     for row in cos:
         row += [fmt(groups.get((row[0], row[1]), {}).get(g)) for g in gnames]

@@ -20,7 +20,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ptlens.results.store import aggregate_row, aggregate_rows
+from typing import Sequence
+
+from ptlens.results.rows import AggregateRow
+from ptlens.results.store import WeightSummary
 
 ROLES = ("base", "sft", "dpo", "rlvr")
 ITEM_FIELDS = {"sft": "examples", "dpo": "pairs", "rlvr": "prompts"}
@@ -130,15 +133,15 @@ def comparison_pair(stages: list[Stage], trained_only: bool = True) -> tuple[Sta
 
 
 class Transitions:
-    """Lookup over the stored transitions (``summary["transitions"]``) and their aggregate rows."""
+    """Lookup over a scan's stored transitions and their aggregate rows (:class:`WeightSummary`), indexed once."""
 
-    def __init__(self, summary: dict | None):
-        self.summary = summary or {}
+    def __init__(self, summary: WeightSummary | dict | None):
+        self.summary = WeightSummary.coerce(summary) or WeightSummary({}, {}, [], {})
         self.by_ab: dict[tuple[int, int], str] = {}
-        for t in self.summary.get("transitions") or []:
-            self.by_ab.setdefault((int(t["a"]), int(t["b"])), t["name"])
+        for t in self.summary.transition_refs():
+            self.by_ab.setdefault((t.a, t.b), t.name)
         self.names = {n: ab for ab, n in self.by_ab.items()}
-        self.agg = self.summary.get("aggregates") or {}
+        self._rows: dict[tuple[str, str], list[AggregateRow]] = {}
 
     def name(self, a: int, b: int) -> str | None:
         return self.by_ab.get((a, b))
@@ -176,21 +179,21 @@ class Transitions:
             return None
         return self.span(stage.start, stage.end)
 
-    def row(self, scope: str, transition: str | None, key: list | None = None) -> dict | None:
-        return None if transition is None else aggregate_row(self.agg, scope, transition, key or [])
+    def rows(self, scope: str, transition: str | None) -> list[AggregateRow]:
+        """Rows of one transition; none for no transition."""
+        if transition is None:
+            return []
+        if (scope, transition) not in self._rows:
+            self._rows[(scope, transition)] = self.summary.rows(scope, transition)
+        return self._rows[(scope, transition)]
 
-    def rows(self, scope: str, transition: str | None) -> list[dict]:
-        """Rows of one transition; none for no transition (``aggregate_rows`` would return every transition's)."""
-        return [] if transition is None else aggregate_rows(self.agg, scope, transition)
+    def row(self, scope: str, transition: str | None, key: Sequence = ()) -> AggregateRow | None:
+        return next((r for r in self.rows(scope, transition) if r.key == tuple(key or ())), None)
 
-    def value(self, scope: str, transition: str | None, metric: str, key: list | None = None) -> float | None:
+    def value(self, scope: str, transition: str | None, metric: str, key: Sequence = ()) -> float | None:
         r = self.row(scope, transition, key)
-        v = None if r is None else r.get(metric)
-        return float(v) if isinstance(v, (int, float)) else None
+        return None if r is None else r.value(metric)
 
     def delta_cosine(self, t1: str, t2: str, scope: str = "delta_cosine_model") -> float | None:
-        for p in self.agg.get(scope) or []:
-            if not p.get("key") and {p.get("t1"), p.get("t2")} == {t1, t2}:
-                v = p.get("delta_cosine")
-                return float(v) if isinstance(v, (int, float)) else None
-        return None
+        return next((p.delta_cosine for p in self.summary.cosines(scope) if not p.key and {p.t1, p.t2} == {t1, t2}),
+                    None)

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ptlens.report.stages import ITEM_FIELDS, Stage, Transitions, step_of, stages_of
+from ptlens.results.rows import Estimate, ModelStats
+from ptlens.results.store import BehaviorResults, WeightSummary
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,8 @@ class TrajectoryPoint:
     path_length: float | None
     step_rel_change: float | None
     step_changed_exact: float | None
-    behaviour: dict = field(default_factory=dict)
-    """metric → {"value", "lo", "hi"} for this checkpoint, when measured."""
+    behaviour: dict[str, Estimate] = field(default_factory=dict)
+    """metric → its estimate for this checkpoint, when measured."""
 
 
 @dataclass(frozen=True)
@@ -64,17 +66,17 @@ def _x_axis(stage: Stage) -> tuple[str, list[float]]:
     return "checkpoint in stage", [float(i + 1) for i in range(len(stage.members))]
 
 
-def trajectories(summary: dict | None, results: dict | None = None,
+def trajectories(summary: WeightSummary | dict | None, results: BehaviorResults | dict | None = None,
                  behaviour_metrics: tuple[str, ...] = ("accuracy", "token_entropy", "length_mean")) -> list[Trajectory]:
     """One :class:`Trajectory` per stage with several checkpoints (empty without weight results)."""
+    summary, results = WeightSummary.coerce(summary), BehaviorResults.coerce(results)
     if not summary:
         return []
     tr = Transitions(summary)
-    cps = (summary.get("lineage") or {}).get("checkpoints") or []
-    names = [c.get("name") for c in cps]
-    models = (results or {}).get("models") or {}
+    names = [c.get("name") for c in summary.checkpoints]
+    models = results.models if results else {}
     out = []
-    for st in stages_of(summary.get("lineage") or {}):
+    for st in stages_of(summary.lineage):
         if not st.is_trajectory or st.start is None:
             continue
         s = st.start
@@ -92,8 +94,7 @@ def trajectories(summary: dict | None, results: dict | None = None,
     return out
 
 
-def _behaviour(model: dict | None, metrics: tuple[str, ...]) -> dict:
+def _behaviour(model: ModelStats | None, metrics: tuple[str, ...]) -> dict[str, Estimate]:
     if not model:
         return {}
-    got = model.get("metrics") or {}
-    return {m: got[m] for m in metrics if isinstance(got.get(m), dict) and got[m].get("value") is not None}
+    return {m: model.metrics[m] for m in metrics if model.value(m) is not None}

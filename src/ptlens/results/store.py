@@ -23,6 +23,8 @@ from typing import Any, Iterable, Sequence
 
 from ptlens.errors import PtlensError
 from ptlens.results import files as F
+from ptlens.results.rows import (AggregateRow, CosineRow, Estimate, ModelStats, PairComparison, ProblemStats,
+                                TransitionRef, estimates)
 
 WEIGHTS_SCHEMA = 1
 """weights/summary.json: 1 = this layout with ``schema``; 0 = the same layout before the field existed."""
@@ -104,23 +106,33 @@ class WeightSummary:
         extra.pop("ptlens", None)
         return cls(**known, extra=extra)
 
-    def rows(self, scope: str, transition: str | None = None) -> list[dict]:
-        return aggregate_rows(self.aggregates, scope, transition)
+    @classmethod
+    def coerce(cls, s: "WeightSummary | dict | None") -> "WeightSummary | None":
+        """The record itself, or one made from a summary dict (which may lack fields a hand-made test dict omits);
+        None for None or an empty dict."""
+        if not s or isinstance(s, WeightSummary):
+            return s or None
+        return cls.from_dict({"lineage": {}, "settings": {}, "transitions": [], "aggregates": {}, **s})
 
-    def row(self, scope: str, transition: str, key: Sequence = ()) -> dict | None:
-        return aggregate_row(self.aggregates, scope, transition, key)
+    @property
+    def checkpoints(self) -> list[dict]:
+        return (self.lineage or {}).get("checkpoints") or []
 
+    def transition_refs(self) -> list[TransitionRef]:
+        return [TransitionRef.from_dict(t) for t in self.transitions]
 
-def aggregate_rows(aggregates: dict | None, scope: str, transition: str | None = None) -> list[dict]:
-    """Aggregate rows of one scope (model, group, kind, layer, …), optionally of one transition: the one lookup
-    over ``weights/summary.json``'s aggregates (:class:`WeightSummary` and the report's ``Transitions`` use it)."""
-    return [r for r in (aggregates or {}).get(scope) or [] if transition is None or r.get("transition") == transition]
+    def rows(self, scope: str, transition: str | None = None) -> list[AggregateRow]:
+        """Aggregate rows of one scope (model, group, kind, layer, …), optionally of one transition."""
+        return [AggregateRow.from_dict(r) for r in (self.aggregates or {}).get(scope) or []
+                if transition is None or r.get("transition") == transition]
 
+    def row(self, scope: str, transition: str, key: Sequence = ()) -> AggregateRow | None:
+        """The row of one transition and key (``()`` for the whole scope, e.g. ``("mlp",)`` in scope "group")."""
+        return next((r for r in self.rows(scope, transition) if r.key == tuple(key)), None)
 
-def aggregate_row(aggregates: dict | None, scope: str, transition: str, key: Sequence = ()) -> dict | None:
-    """The row of one transition and key (``[]`` for the whole scope, e.g. ``["mlp"]`` in scope "group")."""
-    return next((r for r in aggregate_rows(aggregates, scope, transition) if list(r.get("key") or []) == list(key)),
-                None)
+    def cosines(self, scope: str = "delta_cosine_model") -> list[CosineRow]:
+        """cos(ΔW₁, ΔW₂) rows of one ``delta_cosine_*`` scope."""
+        return [CosineRow.from_dict(r) for r in (self.aggregates or {}).get(scope) or []]
 
 
 def save_weight_summary(out_dir: str | Path, summary: WeightSummary | dict) -> Path:
@@ -273,13 +285,42 @@ class BehaviorResults:
     HEAD = ("schema", "kind", "created", "command", "settings", "versions", "lineage", "models_info", "problems")
     TAIL = ("headline_problems", "by_tag", "figures")
 
+    @classmethod
+    def coerce(cls, r: "BehaviorResults | dict | None") -> "BehaviorResults | None":
+        """The record itself, or one made from a results dict; None for None or an empty dict."""
+        return None if not r else r if isinstance(r, BehaviorResults) else cls.from_dict(r)
+
     @property
-    def models(self) -> dict:
-        return self.metrics.get("models") or {}
+    def models(self) -> dict[str, ModelStats]:
+        """Model name → its behaviour, in lineage order."""
+        return {n: ModelStats.from_dict(n, m) for n, m in (self.metrics.get("models") or {}).items()}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.metrics.get("models") or {})
 
     @property
     def ks(self) -> list[int]:
         return self.metrics.get("ks") or []
+
+    @property
+    def consecutive(self) -> list[PairComparison]:
+        """Neighbouring pairs with their paired differences (later − earlier)."""
+        return [PairComparison.from_dict(c) for c in self.metrics.get("consecutive") or []]
+
+    def per_problem(self, name: str) -> list[ProblemStats]:
+        """One model's per-problem counts, in problem order."""
+        return [ProblemStats.from_dict(r) for r in (self.metrics.get("per_problem") or {}).get(name) or []]
+
+    @property
+    def level(self) -> float | None:
+        """The level of the stored bootstrap intervals (0.95), None when the run did not store one."""
+        lv = (self.metrics.get("bootstrap") or {}).get("level")
+        return float(lv) if isinstance(lv, (int, float)) and not isinstance(lv, bool) and 0 < lv < 1 else None
+
+    def cross(self, name: str = "cross_ppl") -> dict[str, dict[str, Estimate]]:
+        """Whose responses → scoring model → estimate (``cross_ppl`` or ``cross_kl``)."""
+        return {a: estimates(by) for a, by in (self.metrics.get(name) or {}).items()}
 
     def to_dict(self) -> dict:
         d = asdict(self)

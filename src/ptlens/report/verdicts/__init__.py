@@ -2,8 +2,10 @@
 
 "The study's hypotheses" are the directions the user's analysis plan expects (README, "The
 report"; docs/METRICS.md, "Verdicts"); they are stated here as :data:`HYPOTHESES` and tested, never printed as
-findings. Pure functions: they take the dicts of ``weights/summary.json`` and
-``model_comparison_results.json`` (either may be None) and return :class:`Verdict` objects.
+findings. Pure functions: they take the store's records of ``weights/summary.json`` and
+``model_comparison_results.json`` (:class:`~ptlens.results.store.WeightSummary`,
+:class:`~ptlens.results.store.BehaviorResults`, either may be None; a dict of either file is read as its record)
+and return :class:`Verdict` objects.
 Nothing here reads a file or draws a figure.
 
 Each question is answered by *checks*. A check compares the two stages the hypotheses are
@@ -48,6 +50,7 @@ from ptlens.report.verdicts.criteria import (AS_HYPOTHESISED, BEHAVIOUR_CHECKS, 
 from ptlens.report.verdicts.dynamics import beyond_rounding, learning_dynamics, null_pairs, output_focus
 from ptlens.report.verdicts.efficiency import EfficiencyRow, efficiency_rows, sample_efficiency
 from ptlens.report.verdicts.transfer import transfer
+from ptlens.results.store import BehaviorResults, WeightSummary
 
 __all__ = ["AS_HYPOTHESISED", "BEHAVIOUR_CHECKS", "CLEAR", "CLEAR_UNDIRECTED", "DESCRIBED", "DESCRIPTIVE", "HYPOTHESES",
            "MINIMAL", "MIXED", "NO_CLEAR", "NOT_MEASURED", "QUESTION_KEYS", "QUESTIONS", "REINFORCES", "REVERSED",
@@ -58,7 +61,7 @@ __all__ = ["AS_HYPOTHESISED", "BEHAVIOUR_CHECKS", "CLEAR", "CLEAR_UNDIRECTED", "
            "transfer"]
 
 
-def all_verdicts(summary: dict | None, results: dict | None, criteria: Criteria = Criteria(),
+def all_verdicts(summary: WeightSummary | dict | None, results: BehaviorResults | dict | None, criteria: Criteria = Criteria(),
                  extra_differences: dict | None = None) -> list[Verdict]:
     """The four questions' verdicts, in the order of the user's analysis plan."""
     return [learning_dynamics(summary, criteria), reasoning_behaviour(results, criteria, extra_differences),

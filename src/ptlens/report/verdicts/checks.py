@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
+from ptlens.results.rows import Estimate, number
 from ptlens.report.verdicts.criteria import (AS_HYPOTHESISED, CLEAR_UNDIRECTED, NO_CLEAR, NOT_MEASURED, REVERSED, STUDY,
                                              Check, Criteria, Evidence)
 
 
-def finite_number(v) -> float | None:
-    """A stored number as a float; None for a missing, non-numeric (bool included) or non-finite value."""
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)) else None
+finite_number = number
+"""A stored number as a float; None for a missing, non-numeric (bool included) or non-finite value."""
 
 
 def ratio_check(name: str, metric: str, a_name: str, a: float | None, b_name: str, b: float | None, factor: float,
@@ -35,39 +33,32 @@ def check_outcome(clear: bool, sign: int, direction: int) -> str:
     return AS_HYPOTHESISED if sign == direction else REVERSED
 
 
-def interval(est: dict | None) -> tuple[float, float] | None:
-    if not est:
-        return None
-    lo, hi = finite_number(est.get("lo")), finite_number(est.get("hi"))
-    return (lo, hi) if lo is not None and hi is not None else None
-
-
-
-def difference_check(name: str, metric: str, a_name: str, a_est: dict | None, b_name: str, b_est: dict | None,
-                     diff: dict | None, criteria: Criteria, relative: bool, direction: int = 0,
+def difference_check(name: str, metric: str, a_name: str, a_est: Estimate | None, b_name: str, b_est: Estimate | None,
+                     diff: Estimate | None, criteria: Criteria, relative: bool, direction: int = 0,
                      hypothesis: str | None = None, p_adjusted: float | None = None, family: int = 1) -> Check:
     """B − A on one behaviour metric: the (Holm-adjusted) paired test rejects at α and |effect| ≥ the stated size.
 
     ``p_adjusted`` comes from :func:`holm` over the question's ``family`` checks; without it the raw p is used.
     """
-    av, bv = finite_number((a_est or {}).get("value")), finite_number((b_est or {}).get("value"))
+    a_est, b_est, diff = Estimate.coerce(a_est), Estimate.coerce(b_est), Estimate.coerce(diff)
+    av, bv = a_est and a_est.value, b_est and b_est.value
     size = criteria.relative_effect * abs(av) if relative and av is not None else criteria.share_effect
     size_txt = f"{criteria.relative_effect:.0%} of {a_name}'s value" if relative else f"{criteria.share_effect:g}"
-    ev = [Evidence(f"{metric} [{a_name}]", av, interval(a_est)), Evidence(f"{metric} [{b_name}]", bv, interval(b_est))]
+    ev = [Evidence(f"{metric} [{a_name}]", av, a_est and a_est.interval),
+          Evidence(f"{metric} [{b_name}]", bv, b_est and b_est.interval)]
     if av is None or bv is None:
         return Check(name, NOT_MEASURED, ev, hypothesis, f"{metric} not in the stored results for both models")
-    d = finite_number((diff or {}).get("value"))
-    p = finite_number((diff or {}).get("p"))
+    d, p = (diff.value, diff.p) if diff else (None, None)
     rule = (f"paired sign-flip test of {b_name} − {a_name}, Holm-adjusted over {family} check{'s' if family != 1 else ''}, "
             f"p ≤ {criteria.alpha:g} and |difference| ≥ {size_txt}")
     if d is None or p is None:
         if d is not None:
-            ev.append(Evidence(f"{metric}: {b_name} − {a_name} (paired)", d, interval(diff)))
+            ev.append(Evidence(f"{metric}: {b_name} − {a_name} (paired)", d, diff.interval))
         return Check(name, NOT_MEASURED, ev, hypothesis,
                      "no paired test stored for this pair (results of an older ptlens, or no behavior/samples.jsonl to "
                      "recompute it from): rerun ptlens behavior or rebuild the report beside its samples")
     padj = p if p_adjusted is None else p_adjusted
-    ev += [Evidence(f"{metric}: {b_name} − {a_name} (paired)", d, interval(diff)),
+    ev += [Evidence(f"{metric}: {b_name} − {a_name} (paired)", d, diff.interval),
            Evidence("p (sign-flip, two-sided)", p), Evidence("p (Holm-adjusted)", padj)]
     clear = padj <= criteria.alpha and abs(d) >= size
     return Check(name, check_outcome(clear, 1 if d > 0 else -1, direction), ev, hypothesis, rule, p, padj)

@@ -9,10 +9,12 @@ from ptlens.report.verdicts.checks import comparison_text, finite_number, ratio_
 from ptlens.report.verdicts.criteria import (DESCRIBED, NO_CHANGE, NO_CLEAR, NOT_MEASURED, QUESTIONS, Check, Criteria,
                                              Evidence, Verdict, combine, no_weights)
 from ptlens.results import files as FILES
+from ptlens.results.rows import AggregateRow
+from ptlens.results.store import WeightSummary
 
 
-def _sumsq(rows: list[dict], field_: str) -> float:
-    return sum(float(r.get(field_) or 0.0) ** 2 for r in rows)
+def _sumsq(rows: list[AggregateRow], field_: str) -> float:
+    return sum(float(r.values.get(field_) or 0.0) ** 2 for r in rows)
 
 
 def output_focus(tr: Transitions, transition: str | None, fraction: float = 0.25) -> float | None:
@@ -23,9 +25,9 @@ def output_focus(tr: Transitions, transition: str | None, fraction: float = 0.25
     model = tr.row("model", transition)
     if not layers or model is None:
         return None
-    ids = sorted({r["key"][0] for r in layers})
+    ids = sorted({r.key[0] for r in layers})
     top = set(ids[len(ids) - max(1, math.ceil(fraction * len(ids))):])
-    out = [r for r in layers if r["key"][0] in top] + [r for r in tr.rows("group", transition) if r["key"] == ["head"]]
+    out = [r for r in layers if r.key[0] in top] + [r for r in tr.rows("group", transition) if r.key == ("head",)]
     d_out, a_out = _sumsq(out, "delta_norm"), _sumsq(out, "norm_a")
     d_all, a_all = _sumsq([model], "delta_norm"), _sumsq([model], "norm_a")
     d_rest, a_rest = d_all - d_out, a_all - a_out
@@ -40,29 +42,14 @@ def attention_mlp_ratio(tr: Transitions, transition: str | None) -> float | None
     return att / mlp if att is not None and mlp else None
 
 
-def null_of(row: dict | None, metric: str) -> float | None:
-    """The stored null of ``metric`` in an aggregate row: ``<metric>_null`` (or ``x_null_wmean`` for ``x_wmean``)."""
-    if not row:
-        return None
-    names = [f"{metric}_null"] + ([metric.replace("_wmean", "_null_wmean")] if metric.endswith("_wmean") else [])
-    for name in names:
-        v = finite_number(row.get(name))
-        if v is not None:
-            return v
-    return None
+def null_of(row: AggregateRow | None, metric: str) -> float | None:
+    """The stored null of ``metric`` in an aggregate row (:meth:`AggregateRow.null`), None without a row."""
+    return None if row is None else row.null(metric)
 
 
-def null_pairs(row: dict | None) -> dict[str, tuple[float, float]]:
+def null_pairs(row: AggregateRow | None) -> dict[str, tuple[float, float]]:
     """{metric: (observed, null)} for every metric of ``row`` with a stored null."""
-    out = {}
-    for k in row or {}:
-        if "_null" not in k:
-            continue
-        base = k.replace("_null", "")
-        obs, nul = finite_number(row.get(base)), finite_number(row.get(k))
-        if obs is not None and nul is not None:
-            out[base] = (obs, nul)
-    return out
+    return {} if row is None else row.null_pairs()
 
 
 def beyond_rounding(tr: Transitions, transition: str | None, margin: float = 0.10) -> bool | None:
@@ -72,7 +59,7 @@ def beyond_rounding(tr: Transitions, transition: str | None, margin: float = 0.1
     row = tr.row("model", transition)
     if row is None:
         return None
-    if finite_number(row.get("changed_exact")) == 0.0:
+    if row.finite("changed_exact") == 0.0:
         return False
     pairs = null_pairs(row)
     if not pairs:
@@ -130,7 +117,7 @@ def magnitude_check(tr: Transitions, sa: Stage, ta: str, sb: Stage, tb: str, cri
                  f"descriptive: rel_change follows the learning rate and the number of steps ({why})")
 
 
-def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> Verdict:
+def learning_dynamics(summary: WeightSummary | dict | None, criteria: Criteria = Criteria()) -> Verdict:
     q = QUESTIONS[0]
     P = criteria.pattern_factor
     crit = (f"Compare the two stages' whole-stage weight updates (exact, parameter-weighted), each metric divided by its "
@@ -138,10 +125,11 @@ def learning_dynamics(summary: dict | None, criteria: Criteria = Criteria()) -> 
             f"{P:g}× either way (breadth, output-layer focus, attention/MLP balance, stable rank, principal overlap); "
             "unexpected when a hypothesised direction (W1, W2, L1) is clearly reversed. Magnitude, raw or per unit of "
             "learning rate × steps, is shown but descriptive: it has no null.")
+    summary = WeightSummary.coerce(summary)
     if not summary:
         return no_weights(q, crit)
     tr = Transitions(summary)
-    stages = stages_of(summary.get("lineage") or {})
+    stages = stages_of(summary.lineage)
     pair = comparison_pair(stages)
     if pair is None:
         return combine(q, [], crit, None, None, "", "the lineage has a single trained stage; nothing to compare")

@@ -8,6 +8,7 @@ from ptlens.report.stages import ITEM_FIELDS, Stage, Transitions, comparison_pai
 from ptlens.report.verdicts.checks import ratio_check
 from ptlens.report.verdicts.criteria import DESCRIBED, QUESTIONS, Check, Criteria, Evidence, Verdict, combine, no_weights
 from ptlens.results import files as FILES
+from ptlens.results.store import WeightSummary
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,17 @@ def _items(stage: Stage) -> tuple[str | None, int | None]:
     return None, None
 
 
-def efficiency_rows(summary: dict | None) -> list[EfficiencyRow]:
+def efficiency_rows(summary: WeightSummary | dict | None) -> list[EfficiencyRow]:
+    summary = WeightSummary.coerce(summary)
     if not summary:
         return []
     tr = Transitions(summary)
     rows = []
-    for s in stages_of(summary.get("lineage") or {}):
+    for s in stages_of(summary.lineage):
         if s.start is None:
             continue
         dist, how = tr.distance(s.start, s.end)
-        names = [c.get("name") for c in (summary.get("lineage") or {}).get("checkpoints") or []]
+        names = [c.get("name") for c in summary.checkpoints]
         t = tr.name(s.start, s.end) if how == "stored" else (
             f"{names[s.start]}→{names[s.end]} (derived from steps and their cosine)" if how else None)
         field_, n = _items(s)
@@ -66,7 +68,7 @@ def efficiency_rows(summary: dict | None) -> list[EfficiencyRow]:
     return rows
 
 
-def sample_efficiency(summary: dict | None, criteria: Criteria = Criteria()) -> Verdict:
+def sample_efficiency(summary: WeightSummary | dict | None, criteria: Criteria = Criteria()) -> Verdict:
     q = QUESTIONS[2]
     crit = ("Weight change per training item (relative change of the whole stage ÷ its distinct training examples, "
             "pairs or prompts, from the stage facts). Descriptive when the stages count different kinds of items "
@@ -74,9 +76,10 @@ def sample_efficiency(summary: dict | None, criteria: Criteria = Criteria()) -> 
             f"at ≥ {criteria.efficiency_factor:g}× either way. No direction is hypothesised. Caveats: the stages used "
             "different data, objectives and learning rates, and weight change is not learning; a rate, not a "
             "controlled comparison.")
+    summary = WeightSummary.coerce(summary)
     if not summary:
         return no_weights(q, crit)
-    stages = stages_of(summary.get("lineage") or {})
+    stages = stages_of(summary.lineage)
     pair = comparison_pair(stages)
     rows = {r.stage: r for r in efficiency_rows(summary)}
     if pair is None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 from ptlens.report.stages import Transitions, stages_of
-from ptlens.report.verdicts.checks import finite_number
 from ptlens.report.verdicts.criteria import (NOT_MEASURED, QUESTIONS, REINFORCES, STUDY, UNDOES, UNRELATED, Check,
                                              Criteria, Evidence, Verdict, combine, no_weights)
 from ptlens.results import files as FILES
+from ptlens.results.store import BehaviorResults, WeightSummary
 
 
 def cosine_chance(n: int | None, z: float = 4.0) -> float | None:
@@ -20,7 +20,8 @@ def transfer_check(tr: Transitions, t1: str, t2: str, criteria: Criteria) -> Che
     """Does the later update reinforce (cos ≥ c), undo (cos ≤ −c) or stand unrelated to the earlier one?"""
     c = criteria.cosine_threshold
     v = tr.delta_cosine(t1, t2)
-    n = finite_number((tr.row("model", t1) or {}).get("entries"))
+    row = tr.row("model", t1)
+    n = row.finite("entries") if row else None
     chance = cosine_chance(int(n) if n else None, criteria.cosine_chance_z)
     bound = max(c, chance or 0.0)
     rule = (f"reinforces: cos ≥ {c:g}; undoes: cos ≤ −{c:g}; else unrelated"
@@ -35,7 +36,8 @@ def transfer_check(tr: Transitions, t1: str, t2: str, criteria: Criteria) -> Che
     return Check(f"Direction: {t2} after {t1} ({outcome})", outcome, ev, None, rule)
 
 
-def transfer(summary: dict | None, results: dict | None = None, criteria: Criteria = Criteria()) -> Verdict:
+def transfer(summary: WeightSummary | dict | None, results: BehaviorResults | dict | None = None,
+             criteria: Criteria = Criteria()) -> Verdict:
     q = QUESTIONS[3]
     c = criteria.cosine_threshold
     crit = (f"Between the whole-stage updates of neighbouring stages (and of the first and last stage): cos(ΔW_earlier, "
@@ -43,10 +45,11 @@ def transfer(summary: dict | None, results: dict | None = None, criteria: Criter
             f"cos ≤ −{c:g}, and is unrelated when |cos| < {c:g} or within chance ({criteria.cosine_chance_z:g}/√n for n "
             f"parameters: independent updates have cos ≈ N(0, 1/n)). {STUDY[0].upper() + STUDY[1:]} name no direction "
             "here, so this question is never 'unexpected'; the verdict names the outcome (mixed when pairs differ).")
+    summary, results = WeightSummary.coerce(summary), BehaviorResults.coerce(results)
     if not summary:
         return no_weights(q, crit)
     tr = Transitions(summary)
-    stages = [s for s in stages_of(summary.get("lineage") or {}) if s.start is not None]
+    stages = [s for s in stages_of(summary.lineage) if s.start is not None]
     spans = [(s, tr.stage_transition(s)) for s in stages]
     pairs = [(spans[i], spans[i + 1]) for i in range(len(spans) - 1)]
     if len(spans) >= 3:
@@ -60,7 +63,7 @@ def transfer(summary: dict | None, results: dict | None = None, criteria: Criter
             continue
         checks.append(transfer_check(tr, t1, t2, criteria))
     # accumulation: straight-line change from the first checkpoint vs the path through the stages
-    cps = (summary.get("lineage") or {}).get("checkpoints") or []
+    cps = summary.checkpoints
     last = len(cps) - 1
     total = tr.value("model", tr.name(0, last), "delta_norm") if last >= 2 else None
     steps = [tr.value("model", tr.name(i, i + 1), "delta_norm") for i in range(last)]
@@ -69,12 +72,11 @@ def transfer(summary: dict | None, results: dict | None = None, criteria: Criter
         path = sum(steps)
         extra = [Evidence(f"‖ΔW[{tr.name(0, last)}]‖_F", total), Evidence("Σ‖ΔW‖_F over consecutive steps", path),
                  Evidence("straightness = ‖cumulative‖ ÷ Σ‖consecutive‖ (1 = all steps aligned)", total / path)]
-    if results and results.get("consecutive"):
-        for cmp_ in results["consecutive"]:
-            ss = cmp_.get("solved_sets") or {}
-            if "a_only" in ss and "b_only" in ss:
-                extra.append(Evidence(f"problems solved by {cmp_['a']} but no longer by {cmp_['b']}", float(ss["a_only"])))
-                extra.append(Evidence(f"problems newly solved by {cmp_['b']}", float(ss["b_only"])))
+    for cmp_ in results.consecutive if results else []:
+        ss = cmp_.solved_sets
+        if "a_only" in ss and "b_only" in ss:
+            extra.append(Evidence(f"problems solved by {cmp_.a} but no longer by {cmp_.b}", float(ss["a_only"])))
+            extra.append(Evidence(f"problems newly solved by {cmp_.b}", float(ss["b_only"])))
     v = combine(q, checks, crit, FILES.REPORT_FIGURES["transfer"], "#tbl-transfer", "whole-stage updates of the lineage's stages",
                  "fewer than two stage transitions with a stored Δ cosine")
     if extra and v.label != NOT_MEASURED:
