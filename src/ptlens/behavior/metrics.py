@@ -1,4 +1,4 @@
-"""Behaviour metrics of DESIGN.md as pure functions of graded samples, with bootstrap intervals.
+"""Behaviour metrics of docs/METRICS.md as pure functions of graded samples, with bootstrap intervals.
 
 No I/O here: ``run.py`` reads ``samples.jsonl`` into :class:`ProblemSamples` and calls
 :func:`compare_models`. Every estimator works per problem, so intervals resample problems.

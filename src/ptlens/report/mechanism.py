@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from ptlens.mechanism.criteria import CARRY_SHARE
+from ptlens.results import registry as REG
 
 MOVE_THRESHOLD = 1e-3
 """A layer "moves" when the mean relative activation change ‖h_B − h_A‖/‖h_A‖ exceeds this."""
@@ -43,14 +44,11 @@ FIGURES = {
 
 
 def _f(v, digits: int = 3) -> str:
+    """A stored number (a CSV cell or a JSON value) printed as every other section prints it (:func:`REG.fmt_number`)."""
     if v is None or v == "" or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     v = float(v)
-    if v == 0:
-        return "0"
-    if abs(v) < 1e-3 or abs(v) >= 1e5:
-        return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}g}"
+    return "0" if v == 0 else REG.fmt_number(v, digits)
 
 
 def _pct(v) -> str:
@@ -64,40 +62,40 @@ def _iv(r: dict, key: str, f=_f) -> str | tuple[str, str]:
     return (f(v), f"[{f(lo)}, {f(hi)}]") if lo is not None and hi is not None else f(v)
 
 
-def _num(v):
+def _cell(v):
     return None if v is None or v == "" else float(v)
 
 
 def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict:
-    moved = [r for r in layers if (_num(r.get("act_rel_diff")) or 0) > MOVE_THRESHOLD]
+    moved = [r for r in layers if (_cell(r.get("act_rel_diff")) or 0) > MOVE_THRESHOLD]
     first = min((int(r["layer"]) for r in moved), default=None)
-    peak = max(layers, key=lambda r: _num(r.get("logit_lens_kl")) or 0, default=None)
+    peak = max(layers, key=lambda r: _cell(r.get("logit_lens_kl")) or 0, default=None)
     models = [r for r in trows if r.get("row") == "model"]
     parts = [r for r in trows if r.get("row") == "part"]
     carriers, partly = [], []
     for r in parts:
-        lo, v = _num(r.get("kl_recovered_lo_fw", r.get("kl_recovered_lo"))), _num(r.get("kl_recovered"))
+        lo, v = _cell(r.get("kl_recovered_lo_fw", r.get("kl_recovered_lo"))), _cell(r.get("kl_recovered"))
         if lo is not None and lo >= CARRY_SHARE:
             carriers.append(r)
         elif v is not None and v >= CARRY_SHARE / 2:
             partly.append(r)
     best = {}
     for part_kind in ("groups", "layers"):
-        ps = [r for r in parts if r.get("partition") == part_kind and _num(r.get("kl_recovered")) is not None]
+        ps = [r for r in parts if r.get("partition") == part_kind and _cell(r.get("kl_recovered")) is not None]
         if ps:
-            best[part_kind] = max(ps, key=lambda r: _num(r["kl_recovered"]))
+            best[part_kind] = max(ps, key=lambda r: _cell(r["kl_recovered"]))
     acc_text, acc_changed = "not measured", False
     if len(models) == 2:
         a, b = models
-        lo, hi = _num(b.get("acc_change_lo")), _num(b.get("acc_change_hi"))
+        lo, hi = _cell(b.get("acc_change_lo")), _cell(b.get("acc_change_hi"))
         acc_changed = lo is not None and hi is not None and (lo > 0 or hi < 0)
-        acc_text = (f"{_pct(_num(a.get('accuracy')))} → {_pct(_num(b.get('accuracy')))} "
-                    f"(B − A {_f(_num(b.get('acc_change')))} [{_f(lo)}, {_f(hi)}]"
+        acc_text = (f"{_pct(_cell(a.get('accuracy')))} → {_pct(_cell(b.get('accuracy')))} "
+                    f"(B − A {_f(_cell(b.get('acc_change')))} [{_f(lo)}, {_f(hi)}]"
                     f"{'' if acc_changed else ', no clear change'})")
 
     def label(r):
-        return f"{r['part']} ({_pct(_num(r.get('kl_recovered')))} [{_pct(_num(r.get('kl_recovered_lo')))}, " \
-               f"{_pct(_num(r.get('kl_recovered_hi')))}])"
+        return f"{r['part']} ({_pct(_cell(r.get('kl_recovered')))} [{_pct(_cell(r.get('kl_recovered_lo')))}, " \
+               f"{_pct(_cell(r.get('kl_recovered_hi')))}])"
 
     if not parts:
         carrier_text = "not measured (no transplants)"
@@ -109,36 +107,36 @@ def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict
         carrier_text = "no single part (the change is spread out)"
     sums = {r.get("partition"): r for r in trows if r.get("row") == "sum"}
     acc_carriers = [r for r in parts if acc_changed
-                    and (_num(r.get("acc_recovered_lo_fw", r.get("acc_recovered_lo"))) or -1) >= CARRY_SHARE]
+                    and (_cell(r.get("acc_recovered_lo_fw", r.get("acc_recovered_lo"))) or -1) >= CARRY_SHARE]
     sentences = []
-    largest = max((r for r in layers if int(r["layer"]) >= 0), key=lambda r: _num(r.get("act_rel_diff")) or 0,
+    largest = max((r for r in layers if int(r["layer"]) >= 0), key=lambda r: _cell(r.get("act_rel_diff")) or 0,
                   default=None)
     if first == -1:  # the stage changed the embedding table, so every layer's input differs: say where it grows most
         sentences.append("The embedding table changed, so activations differ from the first layer on"
                          + (f"; the relative activation change is largest at layer {largest['layer']} "
-                            f"({_f(_num(largest.get('act_rel_diff')))})" if largest else "")
+                            f"({_f(_cell(largest.get('act_rel_diff')))})" if largest else "")
                          + (f", and the readout changes most at layer {peak['layer']} (logit-lens KL "
-                            f"{_f(_num(peak['logit_lens_kl']))} nats/token)" if peak else ""))
+                            f"{_f(_cell(peak['logit_lens_kl']))} nats/token)" if peak else ""))
     elif first is not None:
         sentences.append(f"Activations first move at layer {first}"
                          + (f"; the readout changes most at layer {peak['layer']} (logit-lens KL "
-                            f"{_f(_num(peak['logit_lens_kl']))} nats/token)" if peak else ""))
+                            f"{_f(_cell(peak['logit_lens_kl']))} nats/token)" if peak else ""))
     else:
         sentences.append("No layer's activations move beyond the threshold")
     if parts:
         sentences.append(f"By KL, the change is carried by: {carrier_text}")
         if acc_changed:
-            sentences.append("By accuracy: " + ("; ".join(f"{r['part']} ({_pct(_num(r.get('acc_recovered')))})"
+            sentences.append("By accuracy: " + ("; ".join(f"{r['part']} ({_pct(_cell(r.get('acc_recovered')))})"
                                                          for r in acc_carriers) or "no single part recovers half of it"))
         for k, r in sums.items():
-            sentences.append(f"Additivity ({k}): the parts' recovered KL shares sum to {_pct(_num(r.get('kl_recovered')))}"
-                             + (f", their accuracy changes to {_f(_num(r.get('acc_change')))}" if acc_changed else ""))
+            sentences.append(f"Additivity ({k}): the parts' recovered KL shares sum to {_pct(_cell(r.get('kl_recovered')))}"
+                             + (f", their accuracy changes to {_f(_cell(r.get('acc_change')))}" if acc_changed else ""))
     return {
         "transition": name,
         "first_layer": first,
         "first_layer_text": "none" if first is None else "embeddings (table changed)" if first == -1 else str(first),
         "peak_kl_layer": None if peak is None else int(peak["layer"]),
-        "peak_kl_text": "–" if peak is None else f"layer {peak['layer']}: {_f(_num(peak['logit_lens_kl']))}",
+        "peak_kl_text": "–" if peak is None else f"layer {peak['layer']}: {_f(_cell(peak['logit_lens_kl']))}",
         "carriers": [r["part"] for r in carriers],
         "partly": [r["part"] for r in partly],
         "best": {k: r["part"] for k, r in best.items()},
@@ -164,14 +162,14 @@ def mechanism_record(summary: dict | None, adl: dict | None = None, adl_top: int
            for t in names]
     ltab = {"id": "tbl-mechanism-layers", "caption": "Per layer (same inputs through A and B)",
             "header": ["transition", "layer", "CKA", "relative activation change", "logit-lens KL (nats/token)"],
-            "rows": [[r["transition"], str(r["layer"]), _f(_num(r.get("cka")), 6), _f(_num(r.get("act_rel_diff"))),
-                      _f(_num(r.get("logit_lens_kl")))] for r in layers],
+            "rows": [[r["transition"], str(r["layer"]), _f(_cell(r.get("cka")), 6), _f(_cell(r.get("act_rel_diff"))),
+                      _f(_cell(r.get("logit_lens_kl")))] for r in layers],
             "note": f"{summary.get('n_problems')} problems in the later model's prompt format and "
                     f"{len(summary.get('plain_texts') or [])} plain-text prompts; every prompt token counts."}
     ttab = {"id": "tbl-mechanism-transplant", "caption": "Delta transplants: A + ΔW[part] on the problems (greedy)",
             "header": ["transition", "model / part", "partition", "share of ‖ΔW‖²", "accuracy", "accuracy − A",
                        "KL to A", "KL to B", "KL(B‖A) removed", "accuracy change recovered"],
-            "rows": [[r["transition"], r["part"], r.get("partition") or r.get("row"), _pct(_num(r.get("delta_share"))),
+            "rows": [[r["transition"], r["part"], r.get("partition") or r.get("row"), _pct(_cell(r.get("delta_share"))),
                       _iv(r, "accuracy"), _iv(r, "acc_change"), _iv(r, "kl_to_a"), _iv(r, "kl_to_b"),
                       _iv(r, "kl_recovered", _pct), _iv(r, "acc_recovered", _pct)] for r in trows],
             "note": "KL to X: mean per token of KL(p_X ‖ p_model) along B's greedy answers, full vocabulary. "

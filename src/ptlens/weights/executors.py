@@ -24,7 +24,7 @@ A new executor is one class with ``name`` and ``map(tasks, progress, on_result)`
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from ptlens.errors import PtlensError
 
@@ -250,6 +250,3 @@ def get_executor(name: str):
         import_ray()
     return cls()
 
-
-def executor_names() -> Iterable[str]:
-    return EXECUTORS.keys()

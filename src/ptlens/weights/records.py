@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class TensorRecord:
-    """One tensor × one transition: every DESIGN.md metric, plus the sums that aggregate."""
+    """One tensor × one transition: every metric of docs/METRICS.md, plus the sums that aggregate."""
 
     tensor: str
     transition: str

@@ -227,12 +227,6 @@ def randomized_svd(rows: RowChunks, shape: tuple[int, int], k: int, **kw) -> Low
     return randomized_svd_many(lambda: ([b] for b in rows()), shape, 1, k, **kw)[0]
 
 
-def all_singular_values(rows: RowChunks, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Every singular value (``--spectral full``): the matrix is materialised (see ``exact_svd``)."""
-    A = torch.cat(list(rows()), dim=0).to(device=device)
-    return exact_svd(A, 0, values_only=True).S
-
-
 def delta_spectrum(S: torch.Tensor, frob2: float, shape: tuple[int, int], full: bool,
                    ks: tuple[int, ...] = (1, 16)) -> dict[str, float | None]:
     """stable rank, top-k energy and (with every σ) effective rank and rank fraction of Δ."""
