@@ -358,3 +358,29 @@ def test_report_inputs_hold_records_only(tmp_path):
     assert isinstance(inp.weights, WeightSummary) and inp.behavior is None
     assert {f.name for f in fields(ReportInputs)} == {"out_dir", "weights", "behavior", "samples", "hashes"}
     assert inp.lineage["checkpoints"][0]["name"] == "a"
+
+
+def test_mechanism_records_load_typed_and_refuse_what_they_cannot_read(tmp_path):
+    from ptlens.results.mechanism import MECHANISM_SCHEMA, LayerRow, load_mechanism
+
+    assert load_mechanism(tmp_path) is None  # no mechanism results: the section says "not measured"
+    (tmp_path / F.MECHANISM_DIR).mkdir()
+    doc = {"schema": MECHANISM_SCHEMA, "kind": "ptlens.mechanism", "n_problems": 2,
+           "layers": [{"transition": "a→b", "layer": -1, "cka": 0.99, "act_rel_diff": 0.1, "logit_lens_kl": ""}],
+           "transplant": [{"transition": "a→b", "row": "part", "partition": "groups", "part": "mlp",
+                           "kl_recovered": 0.7, "kl_recovered_lo": 0.6, "kl_recovered_lo_fw": 0.55,
+                           "acc_recovered": 0.5, "acc_recovered_lo": 0.25, "accuracy": None}]}
+    (tmp_path / F.MECHANISM_SUMMARY).write_text(json.dumps(doc))
+    (tmp_path / F.MECHANISM_ADL).write_text("{not json")
+    m = load_mechanism(tmp_path)
+    assert m.transitions == ["a→b"] and m.layers == [LayerRow("a→b", -1, 0.99, 0.1, None)] and m.adl is None
+    (t,) = m.transplant
+    assert (t.row, t.partition, t.part) == ("part", "groups", "mlp") and t.value("accuracy") is None
+    assert t.lower("kl_recovered") == 0.55 and t.lower("acc_recovered") == 0.25  # family-wise bound where stored
+    assert len(m.sha256) == 64
+    (tmp_path / F.MECHANISM_SUMMARY).write_text(json.dumps({**doc, "schema": MECHANISM_SCHEMA + 1}))
+    with pytest.raises(PtlensError, match="newer ptlens.*ptlens mechanism"):
+        load_mechanism(tmp_path)
+    (tmp_path / F.MECHANISM_SUMMARY).write_text("{")
+    with pytest.raises(PtlensError, match="not valid JSON.*rerun `ptlens mechanism`"):
+        load_mechanism(tmp_path)

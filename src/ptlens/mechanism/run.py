@@ -49,9 +49,9 @@ from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import ArchitectureMismatch, PtlensError
 from ptlens.io import read_json, write_json, write_text
 from ptlens.results import files as F
+from ptlens.results.mechanism import MECHANISM_SCHEMA as SCHEMA_VERSION
 from ptlens.stats.bootstrap import resample_weights
 
-SCHEMA_VERSION = 1
 DIR = F.MECHANISM_DIR
 
 PLAIN_TEXTS = (

@@ -9,12 +9,11 @@ the record for report.md. The HTML partial is ``report/templates/mechanism.html.
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import math
 from pathlib import Path
 
 from ptlens.mechanism.criteria import CARRY_SHARE
+from ptlens.results.mechanism import LayerRow, MechanismSummary, TransplantRow, load_mechanism
 from ptlens.results import registry as REG
 
 MOVE_THRESHOLD = 1e-3
@@ -55,47 +54,43 @@ def _pct(v) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{100 * float(v):.0f}%"
 
 
-def _iv(r: dict, key: str, f=_f) -> str | tuple[str, str]:
-    v, lo, hi = r.get(key), r.get(f"{key}_lo"), r.get(f"{key}_hi")
+def _iv(r: TransplantRow, key: str, f=_f) -> str | tuple[str, str]:
+    v, lo, hi = r.raw(key), r.raw(f"{key}_lo"), r.raw(f"{key}_hi")
     if v is None:
         return "–"
     return (f(v), f"[{f(lo)}, {f(hi)}]") if lo is not None and hi is not None else f(v)
 
 
-def _cell(v):
-    return None if v is None or v == "" else float(v)
-
-
-def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict:
-    moved = [r for r in layers if (_cell(r.get("act_rel_diff")) or 0) > MOVE_THRESHOLD]
-    first = min((int(r["layer"]) for r in moved), default=None)
-    peak = max(layers, key=lambda r: _cell(r.get("logit_lens_kl")) or 0, default=None)
-    models = [r for r in trows if r.get("row") == "model"]
-    parts = [r for r in trows if r.get("row") == "part"]
+def _transition_answer(name: str, layers: list[LayerRow], trows: list[TransplantRow]) -> dict:
+    moved = [r for r in layers if (r.act_rel_diff or 0) > MOVE_THRESHOLD]
+    first = min((r.layer for r in moved), default=None)
+    peak = max(layers, key=lambda r: r.logit_lens_kl or 0, default=None)
+    models = [r for r in trows if r.row == "model"]
+    parts = [r for r in trows if r.row == "part"]
     carriers, partly = [], []
     for r in parts:
-        lo, v = _cell(r.get("kl_recovered_lo_fw", r.get("kl_recovered_lo"))), _cell(r.get("kl_recovered"))
+        lo, v = r.lower("kl_recovered"), r.value("kl_recovered")
         if lo is not None and lo >= CARRY_SHARE:
             carriers.append(r)
         elif v is not None and v >= CARRY_SHARE / 2:
             partly.append(r)
     best = {}
     for part_kind in ("groups", "layers"):
-        ps = [r for r in parts if r.get("partition") == part_kind and _cell(r.get("kl_recovered")) is not None]
+        ps = [r for r in parts if r.partition == part_kind and r.value("kl_recovered") is not None]
         if ps:
-            best[part_kind] = max(ps, key=lambda r: _cell(r["kl_recovered"]))
+            best[part_kind] = max(ps, key=lambda r: r.value("kl_recovered"))
     acc_text, acc_changed = "not measured", False
     if len(models) == 2:
         a, b = models
-        lo, hi = _cell(b.get("acc_change_lo")), _cell(b.get("acc_change_hi"))
+        lo, hi = b.value("acc_change_lo"), b.value("acc_change_hi")
         acc_changed = lo is not None and hi is not None and (lo > 0 or hi < 0)
-        acc_text = (f"{_pct(_cell(a.get('accuracy')))} → {_pct(_cell(b.get('accuracy')))} "
-                    f"(B − A {_f(_cell(b.get('acc_change')))} [{_f(lo)}, {_f(hi)}]"
+        acc_text = (f"{_pct(a.value('accuracy'))} → {_pct(b.value('accuracy'))} "
+                    f"(B − A {_f(b.value('acc_change'))} [{_f(lo)}, {_f(hi)}]"
                     f"{'' if acc_changed else ', no clear change'})")
 
     def label(r):
-        return f"{r['part']} ({_pct(_cell(r.get('kl_recovered')))} [{_pct(_cell(r.get('kl_recovered_lo')))}, " \
-               f"{_pct(_cell(r.get('kl_recovered_hi')))}])"
+        return f"{r.part} ({_pct(r.value('kl_recovered'))} [{_pct(r.value('kl_recovered_lo'))}, " \
+               f"{_pct(r.value('kl_recovered_hi'))}])"
 
     if not parts:
         carrier_text = "not measured (no transplants)"
@@ -105,41 +100,39 @@ def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict
         carrier_text = "no single part; partly: " + "; ".join(label(r) for r in partly)
     else:
         carrier_text = "no single part (the change is spread out)"
-    sums = {r.get("partition"): r for r in trows if r.get("row") == "sum"}
-    acc_carriers = [r for r in parts if acc_changed
-                    and (_cell(r.get("acc_recovered_lo_fw", r.get("acc_recovered_lo"))) or -1) >= CARRY_SHARE]
+    sums = {r.partition: r for r in trows if r.row == "sum"}
+    acc_carriers = [r for r in parts if acc_changed and (r.lower("acc_recovered") or -1) >= CARRY_SHARE]
     sentences = []
-    largest = max((r for r in layers if int(r["layer"]) >= 0), key=lambda r: _cell(r.get("act_rel_diff")) or 0,
-                  default=None)
+    largest = max((r for r in layers if r.layer >= 0), key=lambda r: r.act_rel_diff or 0, default=None)
     if first == -1:  # the stage changed the embedding table, so every layer's input differs: say where it grows most
         sentences.append("The embedding table changed, so activations differ from the first layer on"
-                         + (f"; the relative activation change is largest at layer {largest['layer']} "
-                            f"({_f(_cell(largest.get('act_rel_diff')))})" if largest else "")
-                         + (f", and the readout changes most at layer {peak['layer']} (logit-lens KL "
-                            f"{_f(_cell(peak['logit_lens_kl']))} nats/token)" if peak else ""))
+                         + (f"; the relative activation change is largest at layer {largest.layer} "
+                            f"({_f(largest.act_rel_diff)})" if largest else "")
+                         + (f", and the readout changes most at layer {peak.layer} (logit-lens KL "
+                            f"{_f(peak.logit_lens_kl)} nats/token)" if peak else ""))
     elif first is not None:
         sentences.append(f"Activations first move at layer {first}"
-                         + (f"; the readout changes most at layer {peak['layer']} (logit-lens KL "
-                            f"{_f(_cell(peak['logit_lens_kl']))} nats/token)" if peak else ""))
+                         + (f"; the readout changes most at layer {peak.layer} (logit-lens KL "
+                            f"{_f(peak.logit_lens_kl)} nats/token)" if peak else ""))
     else:
         sentences.append("No layer's activations move beyond the threshold")
     if parts:
         sentences.append(f"By KL, the change is carried by: {carrier_text}")
         if acc_changed:
-            sentences.append("By accuracy: " + ("; ".join(f"{r['part']} ({_pct(_cell(r.get('acc_recovered')))})"
+            sentences.append("By accuracy: " + ("; ".join(f"{r.part} ({_pct(r.value('acc_recovered'))})"
                                                          for r in acc_carriers) or "no single part recovers half of it"))
         for k, r in sums.items():
-            sentences.append(f"Additivity ({k}): the parts' recovered KL shares sum to {_pct(_cell(r.get('kl_recovered')))}"
-                             + (f", their accuracy changes to {_f(_cell(r.get('acc_change')))}" if acc_changed else ""))
+            sentences.append(f"Additivity ({k}): the parts' recovered KL shares sum to {_pct(r.value('kl_recovered'))}"
+                             + (f", their accuracy changes to {_f(r.value('acc_change'))}" if acc_changed else ""))
     return {
         "transition": name,
         "first_layer": first,
         "first_layer_text": "none" if first is None else "embeddings (table changed)" if first == -1 else str(first),
-        "peak_kl_layer": None if peak is None else int(peak["layer"]),
-        "peak_kl_text": "–" if peak is None else f"layer {peak['layer']}: {_f(_cell(peak['logit_lens_kl']))}",
-        "carriers": [r["part"] for r in carriers],
-        "partly": [r["part"] for r in partly],
-        "best": {k: r["part"] for k, r in best.items()},
+        "peak_kl_layer": None if peak is None else peak.layer,
+        "peak_kl_text": "–" if peak is None else f"layer {peak.layer}: {_f(peak.logit_lens_kl)}",
+        "carriers": [r.part for r in carriers],
+        "partly": [r.part for r in partly],
+        "best": {k: r.part for k, r in best.items()},
         "carrier_text": carrier_text,
         "accuracy_changed": acc_changed,
         "accuracy_text": acc_text,
@@ -147,29 +140,28 @@ def _transition_answer(name: str, layers: list[dict], trows: list[dict]) -> dict
     }
 
 
-def mechanism_record(summary: dict | None, adl: dict | None = None, adl_top: int = 5) -> dict | None:
+def mechanism_record(summary: MechanismSummary | dict | None, adl: dict | None = None, adl_top: int = 5) -> dict | None:
     """Per transition: where the change starts, which part carries it (stated criteria), and the tables.
 
-    Pure: a stored ``mechanism/summary.json`` (and ``adl.json``) in, a small dict out; None when
-    there is nothing stored.
+    Pure: the stored mechanism results (:class:`MechanismSummary`, or the dict of ``mechanism/summary.json``
+    with ``adl.json``'s) in, a small dict out; None when there is nothing stored.
     """
+    summary = MechanismSummary.coerce(summary)
     if not summary:
         return None
-    layers = summary.get("layers") or []
-    trows = summary.get("transplant") or []
-    names = summary.get("transitions") or list(dict.fromkeys(r["transition"] for r in layers))
-    out = [_transition_answer(t, [r for r in layers if r["transition"] == t], [r for r in trows if r["transition"] == t])
-           for t in names]
+    adl = adl if adl is not None else summary.adl
+    layers, trows = summary.layers, summary.transplant
+    out = [_transition_answer(t, [r for r in layers if r.transition == t], [r for r in trows if r.transition == t])
+           for t in summary.transitions]
     ltab = {"id": "tbl-mechanism-layers", "caption": "Per layer (same inputs through A and B)",
             "header": ["transition", "layer", "CKA", "relative activation change", "logit-lens KL (nats/token)"],
-            "rows": [[r["transition"], str(r["layer"]), _f(_cell(r.get("cka")), 6), _f(_cell(r.get("act_rel_diff"))),
-                      _f(_cell(r.get("logit_lens_kl")))] for r in layers],
-            "note": f"{summary.get('n_problems')} problems in the later model's prompt format and "
-                    f"{len(summary.get('plain_texts') or [])} plain-text prompts; every prompt token counts."}
+            "rows": [[r.transition, str(r.layer), _f(r.cka, 6), _f(r.act_rel_diff), _f(r.logit_lens_kl)] for r in layers],
+            "note": f"{summary.n_problems} problems in the later model's prompt format and "
+                    f"{len(summary.plain_texts)} plain-text prompts; every prompt token counts."}
     ttab = {"id": "tbl-mechanism-transplant", "caption": "Delta transplants: A + ΔW[part] on the problems (greedy)",
             "header": ["transition", "model / part", "partition", "share of ‖ΔW‖²", "accuracy", "accuracy − A",
                        "KL to A", "KL to B", "KL(B‖A) removed", "accuracy change recovered"],
-            "rows": [[r["transition"], r["part"], r.get("partition") or r.get("row"), _pct(_cell(r.get("delta_share"))),
+            "rows": [[r.transition, r.part, r.partition or r.row, _pct(r.value("delta_share")),
                       _iv(r, "accuracy"), _iv(r, "acc_change"), _iv(r, "kl_to_a"), _iv(r, "kl_to_b"),
                       _iv(r, "kl_recovered", _pct), _iv(r, "acc_recovered", _pct)] for r in trows],
             "note": "KL to X: mean per token of KL(p_X ‖ p_model) along B's greedy answers, full vocabulary. "
@@ -185,8 +177,7 @@ def mechanism_record(summary: dict | None, adl: dict | None = None, adl_top: int
             "header": ["transition", "layer", "‖mean difference‖", "promoted tokens", "suppressed tokens"],
             "rows": arows, "note": "Tokens as decoded text (Python repr, so spaces and newlines show)."}
     return {"transitions": out, "tables": [ltab, ttab] + ([atab] if arows else []), "criteria": list(CRITERIA),
-            "notes": list(summary.get("notes") or []), "figures": [], "seconds": summary.get("seconds"),
-            "settings": summary.get("settings") or {}}
+            "notes": list(summary.notes), "figures": [], "seconds": summary.seconds, "settings": summary.settings}
 
 
 def mechanism_section(out_dir: str | Path, embed: bool = True) -> dict | None:
@@ -194,23 +185,16 @@ def mechanism_section(out_dir: str | Path, embed: bool = True) -> dict | None:
     from ptlens.results import files as F  # every output name is defined there
 
     out = Path(out_dir)
-    f = out / F.MECHANISM_SUMMARY
-    if not f.is_file():
+    summary = load_mechanism(out)
+    if summary is None:
         return None
-    data = f.read_bytes()
-    try:
-        summary = json.loads(data)
-        adl_f = out / F.MECHANISM_ADL
-        adl = json.loads(adl_f.read_text()) if adl_f.is_file() else None
-    except ValueError:
-        return None
-    rec = mechanism_record(summary, adl)
-    files = summary.get("files") or {}
+    rec = mechanism_record(summary)
+    files = summary.files
     missing = [k for k in FIGURES if not files.get(k) or not (out / files[k]).is_file()]
-    if missing and (summary.get("layers") or summary.get("transplant")):
+    if missing and (summary.layers or summary.transplant):
         from ptlens.mechanism.figures import write_figures
 
-        files = {**files, **{k: str(p.relative_to(out)) for k, p in write_figures(summary, out / "mechanism").items()}}
+        files = {**files, **{k: str(p.relative_to(out)) for k, p in write_figures(summary.doc, out / "mechanism").items()}}
     for key, (title, caption) in FIGURES.items():
         p = files.get(key)
         if p and (out / p).is_file():
@@ -218,7 +202,7 @@ def mechanism_section(out_dir: str | Path, embed: bool = True) -> dict | None:
             if embed:
                 fig["src"] = "data:image/png;base64," + base64.b64encode((out / p).read_bytes()).decode("ascii")
             rec["figures"].append(fig)
-    rec["input"] = (F.MECHANISM_SUMMARY, hashlib.sha256(data).hexdigest())
+    rec["input"] = (F.MECHANISM_SUMMARY, summary.sha256)
     return rec
 
 
