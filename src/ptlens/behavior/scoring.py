@@ -3,8 +3,8 @@ nuclei) or through the sampling engine's log-probs (Monte-Carlo KL), journalled 
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Mapping, Sequence
 
 from ptlens.behavior.config import BehaviorConfig
 from ptlens.behavior.engines import Engine, engine_class
@@ -39,22 +39,51 @@ def hf_scorer(ctx: ModelCtx, config: BehaviorConfig) -> HFModel:
     return HFModel(ctx.path, ctx.tokenizer, config.device, config.dtype, allow_pickle=config.allow_pickle)
 
 
+@dataclass
+class _Pending:
+    """The responses of ``target`` that ``ctx``'s model has not scored yet, and how to feed them to it: the one
+    setup both scorers share (transformers and the sampling engine)."""
+
+    ctx: ModelCtx
+    tctx: ModelCtx
+    index: dict[str, int]
+    todo: list[dict]
+
+    @classmethod
+    def of(cls, ctx: ModelCtx, ctxs: list[ModelCtx], target: str, problems: Sequence[Problem], samples: Journal,
+           scores: Journal) -> "_Pending":
+        index = {p.id: i for i, p in enumerate(problems)}
+        return cls(ctx, next(c for c in ctxs if c.name == target), index,
+                   unscored(ctx.name, target, index, samples, scores))
+
+    @property
+    def own(self) -> bool:
+        return self.ctx.name == self.tctx.name
+
+    @property
+    def same(self) -> bool:
+        return same_vocab(self.ctx.tokenizer, self.tctx.tokenizer)
+
+    def batches(self, size: int) -> Iterator[tuple[int, list[dict], list[tuple[list[int], list[int]]]]]:
+        """(offset, rows, (prompt ids, response ids) under ``ctx``) per batch of ``size``."""
+        same = self.same
+        for start in range(0, len(self.todo), size):
+            chunk = self.todo[start:start + size]
+            yield start, chunk, [(self.ctx.prompt_ids[self.index[r["problem_id"]]],
+                                  response_ids(r, self.ctx, self.tctx, same)) for r in chunk]
+
+
 def score_pending_on_engine(model: Engine, ctx: ModelCtx, ctxs: list[ModelCtx], target: str,
-                             problems: Sequence[Problem], samples: Journal, scores: Journal, config: BehaviorConfig,
-                             bar: Progress) -> None:
+                            problems: Sequence[Problem], samples: Journal, scores: Journal, config: BehaviorConfig,
+                            bar: Progress) -> None:
     """:func:`score_pending` with ``Engine.score``: log-probs of the sampled tokens, journalled per batch; the
     sampling-distribution log-prob sums are kept where the vocabularies match (the Monte-Carlo KL's terms)."""
-    index = {p.id: i for i, p in enumerate(problems)}
-    todo = unscored(ctx.name, target, index, samples, scores)
-    if not todo:
+    todo = _Pending.of(ctx, ctxs, target, problems, samples, scores)
+    if not todo.todo:
         return
-    tctx = next(c for c in ctxs if c.name == target)
-    same = same_vocab(ctx.tokenizer, tctx.tokenizer)
-    own = ctx.name == target
-    task = bar.task(f"{ctx.name}: score {target} ({model.name})", len(todo), unit="responses")
-    for start in range(0, len(todo), config.batch_size):
-        chunk = todo[start:start + config.batch_size]
-        pairs = [(ctx.prompt_ids[index[r["problem_id"]]], response_ids(r, ctx, tctx, same)) for r in chunk]
+    same, own = todo.same, todo.own
+    task = bar.task(f"{ctx.name}: score {target} ({model.name})", len(todo.todo), unit="responses")
+    for _, chunk, pairs in todo.batches(config.batch_size):
         out = model.score(pairs, config.sampling())
         scores.append([asdict(ScoreRecord(ctx.name, target, r["problem_id"], r["sample"], s.logprob_sum,
                                           s.entropy_sum if own else None, s.tokens,
@@ -69,28 +98,23 @@ def same_vocab(a: Any, b: Any) -> bool:
 
 
 def score_pending(model: HFModel, ctx: ModelCtx, ctxs: list[ModelCtx], target: str, problems: Sequence[Problem],
-                   samples: Journal, scores: Journal, config: BehaviorConfig, bar: Progress) -> None:
+                  samples: Journal, scores: Journal, config: BehaviorConfig, bar: Progress) -> None:
     """Score every not-yet-scored response of ``target`` under ``ctx``'s model, journalled per batch."""
-    index = {p.id: i for i, p in enumerate(problems)}
-    todo = unscored(ctx.name, target, index, samples, scores)
-    if not todo:
+    todo = _Pending.of(ctx, ctxs, target, problems, samples, scores)
+    if not todo.todo:
         return
-    tctx = next(c for c in ctxs if c.name == target)
-    same = same_vocab(ctx.tokenizer, tctx.tokenizer)
-    task = bar.task(f"{ctx.name}: score {target}", len(todo), unit="responses")
-    own = ctx.name == target
+    tctx, index, same, own = todo.tctx, todo.index, todo.same, todo.own
+    task = bar.task(f"{ctx.name}: score {target}", len(todo.todo), unit="responses")
     folder = scores.path.parent / NUCLEI_DIR
     # a model scoring its own samples keeps its sampling distributions for the others' cross_kl to it
     keep = own and any(c is not ctx and same_vocab(ctx.tokenizer, c.tokenizer) for c in ctxs)
     kept: dict[tuple[str, int], Nucleus] = {} if own or not same else load_nuclei(folder, target)
     sampler = None
-    if not own and same and any((r["problem_id"], r["sample"]) not in kept for r in todo):
+    if not own and same and any((r["problem_id"], r["sample"]) not in kept for r in todo.todo):
         # some distributions were not kept (a resumed run, or a nucleus too wide): load the sampler beside
         sampler = hf_scorer(tctx, config)
     try:
-        for start in range(0, len(todo), config.batch_size):
-            chunk = todo[start:start + config.batch_size]
-            pairs = [(ctx.prompt_ids[index[r["problem_id"]]], response_ids(r, ctx, tctx, same)) for r in chunk]
+        for start, chunk, pairs in todo.batches(config.batch_size):
             kl = None
             if sampler is not None:
                 kl = KLReference(sampler, [tctx.prompt_ids[index[r["problem_id"]]] for r in chunk], config.sampling())
