@@ -384,3 +384,13 @@ def test_mechanism_records_load_typed_and_refuse_what_they_cannot_read(tmp_path)
     (tmp_path / F.MECHANISM_SUMMARY).write_text("{")
     with pytest.raises(PtlensError, match="not valid JSON.*rerun `ptlens mechanism`"):
         load_mechanism(tmp_path)
+
+
+def test_the_recorded_command_is_one_a_user_can_rerun():
+    from ptlens.io import command_line
+
+    assert command_line(["/venv/lib/python3.11/site-packages/ptlens/__main__.py", "run", "--limit", "4"]) == \
+        ["ptlens", "run", "--limit", "4"]  # python -m ptlens
+    assert command_line(["/venv/bin/ptlens", "weights"]) == ["ptlens", "weights"]
+    assert command_line(["my_study.py", "--x"]) == ["my_study.py", "--x"]  # a script calling the library: as started
+    assert command_line([]) == []

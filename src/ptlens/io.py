@@ -65,6 +65,20 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def command_line(argv: list[str] | None = None) -> list[str]:
+    """The command that wrote a result, as the user can rerun it: ``ptlens run …`` whether it was started as the
+    ``ptlens`` script or as ``python -m ptlens`` (whose argv[0] is the path of ``ptlens/__main__.py``); any other
+    program (a script calling the library) as it was started."""
+    import sys
+
+    argv = list(sys.argv if argv is None else argv)
+    if argv:
+        p = Path(argv[0])
+        if p.name == "ptlens" or (p.name == "__main__.py" and p.parent.name == "ptlens"):
+            argv[0] = "ptlens"
+    return argv
+
+
 def versions() -> dict[str, str]:
     """Versions of ptlens and the libraries whose behaviour shapes its numbers."""
     from importlib.metadata import PackageNotFoundError, version

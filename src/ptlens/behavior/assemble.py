@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict
 from typing import Sequence
@@ -58,7 +57,7 @@ def build_results(lineage, config: BehaviorConfig, engine: str, problems: Sequen
              records: Sequence[SampleRecord], ctxs: Sequence[ModelCtx], written: float) -> dict:
     """``written``: when the last score was stored (scores.jsonl is append-only), so that rebuilding results
     from the same samples gives the same file."""
-    from ptlens.io import versions
+    from ptlens.io import command_line, versions
 
     names = [c.name for c in ctxs]
     grouped = problem_samples(records, names, [p.id for p in problems])
@@ -81,7 +80,7 @@ def build_results(lineage, config: BehaviorConfig, engine: str, problems: Sequen
         "schema": SCHEMA_VERSION,
         "kind": "ptlens.behavior",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(written)),
-        "command": sys.argv,
+        "command": command_line(),
         "settings": settings,
         "versions": versions(),
         "lineage": lineage.to_dict(),

@@ -33,7 +33,6 @@ import io
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from ptlens.behavior.sampling import MAX_NEW_TOKENS, SamplingSettings
 from ptlens.behavior.grading import grade
 from ptlens.behavior.problems import Problem, load_problems
 from ptlens.errors import ArchitectureMismatch, PtlensError
-from ptlens.io import read_json, write_json, write_text
+from ptlens.io import command_line, read_json, write_json, write_text
 from ptlens.results import files as F
 from ptlens.results.mechanism import MECHANISM_SCHEMA as SCHEMA_VERSION
 from ptlens.stats.bootstrap import resample_weights
@@ -238,7 +237,7 @@ def run_mechanism(lineage, config: MechanismConfig, output_dir: str | Path,
     files = {"layers": F.MECHANISM_LAYERS_CSV, "adl": F.MECHANISM_ADL, "transplant": F.MECHANISM_TRANSPLANT_CSV,
              "summary": F.MECHANISM_SUMMARY}
     summary = {
-        "schema": SCHEMA_VERSION, "kind": "ptlens.mechanism", "command": sys.argv,
+        "schema": SCHEMA_VERSION, "kind": "ptlens.mechanism", "command": command_line(),
         "fingerprint": fp, "settings": config.fingerprint(),
         "lineage": lineage.to_dict(), "transitions": [n for _, _, n in pairs],
         "n_problems": len(problems), "plain_texts": list(PLAIN_TEXTS[:config.plain_prompts]),

@@ -7,11 +7,10 @@ needs to rebuild pages without rescanning.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ptlens.io import versions, write_text
+from ptlens.io import command_line, versions, write_text
 from ptlens.results import files as F
 from ptlens.results import registry as REG
 from ptlens.results.store import WEIGHTS_SCHEMA, TensorRow, WeightSummary, fmt_cell, read_csv
@@ -52,7 +51,7 @@ def summary_dict(result: ScanResult) -> dict:
         "schema": WEIGHTS_SCHEMA,
         "ptlens": "weights",
         "versions": versions(),
-        "command": sys.argv,
+        "command": command_line(),
         "lineage": result.lineage.to_dict(),
         "settings": {**asdict(result.config), "device_used": result.device, "backend_used": result.backend},
         **({"fingerprint": result.fingerprint} if result.fingerprint else {}),  # what reuse compares (results.reuse)
