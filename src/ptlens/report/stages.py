@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
 from typing import Sequence
 
 from ptlens.results.rows import AggregateRow
@@ -94,7 +93,7 @@ class Stage:
 
 def stages_of(lineage: dict) -> list[Stage]:
     """Group the lineage's checkpoints into stages (neighbours sharing a label)."""
-    cps = lineage.get("checkpoints") or []
+    cps = (lineage or {}).get("checkpoints") or []
     out: list[Stage] = []
     i = 0
     while i < len(cps):
