@@ -62,7 +62,7 @@ def like(cls: Any, name: str, **changes: Any) -> Any:
     return setting_of(cls, name).field(**changes)
 
 
-def shown_name(s: Setting, field_name: str) -> str:
+def _shown_name(s: Setting, field_name: str) -> str:
     """How an error names the field: its flag (``--figures`` of ``--figures/--no-figures``), else its name."""
     return s.flag.split("/")[0] if s.flag else field_name
 
@@ -72,7 +72,7 @@ def check_fields(config: Any) -> None:
     for f in dataclasses.fields(config):
         s = f.metadata.get(KEY)
         if s is not None and s.check is not None:
-            message = s.check(getattr(config, f.name), shown_name(s, f.name))
+            message = s.check(getattr(config, f.name), _shown_name(s, f.name))
             if message:
                 raise PtlensError(message)
 

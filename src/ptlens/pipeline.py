@@ -116,7 +116,7 @@ def preflight(*configs: Any, output_dir: Optional[str | Path] = None, what: str 
             from ptlens.behavior.engines import pick_engine
 
             pick_engine(cfg.engine, cfg.device)
-        problems = getattr(cfg, "problems", None)
+        problems = getattr(cfg, "problems", None)  # the configs that take problems take a limit and a seed too
         if problems is not None and problems not in loaded:
             from ptlens.behavior.problems import load_problems
 
@@ -372,7 +372,7 @@ class RunConfig:
     overwrite: bool = like(BehaviorConfig, "overwrite")
     """Recompute every step instead of reusing stored results (the weight scan is reused only without it)."""
     figures: bool = setting(True, flag="--figures/--no-figures", help="Draw the figures.")
-    executor: Any = setting("local", flag="--executor", help=(
+    executor: Any = setting("local", flag="--executor", help=(  # "\\[": a literal [ in rich's --help
         "Where the weight scan's per-tensor tasks run: local (this process) or ray (Ray tasks on the cluster of "
         "RAY_ADDRESS, else a local one; needs pip install 'ptlens\\[ray]')."))
     """Where the weight scan's tasks run: ``local`` or ``ray`` (or an executor object)."""

@@ -50,7 +50,7 @@ class BehaviorConfig:
     engine: str = setting("auto", flag="--engine", help=_engine_help(), check=_known_engine)
     device: str = DEVICE.field()
     dtype: str = "auto"
-    scoring: str = setting("auto", help="auto, engine or hf", check=rule(
+    scoring: str = setting("auto", help="How samples are scored: auto, engine or hf.", check=rule(
         lambda v: v in ("auto", "engine", "hf"), "{name} must be auto, engine or hf, got {value!r}"))
     """"auto": through the sampling engine when it scores (vLLM: cross-perplexity and Monte-Carlo KL from its
     log-probs, no transformers model loaded), else transformers; "engine" insists; "hf": transformers (exact KL)."""

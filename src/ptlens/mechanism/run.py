@@ -84,7 +84,6 @@ class MechanismConfig:
     problems: str = like(BehaviorConfig, "problems")
     limit: int | None = like(BehaviorConfig, "limit", default=32,
                              help="Problems for the activation pass and the transplants (greedy).")
-    """Problems for the activation pass and the transplants (greedy, one answer each)."""
     seed: int = like(BehaviorConfig, "seed", help="Problem selection and bootstrap.")
     transitions: str = setting("consecutive", flag="--transitions",
                                help="consecutive, or all (also first → each later).",
