@@ -156,6 +156,12 @@ def test_an_option_shared_by_commands_has_one_help(flag):
     assert len(set(helps.values())) == 1, helps
 
 
+def test_engine_help_names_every_engine():
+    from ptlens.behavior.engines import engine_names
+
+    assert setting_of(BehaviorConfig, "engine").help.startswith(", ".join(engine_names()) + " (auto: ")
+
+
 class Boom(PtlensError):
     pass
 

@@ -24,12 +24,6 @@ def _known_engine(value: str, name: str) -> str | None:
     return None if value in names else f"{name} must be one of {', '.join(names)}, got {value!r}"
 
 
-def _engine_help() -> str:
-    from ptlens.behavior.engines import engine_names
-
-    return f"{', '.join(engine_names())} (auto: vLLM when found and a GPU is present)."
-
-
 @dataclass
 class BehaviorConfig:
     """Everything ``ptlens behavior`` needs besides the lineage and the output folder."""
@@ -47,7 +41,10 @@ class BehaviorConfig:
                            check=rule(lambda v: 0 < v <= 1, "{name} must be in (0, 1], got {value}"))
     max_new_tokens: int = setting(MAX_NEW_TOKENS, flag="--max-new-tokens", help="Token limit of each answer.",
                                   check=at_least(1, ": a model cannot answer in 0 tokens"))
-    engine: str = setting("auto", flag="--engine", help=_engine_help(), check=_known_engine)
+    # the names written out: importing the registry here would load the engines for every reader of this module
+    # (the report); tests/test_config_fields.py checks them against engine_names()
+    engine: str = setting("auto", flag="--engine", check=_known_engine,
+                          help="auto, hf, vllm, ray-vllm (auto: vLLM when found and a GPU is present).")
     device: str = DEVICE.field()
     dtype: str = "auto"
     scoring: str = setting("auto", help="How samples are scored: auto, engine or hf.", check=rule(
