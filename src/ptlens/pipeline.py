@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Mapping, Optional, Sequence, Union
 
-from ptlens.behavior.config import N_SAMPLES
+from ptlens.behavior.config import N_SAMPLES, BehaviorConfig
 from ptlens.behavior.sampling import MAX_NEW_TOKENS
+from ptlens.config_fields import check_fields, like, setting
 from ptlens.errors import PtlensError
 from ptlens.results import files as F
 
 if TYPE_CHECKING:  # heavy modules (torch) load only when a step runs
-    from ptlens.behavior.config import BehaviorConfig
     from ptlens.behavior.run import BehaviorResult
     from ptlens.mechanism.run import MechanismConfig, MechanismResult
     from ptlens.resolve import Lineage
@@ -100,6 +100,44 @@ def check_output_dir(path: Path, what: str = "--output-dir") -> None:
         raise PtlensError(f"{what} {path}: not writable ({e.strerror or e} in {probe_in})") from None
 
 
+def preflight(*configs: Any, output_dir: Optional[str | Path] = None, what: str = "--output-dir") -> None:
+    """Every check a command can make before any work, with no checkpoint read: one line for the first bad option.
+
+    Every command calls it first. Per config (a :class:`RunConfig` stands for its steps' configs and itself, and
+    gives ``output_dir``): its ``validate()`` (each field's check from :mod:`ptlens.config_fields`, the checks
+    across fields, what an option needs here: CUDA, Ray), the behaviour engine (a named one that cannot run
+    here) and the problems (a missing file, a hub set without ``datasets``); then ``output_dir``
+    (:func:`check_output_dir`, named ``what`` in its message).
+    """
+    loaded: set[str] = set()
+    for cfg in _configs(configs):
+        cfg.validate()
+        if isinstance(cfg, BehaviorConfig):
+            from ptlens.behavior.engines import pick_engine
+
+            pick_engine(cfg.engine, cfg.device)
+        problems = getattr(cfg, "problems", None)  # the configs that take problems take a limit and a seed too
+        if problems is not None and problems not in loaded:
+            from ptlens.behavior.problems import load_problems
+
+            load_problems(problems, cfg.limit, cfg.seed)
+            loaded.add(problems)
+        if output_dir is None and isinstance(cfg, RunConfig):
+            output_dir = cfg.output_dir
+    if output_dir is not None:
+        check_output_dir(Path(output_dir), what)
+
+
+def _configs(configs: Sequence[Any]) -> list[Any]:
+    """The configs to check, a :class:`RunConfig`'s steps (those it runs) before itself."""
+    out = []
+    for cfg in configs:
+        if isinstance(cfg, RunConfig):
+            out += [c for c in (cfg.scan, cfg.behavior, cfg.mechanism) if c is not None]
+        out.append(cfg)
+    return out
+
+
 def check_lineage_tensors(lineage, layer_pattern: Optional[str], allow_missing: bool,
                           allow_pickle: bool = False) -> dict[str, list[str]]:
     """Tensors absent from some checkpoints, from the safetensors headers alone (cheap, before the scan).
@@ -132,16 +170,6 @@ def architecture_warning(lineage, allow_pickle: bool = False) -> Optional[str]:
 
     cp = lineage.checkpoints[0]
     return architecture_note(CheckpointIndex.from_dir(cp.path, allow_pickle=allow_pickle).tensors) if cp.path else None
-
-
-def validate_behavior(config: "BehaviorConfig") -> None:
-    """Every behaviour option checked before the first step: a bad one must not cost a weight scan."""
-    from ptlens.behavior.engines import pick_engine
-    from ptlens.behavior.problems import load_problems
-
-    config.validate()
-    pick_engine(config.engine, config.device)
-    load_problems(config.problems, config.limit, config.seed)
 
 
 def has_tokenizer(path: Optional[Path]) -> bool:
@@ -319,8 +347,6 @@ def _scan_config():
 
 
 def _behavior_config():
-    from ptlens.behavior.config import BehaviorConfig
-
     return BehaviorConfig()
 
 
@@ -334,16 +360,21 @@ def _mechanism_config():
 class RunConfig:
     """Everything ``ptlens run`` needs besides the lineage: one config per step, and what spans steps."""
 
-    output_dir: Path = Path("analysis_results")
+    output_dir: Path = setting(Path("analysis_results"), flag="--output-dir",
+                               help="Where results go (--output_dir works too).")
     scan: "ScanConfig" = field(default_factory=_scan_config)
     behavior: "BehaviorConfig" = field(default_factory=_behavior_config)
     mechanism: Optional["MechanismConfig"] = field(default_factory=_mechanism_config)
     """None: no mechanism step."""
-    allow_missing: bool = False
-    overwrite: bool = False
+    allow_missing: bool = setting(False, flag="--allow-missing", help=(
+        "Compare only the tensors present when a checkpoint lacks some (default: an error, as it usually means "
+        "different architectures)."))
+    overwrite: bool = like(BehaviorConfig, "overwrite")
     """Recompute every step instead of reusing stored results (the weight scan is reused only without it)."""
-    figures: bool = True
-    executor: Any = "local"
+    figures: bool = setting(True, flag="--figures/--no-figures", help="Draw the figures.")
+    executor: Any = setting("local", flag="--executor", help=(  # "\\[": a literal [ in rich's --help
+        "Where the weight scan's per-tensor tasks run: local (this process) or ray (Ray tasks on the cluster of "
+        "RAY_ADDRESS, else a local one; needs pip install 'ptlens\\[ray]')."))
     """Where the weight scan's tasks run: ``local`` or ``ray`` (or an executor object)."""
 
     @classmethod
@@ -353,7 +384,6 @@ class RunConfig:
                      allow_pickle: bool = False, allow_missing: bool = False, mechanism: bool = True,
                      figures: bool = True, executor: Any = "local") -> "RunConfig":
         """The configs ``ptlens run``'s flags make (same names, same defaults)."""
-        from ptlens.behavior.config import BehaviorConfig
         from ptlens.mechanism.run import MechanismConfig
         from ptlens.weights import ScanConfig
 
@@ -369,16 +399,13 @@ class RunConfig:
             allow_missing=allow_missing, overwrite=overwrite, figures=figures, executor=executor)
 
     def validate(self) -> None:
-        """Every option of every step, before any work."""
-        self.scan.validate()
-        validate_behavior(self.behavior)
-        if self.mechanism is not None:
-            self.mechanism.validate()
+        """Its own fields' checks, and the executor by name made into one (an unknown name or a missing Ray: one
+        line, before any work); the steps' configs are :func:`preflight`'s."""
+        check_fields(self)
         if isinstance(self.executor, str):
             from ptlens.weights.executors import get_executor
 
-            self.executor = get_executor(self.executor)  # an unknown name or a missing Ray: one line, before any work
-        check_output_dir(self.output_dir)
+            self.executor = get_executor(self.executor)
 
 
 @dataclass
@@ -405,7 +432,7 @@ def run(models: Models = None, *, preset: Optional[str] = None, config: Optional
         raise PtlensError(f"give either config or options ({', '.join(options)}), not both")
     cfg = config or RunConfig.from_options(**options)
     rep = reporter or Reporter()
-    cfg.validate()
+    preflight(cfg)
     lineage = lineage_of(models, preset, cfg.scan.allow_pickle)
     out = cfg.output_dir
     check_stored_inputs(lineage, out, cfg.overwrite)

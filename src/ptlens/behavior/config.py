@@ -1,4 +1,5 @@
-"""What ``ptlens behavior`` is asked to do: :class:`BehaviorConfig`, its checks, and the engine-specific keywords."""
+"""What ``ptlens behavior`` is asked to do: :class:`BehaviorConfig` (each option's default, help text and check on
+its field: :mod:`ptlens.config_fields`), and the engine-specific keywords."""
 
 from __future__ import annotations
 
@@ -6,32 +7,51 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ptlens.behavior.prompts import AUTO_INSTRUCTION
+from ptlens.behavior.problems import SEED_CHECK
+from ptlens.behavior.prompts import AUTO_INSTRUCTION, DEFAULT_INSTRUCTION
 from ptlens.behavior.sampling import MAX_NEW_TOKENS, SamplingSettings
+from ptlens.config_fields import ALLOW_PICKLE, DEVICE, at_least, check_fields, rule, setting
 from ptlens.errors import PtlensError
 
 N_SAMPLES = 16
 """Samples per problem and model by default."""
 
 
+def _known_engine(value: str, name: str) -> str | None:
+    from ptlens.behavior.engines import engine_names
+
+    names = engine_names()
+    return None if value in names else f"{name} must be one of {', '.join(names)}, got {value!r}"
+
+
 @dataclass
 class BehaviorConfig:
     """Everything ``ptlens behavior`` needs besides the lineage and the output folder."""
 
-    problems: str = "builtin"
-    limit: int | None = None
-    seed: int = 0
-    n_samples: int = N_SAMPLES
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = MAX_NEW_TOKENS
-    engine: str = "auto"
-    device: str = "auto"
+    problems: str = setting("builtin", flag="--problems",
+                            help="builtin, gsm8k, math500 or a .jsonl file with id/question/answer.")
+    limit: int | None = setting(None, flag="--limit", help="Use the first N problems (builtin: default 60).",
+                                check=at_least(1))
+    seed: int = setting(0, flag="--seed", help="Seed for problems, sampling and bootstrap.", check=SEED_CHECK)
+    n_samples: int = setting(N_SAMPLES, flag="--n-samples", help="Samples per problem and model.", check=at_least(1))
+    temperature: float = setting(0.6, flag="--temperature", help="Sampling temperature.",
+                                 check=rule(lambda v: v >= 0, "{name} must be >= 0, got {value}"))
+    top_p: float = setting(0.95, flag="--top-p",
+                           help="Nucleus sampling: the smallest set of tokens with this much probability.",
+                           check=rule(lambda v: 0 < v <= 1, "{name} must be in (0, 1], got {value}"))
+    max_new_tokens: int = setting(MAX_NEW_TOKENS, flag="--max-new-tokens", help="Token limit of each answer.",
+                                  check=at_least(1, ": a model cannot answer in 0 tokens"))
+    # the names written out: importing the registry here would load the engines for every reader of this module
+    # (the report); tests/test_config_fields.py checks them against engine_names()
+    engine: str = setting("auto", flag="--engine", check=_known_engine,
+                          help="auto, hf, vllm, ray-vllm (auto: vLLM when found and a GPU is present).")
+    device: str = DEVICE.field()
     dtype: str = "auto"
-    scoring: str = "auto"
+    scoring: str = setting("auto", help="How samples are scored: auto, engine or hf.", check=rule(
+        lambda v: v in ("auto", "engine", "hf"), "{name} must be auto, engine or hf, got {value!r}"))
     """"auto": through the sampling engine when it scores (vLLM: cross-perplexity and Monte-Carlo KL from its
     log-probs, no transformers model loaded), else transformers; "engine" insists; "hf": transformers (exact KL)."""
-    batch_size: int = 64
+    batch_size: int = setting(64, flag="--batch-size", help="Sequences per generate call.", check=at_least(1))
     """Samples per engine call (prompts × samples); the unit that a kill can lose."""
     engine_options: dict = field(default_factory=dict)
     """Engine-specific keywords (:class:`EngineOptions` ``extra``), e.g. ``{"engine_kwargs": {"enforce_eager": True}}``
@@ -40,27 +60,19 @@ class BehaviorConfig:
     shard_count: int = 1
     """With shard_count > 1 this process only samples its share of the batches (index % count) into the shared
     journal and returns; a later run without shards scores, merges and writes results."""
-    instruction: str | None = AUTO_INSTRUCTION
+    instruction: str | None = setting(AUTO_INSTRUCTION, flag="--instruction", help=(
+        f"Appended to every question. '{AUTO_INSTRUCTION}': what the checkpoint declares in ptlens_stage.json, "
+        f"else '{DEFAULT_INSTRUCTION}'; '' for none."))
     """Appended to each question; "auto": what the checkpoint declares, else DEFAULT_INSTRUCTION; None/"": none."""
-    overwrite: bool = False
-    allow_pickle: bool = False
+    overwrite: bool = setting(False, flag="--overwrite", help="Replace stored results made with other settings.")
+    allow_pickle: bool = ALLOW_PICKLE.field()
     n_boot: int = 1000
     ks: list[int] | None = None
     figures: bool = True
 
     def validate(self) -> None:
-        if self.n_samples < 1:
-            raise PtlensError(f"--n-samples must be at least 1, got {self.n_samples}")
-        if self.max_new_tokens < 1:
-            raise PtlensError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}: a model cannot answer in 0 tokens")
-        if self.temperature < 0:
-            raise PtlensError(f"--temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise PtlensError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.scoring not in ("auto", "engine", "hf"):
-            raise PtlensError(f"scoring must be auto, engine or hf, got {self.scoring!r}")
-        if self.batch_size < 1:
-            raise PtlensError(f"--batch-size must be at least 1, got {self.batch_size}")
+        """Every field's check, then the shard pair (the one check across fields)."""
+        check_fields(self)
         if not 0 <= self.shard_index < self.shard_count:
             raise PtlensError(f"shard {self.shard_index} of {self.shard_count}: need 0 <= index < count")
 

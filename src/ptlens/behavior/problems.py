@@ -20,6 +20,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ptlens.config_fields import rule
 from ptlens.errors import PtlensError
 
 
@@ -237,12 +238,16 @@ def jsonl_problems(path: str | Path) -> list[Problem]:
 
 MAX_SEED = 2**63 - 1
 
+SEED_CHECK = rule(lambda v: 0 <= v <= MAX_SEED, "{name} must be between 0 and 2**63 - 1, got {value}")
+"""Seeds feed numpy's bootstrap and torch's sampler: both refuse negatives (after the sampling, for the
+bootstrap), so every config that takes a seed checks it with this, before any work."""
+
 
 def check_seed(seed: int) -> None:
-    """Seeds feed numpy's bootstrap and torch's sampler: both refuse negatives (after the sampling, for the
-    bootstrap), so every command that takes problems checks the seed with them, before any work."""
-    if not 0 <= seed <= MAX_SEED:
-        raise PtlensError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
+    """:data:`SEED_CHECK` for a library call that is given a seed without a config."""
+    message = SEED_CHECK(seed, "--seed")
+    if message:
+        raise PtlensError(message)
 
 
 _BUILTIN = re.compile(r"^builtin(?::(\d+(?:,\d+)*))?$")

@@ -14,25 +14,34 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ptlens.behavior.config import BehaviorConfig
 from ptlens.behavior.hf_model import HFModel, check_weights
-from ptlens.behavior.prompts import AUTO_INSTRUCTION, build_prompt, load_tokenizer, model_instruction, prompt_ids
+from ptlens.behavior.prompts import build_prompt, load_tokenizer, model_instruction, prompt_ids
 from ptlens.behavior.sampling import Generation, SamplingSettings, derived_seed
 from ptlens.behavior.grading import grade
 from ptlens.behavior.problems import Problem
+from ptlens.config_fields import at_least, check_fields, like
 
 
 @dataclass
 class QuickConfig:
-    problems: str = "builtin"
-    limit: int = 3
-    seed: int = 0
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    device: str = "auto"
+    """What ``ptlens quick`` is asked to do: the options it shares with ``ptlens behavior`` are the same settings,
+    with a smaller limit and token budget for a first look."""
+
+    problems: str = like(BehaviorConfig, "problems")
+    limit: int = like(BehaviorConfig, "limit", default=3, help="How many problems.")
+    seed: int = like(BehaviorConfig, "seed")
+    temperature: float = like(BehaviorConfig, "temperature")
+    top_p: float = like(BehaviorConfig, "top_p")
+    max_new_tokens: int = like(BehaviorConfig, "max_new_tokens", default=256, check=at_least(1))
+    device: str = like(BehaviorConfig, "device")
     dtype: str = "auto"
-    instruction: str | None = AUTO_INSTRUCTION
-    allow_pickle: bool = False
+    instruction: str | None = like(BehaviorConfig, "instruction")
+    allow_pickle: bool = like(BehaviorConfig, "allow_pickle")
+
+    def validate(self) -> None:
+        """Every field's check (no option here depends on another)."""
+        check_fields(self)
 
 
 @dataclass

@@ -10,16 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ptlens import threads
-from ptlens.behavior.engines import engine_names
+from ptlens.behavior.config import BehaviorConfig
 from ptlens.cli.console import ConsoleReporter, print_weight_summary
-from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, NSamplesOpt, MissingOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt,
-                           PresetOpt, ProblemsOpt, check_output_dir, lineage_from_options, model_items,
+from ptlens.cli.kit import (ExtraArg, ModelsOpt, PresetOpt, lineage_from_options, model_items, option,
                            print_figures_not_drawn, user_errors)
-from ptlens.errors import PtlensError
+from ptlens.pipeline import RunConfig
 from ptlens.results import files as F
-
-EXECUTOR_HELP = ("Where the weight scan's per-tensor tasks run: local (this process) or ray (Ray tasks on the "
-                 "cluster of RAY_ADDRESS, else a local one; needs pip install 'ptlens\\[ray]').")
+from ptlens.weights.plan import ScanConfig
 
 app = typer.Typer(
     name="ptlens",
@@ -95,43 +92,36 @@ def weights(
     extra: Optional[list[str]] = ExtraArg,
     preset: Optional[str] = PresetOpt,
     models: Optional[list[str]] = ModelsOpt,
-    output_dir: Path = OutOpt,
-    layer_pattern: Optional[str] = typer.Option(None, "--layer-pattern",
-                                                help="Only tensors whose name matches this regex (e.g. 'layers\\.0\\.')."),
-    spectral: str = typer.Option("topk", "--spectral", help="off; topk (randomized block-Krylov SVD, ~1% with a per-value error estimate); "
-                                  "or full (exact SVDs of W_A, W_B and ΔW, every spectral column exact; slow on CPU: "
-                                  "minutes per large matrix, hours for an 8B model)."),
-    k: int = typer.Option(16, "--k", help="Rank k of the spectral metrics."),
-    tolerance: float = typer.Option(1e-5, "--tolerance", help="|Δ| threshold of changed_tol."),
-    device: str = DeviceOpt,
-    workers: Optional[int] = typer.Option(None, "--workers", help="CPU threads (default: the cores not busy with "
-                                          "other work; PTLENS_THREADS sets it for every command)."),
-    allow_pickle: bool = PickleOpt,
-    allow_missing: bool = MissingOpt,
-    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures."),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    output_dir: Path = option(RunConfig, "output_dir"),
+    layer_pattern: Optional[str] = option(ScanConfig, "layer_pattern"),
+    spectral: str = option(ScanConfig, "spectral"),
+    k: int = option(ScanConfig, "k"),
+    tolerance: float = option(ScanConfig, "tolerance"),
+    device: str = option(ScanConfig, "device"),
+    workers: Optional[int] = option(ScanConfig, "workers"),
+    allow_pickle: bool = option(ScanConfig, "allow_pickle"),
+    allow_missing: bool = option(RunConfig, "allow_missing"),
+    figures: bool = option(RunConfig, "figures"),
+    executor: str = option(RunConfig, "executor"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start an interrupted scan over instead of resuming it "
                                    "(needed when its checkpoint files changed since)."),
 ) -> None:
     """Stream every tensor of every checkpoint once; write per-tensor metrics, aggregates, figures and a report.
 
     An interrupted scan resumes: rerunning the same command scans only the tensors not yet finished."""
-    if workers is not None and workers < 1:
-        raise PtlensError(f"--workers must be at least 1, got {workers}")
+    from ptlens.pipeline import preflight
+
+    cfg = ScanConfig(spectral=spectral, k=k, tolerance=tolerance, layer_pattern=layer_pattern, device=device,
+                     workers=workers, allow_pickle=allow_pickle)
+    preflight(cfg, output_dir=output_dir)
     from ptlens.pipeline import start_weight_figure_pool
 
     pool = start_weight_figure_pool() if figures else None  # before torch or numba is imported
     try:
         from ptlens.pipeline import run_weights
-        from ptlens.weights import ScanConfig
-
-        cfg = ScanConfig(spectral=spectral, k=k, tolerance=tolerance, layer_pattern=layer_pattern, device=device,
-                         workers=workers, allow_pickle=allow_pickle)
-        cfg.validate()
         from ptlens.weights.executors import get_executor  # imports torch: not at CLI start-up
 
         ex = get_executor(executor)
-        check_output_dir(output_dir)
         lineage = lineage_from_options(preset, models, extra, allow_pickle)
         w = run_weights(lineage, cfg, output_dir, figures=figures, allow_missing=allow_missing, overwrite=overwrite,
                         reporter=ConsoleReporter(), executor=ex, figure_pool=pool)
@@ -150,30 +140,29 @@ def run(
     extra: Optional[list[str]] = ExtraArg,
     preset: Optional[str] = PresetOpt,
     models: Optional[list[str]] = ModelsOpt,
-    output_dir: Path = OutOpt,
-    device: str = DeviceOpt,
-    spectral: str = typer.Option("topk", "--spectral", help="off, topk (approximate, ~1%) or full (exact; slow on CPU)."),
-    problems: str = ProblemsOpt,
-    limit: Optional[int] = typer.Option(None, "--limit", help="Number of problems (builtin default: 60)."),
-    n_samples: int = NSamplesOpt,
-    max_new_tokens: int = MaxNewTokensOpt,
-    engine: str = typer.Option("auto", "--engine", help=", ".join(engine_names()) + "."),
-    overwrite: bool = OverwriteOpt,
-    allow_pickle: bool = PickleOpt,
-    allow_missing: bool = MissingOpt,
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    output_dir: Path = option(RunConfig, "output_dir"),
+    device: str = option(ScanConfig, "device"),
+    spectral: str = option(ScanConfig, "spectral"),
+    problems: str = option(BehaviorConfig, "problems"),
+    limit: Optional[int] = option(BehaviorConfig, "limit"),
+    n_samples: int = option(BehaviorConfig, "n_samples"),
+    max_new_tokens: int = option(BehaviorConfig, "max_new_tokens"),
+    engine: str = option(BehaviorConfig, "engine"),
+    overwrite: bool = option(RunConfig, "overwrite"),
+    allow_pickle: bool = option(ScanConfig, "allow_pickle"),
+    allow_missing: bool = option(RunConfig, "allow_missing"),
+    executor: str = option(RunConfig, "executor"),
 ) -> None:
     """The main job: weights, behaviour and report for a lineage (default: the embedded tiny lineage).
 
     Each step stores its results; rerunning the same command reuses finished steps and resumes an interrupted behaviour run.
     """
-    from ptlens.pipeline import RunConfig
     from ptlens.pipeline import run as run_pipeline
 
     cfg = RunConfig.from_options(output_dir, device=device, spectral=spectral, problems=problems, limit=limit,
                                  n_samples=n_samples, max_new_tokens=max_new_tokens, engine=engine, overwrite=overwrite,
                                  allow_pickle=allow_pickle, allow_missing=allow_missing, executor=executor)
-    # the pipeline checks every option and the folder before it resolves (and maybe downloads) the lineage
+    # the pipeline's preflight checks every option and the folder before it resolves (and maybe downloads) the lineage
     run_pipeline(model_items(models, extra), preset=preset, config=cfg, reporter=ConsoleReporter())
     from ptlens.cli.kit import print_total_time
 

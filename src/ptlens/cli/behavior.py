@@ -12,15 +12,13 @@ from typing import List, Optional
 
 import typer
 
-from ptlens.behavior.engines import engine_names
-from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, NSamplesOpt, ModelsOpt, OutOpt, OverwriteOpt, PickleOpt, PresetOpt,
-                           ProblemsOpt, SeedOpt, TemperatureOpt, TopPOpt, instruction_option, lineage_from_options,
-                           user_errors)
+from ptlens.behavior.config import BehaviorConfig
+from ptlens.behavior.quick import QuickConfig
+from ptlens.cli.kit import ExtraArg, ModelsOpt, PresetOpt, lineage_from_options, option, user_errors
 from ptlens.errors import PtlensError
-from ptlens.pipeline import validate_behavior  # noqa: F401  (re-exported: it lived here)
+from ptlens.pipeline import RunConfig
 
 _LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
-InstructionOpt = instruction_option()
 
 
 @user_errors
@@ -28,34 +26,31 @@ def behavior(
     extra: Optional[List[str]] = ExtraArg,
     preset: Optional[str] = PresetOpt,
     models: Optional[List[str]] = ModelsOpt,
-    problems: str = ProblemsOpt,
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N problems (builtin: default 60)."),
-    seed: int = SeedOpt,
-    n_samples: int = NSamplesOpt,
-    temperature: float = TemperatureOpt,
-    top_p: float = TopPOpt,
-    max_new_tokens: int = MaxNewTokensOpt,
-    engine: str = typer.Option("auto", "--engine", help=f"{', '.join(engine_names())} (auto: vLLM when found and a GPU is present)."),
-    device: str = DeviceOpt,
-    batch_size: int = typer.Option(64, "--batch-size", help="Sequences per generate call."),
-    output_dir: Path = OutOpt,
-    overwrite: bool = OverwriteOpt,
-    instruction: str = InstructionOpt,
-    allow_pickle: bool = PickleOpt,
+    problems: str = option(BehaviorConfig, "problems"),
+    limit: Optional[int] = option(BehaviorConfig, "limit"),
+    seed: int = option(BehaviorConfig, "seed"),
+    n_samples: int = option(BehaviorConfig, "n_samples"),
+    temperature: float = option(BehaviorConfig, "temperature"),
+    top_p: float = option(BehaviorConfig, "top_p"),
+    max_new_tokens: int = option(BehaviorConfig, "max_new_tokens"),
+    engine: str = option(BehaviorConfig, "engine"),
+    device: str = option(BehaviorConfig, "device"),
+    batch_size: int = option(BehaviorConfig, "batch_size"),
+    output_dir: Path = option(RunConfig, "output_dir"),
+    overwrite: bool = option(BehaviorConfig, "overwrite"),
+    instruction: str = option(BehaviorConfig, "instruction"),
+    allow_pickle: bool = option(BehaviorConfig, "allow_pickle"),
 ) -> None:
     """Compare the lineage's models on the same math problems: accuracy, pass@k, diversity, calibration, length."""
     from rich.console import Console
 
-    from ptlens.behavior.config import BehaviorConfig
-    from ptlens.cli.kit import check_output_dir
-    from ptlens.pipeline import Reporter, run_behavior
+    from ptlens.pipeline import Reporter, preflight, run_behavior
 
     config = BehaviorConfig(problems=problems, limit=limit, seed=seed, n_samples=n_samples, temperature=temperature,
                             top_p=top_p, max_new_tokens=max_new_tokens, engine=engine, device=device,
                             batch_size=batch_size, instruction=instruction or None, overwrite=overwrite,
                             allow_pickle=allow_pickle)
-    validate_behavior(config)
-    check_output_dir(output_dir)
+    preflight(config, output_dir=output_dir)
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
     reporter = Reporter()
     reporter.behavior_progress = True
@@ -173,15 +168,15 @@ def quick(
     preset: Optional[str] = typer.Option(None, "--preset", help="Name A and B by their stage in this lineage (see "
                                          "`ptlens presets`); two bare stage names without it are looked up in the "
                                          "embedded tiny lineage."),
-    problems: str = ProblemsOpt,
-    limit: int = typer.Option(3, "--limit", help="How many problems."),
-    seed: int = SeedOpt,
-    temperature: float = TemperatureOpt,
-    top_p: float = TopPOpt,
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Token limit of each answer."),
-    device: str = DeviceOpt,
-    instruction: str = InstructionOpt,
-    allow_pickle: bool = PickleOpt,
+    problems: str = option(QuickConfig, "problems"),
+    limit: int = option(QuickConfig, "limit"),
+    seed: int = option(QuickConfig, "seed"),
+    temperature: float = option(QuickConfig, "temperature"),
+    top_p: float = option(QuickConfig, "top_p"),
+    max_new_tokens: int = option(QuickConfig, "max_new_tokens"),
+    device: str = option(QuickConfig, "device"),
+    instruction: str = option(QuickConfig, "instruction"),
+    allow_pickle: bool = option(QuickConfig, "allow_pickle"),
 ) -> None:
     """A fast first look: two models answer a few problems side by side, live, then a one-screen table.
 
@@ -191,19 +186,19 @@ def quick(
     from rich.console import Console
 
     from ptlens.behavior.problems import load_problems
-    from ptlens.behavior.quick import QuickConfig, quick_compare, summary_table
+    from ptlens.behavior.quick import quick_compare, summary_table
+    from ptlens.pipeline import preflight
     from ptlens.resolve import resolve_lineage
 
-    if max_new_tokens < 1:
-        raise PtlensError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    probs = load_problems(problems, limit, seed)  # the problems and the seed before a model is resolved
+    config = QuickConfig(problems=problems, limit=limit, seed=seed, temperature=temperature, top_p=top_p,
+                         max_new_tokens=max_new_tokens, device=device, instruction=instruction or None,
+                         allow_pickle=allow_pickle)
+    preflight(config)  # every option and the problems before a model is resolved
+    probs = load_problems(problems, limit, seed)
     if preset is None and all(_bare_name(x) for x in (a, b)):
         preset = "tiny"  # like `ptlens run`: the embedded lineage when no model is named by path or hub id
     items = _preset_items(preset, a, b) if preset else [_quick_item(a, "A"), _quick_item(b, "B")]
     lineage = resolve_lineage(models=items, allow_pickle=allow_pickle)
-    config = QuickConfig(problems=problems, limit=limit, seed=seed, temperature=temperature, top_p=top_p,
-                         max_new_tokens=max_new_tokens, device=device, instruction=instruction or None,
-                         allow_pickle=allow_pickle)
     console = Console()
     rows = quick_compare(lineage, probs, config, console=console)
     console.print(summary_table(rows, console.width))

@@ -1,4 +1,4 @@
-"""What every command shares: the stderr console, the user-error wrapper, checks made before any work,
+"""What every command shares: the stderr console, the user-error wrapper, options built from config fields,
 tables that stay readable at 80 columns, and progress lines for non-terminal output."""
 
 from __future__ import annotations
@@ -8,15 +8,13 @@ import functools
 import re
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from ptlens.errors import PtlensError
-from ptlens.behavior.config import N_SAMPLES
-from ptlens.behavior.sampling import MAX_NEW_TOKENS
 from ptlens.progress import duration_text
 
 console = Console(stderr=True)
@@ -126,33 +124,24 @@ def lineage_from_options(preset: Optional[str], models: Optional[list[str]], ext
 from ptlens.pipeline import check_lineage_tensors, check_output_dir  # noqa: E402,F401  (re-exported for the commands)
 
 
-# ---------------------------------------------------------------- options shared by the commands (one definition each)
+# ---------------------------------------------------------------- options: from config fields, else one definition each
+
+
+def option(cls, name: str, *decls: str, **typer_kw) -> Any:
+    """The typer option of config field ``cls.name``: the field's default, flag and help text (one source, see
+    :mod:`ptlens.config_fields`); ``decls`` add names (``-o``), ``typer_kw`` typer's other keywords."""
+    from ptlens.config_fields import setting_of
+
+    s = setting_of(cls, name)
+    info = typer.Option(typer_kw.pop("default", s.default), s.flag, *decls, help=s.help, **typer_kw)
+    info.ptlens_field = (cls, name)  # what tests compare the option with
+    return info
+
 
 PresetOpt = typer.Option(None, "--preset", help="A named lineage (see `ptlens presets`); default: the embedded tiny lineage.")
 ModelsOpt = typer.Option(None, "--models", help="label=SPEC items in order (SPEC: folder, hub id or id@revision); "
                          "space-separated after one --models, or repeated.")
 ExtraArg = typer.Argument(None, metavar="[LABEL=SPEC]...", help="More lineage items (same as --models).")
-OutOpt = typer.Option(Path("analysis_results"), "--output-dir", help="Where results go (--output_dir works too).")
-DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …")
-PickleOpt = typer.Option(False, "--allow-pickle", help="Accept pickle *.bin checkpoints (loaded with weights_only=True).")
-MissingOpt = typer.Option(False, "--allow-missing", help="Compare only the tensors present when a checkpoint lacks some "
-                          "(default: an error, as it usually means different architectures).")
-ProblemsOpt = typer.Option("builtin", "--problems", help="builtin, gsm8k, math500 or a .jsonl file with id/question/answer.")
-MaxNewTokensOpt = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="Token limit of each answer.")
-NSamplesOpt = typer.Option(N_SAMPLES, "--n-samples", help="Samples per problem and model.")
-SeedOpt = typer.Option(0, "--seed", help="Seed for problems, sampling and bootstrap.")
-TemperatureOpt = typer.Option(0.6, "--temperature", help="Sampling temperature.")
-TopPOpt = typer.Option(0.95, "--top-p", help="Nucleus sampling: the smallest set of tokens with this much probability.")
-OverwriteOpt = typer.Option(False, "--overwrite", help="Replace stored results made with other settings.")
-
-
-def instruction_option():
-    """--instruction, with the default and help text of the behaviour engines (imported only when asked)."""
-    from ptlens.behavior.prompts import AUTO_INSTRUCTION, DEFAULT_INSTRUCTION
-
-    return typer.Option(AUTO_INSTRUCTION, "--instruction",
-                        help="Appended to every question. 'auto': what the checkpoint declares in ptlens_stage.json, "
-                             f"else '{DEFAULT_INSTRUCTION}'; '' for none.")
 
 
 # ---------------------------------------------------------------- tables at any width

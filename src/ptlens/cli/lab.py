@@ -12,37 +12,32 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ptlens.cli.kit import user_errors
+from ptlens.cli.kit import option, user_errors
 from ptlens.errors import PtlensError
+from ptlens.lab.config import LabConfig
 
 
 @user_errors
 def lab(
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where checkpoints and lineage.json go [default: ./ptlens-lab]."),
-    quick: bool = typer.Option(False, "--quick", help="The same pipeline with a fraction of the steps, for tests: 30 s on an idle 2-core machine (minutes beside other jobs) instead of the full run's 17 min (1,039 s for the shipped run, 1 thread on 2 cores beside other jobs; docs/LAB.md)."),
-    controlled: bool = typer.Option(False, "--controlled", help="Also train two arms from the SFT checkpoint: more SFT vs GRPO, same prompts and examples."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random choice: data, initialisation, sampling."),
-    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
+    output_dir: Optional[Path] = option(LabConfig, "output_dir", "-o", default=None),  # None: --ship may go alone
+    quick: bool = option(LabConfig, "quick"),
+    controlled: bool = option(LabConfig, "controlled"),
+    seed: int = option(LabConfig, "seed"),
+    threads: int = option(LabConfig, "threads"),
     ship: bool = typer.Option(False, "--ship", help="Write into the package's data/tiny folder: the default lineage of `ptlens run`."),
 ) -> None:
     """Train a tiny lineage on CPU (base → SFT → DPO → RLVR with TRL) that ptlens can analyse."""
-    from ptlens.lab.config import LabConfig
     from ptlens.lab.runner import require_lab_deps, run_lab
+    from ptlens.pipeline import preflight
     from ptlens.resolve.tiny import SHIPPED
 
-    from ptlens.behavior.problems import check_seed
-
-    check_seed(seed)
-    require_lab_deps()
     if ship and (output_dir is not None or quick or controlled):
         raise PtlensError("--ship writes the default lab run into the package: "
                           "it takes no --output-dir, --quick or --controlled")
-    if not ship:
-        from ptlens.cli.kit import check_output_dir
-
-        check_output_dir(output_dir or Path("ptlens-lab"))
-    config = LabConfig(output_dir=SHIPPED if ship else (output_dir or Path("ptlens-lab")), seed=seed, quick=quick,
+    config = LabConfig(output_dir=SHIPPED if ship else (output_dir or LabConfig.output_dir), seed=seed, quick=quick,
                        controlled=controlled, threads=threads)
+    preflight(config, output_dir=None if ship else config.output_dir)
+    require_lab_deps()
     err = Console(stderr=True)
     start = time.perf_counter()
 

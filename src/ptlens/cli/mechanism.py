@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import typer
-
-from ptlens.cli.kit import (DeviceOpt, ExtraArg, MaxNewTokensOpt, ModelsOpt, OutOpt, PickleOpt, PresetOpt, ProblemsOpt,
-                           instruction_option, lineage_from_options, user_errors)
+from ptlens.cli.kit import ExtraArg, ModelsOpt, PresetOpt, lineage_from_options, option, user_errors
+from ptlens.mechanism.run import MechanismConfig
+from ptlens.pipeline import RunConfig
 
 
 @user_errors
@@ -20,27 +19,25 @@ def mechanism(
     extra: Optional[List[str]] = ExtraArg,
     preset: Optional[str] = PresetOpt,
     models: Optional[List[str]] = ModelsOpt,
-    problems: str = ProblemsOpt,
-    limit: int = typer.Option(32, "--limit", help="Problems for the activation pass and the transplants (greedy)."),
-    transitions: str = typer.Option("consecutive", "--transitions", help="consecutive, or all (also first → each later)."),
-    max_new_tokens: int = MaxNewTokensOpt,
-    transplant: bool = typer.Option(True, "--transplant/--no-transplant", help="Measure delta transplants (the costly part)."),
-    seed: int = typer.Option(0, "--seed", help="Problem selection and bootstrap."),
-    device: str = DeviceOpt,
-    output_dir: Path = OutOpt,
-    instruction: str = instruction_option(),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute even when stored results match."),
-    allow_pickle: bool = PickleOpt,
+    problems: str = option(MechanismConfig, "problems"),
+    limit: int = option(MechanismConfig, "limit"),
+    transitions: str = option(MechanismConfig, "transitions"),
+    max_new_tokens: int = option(MechanismConfig, "max_new_tokens"),
+    transplant: bool = option(MechanismConfig, "transplant"),
+    seed: int = option(MechanismConfig, "seed"),
+    device: str = option(MechanismConfig, "device"),
+    output_dir: Path = option(RunConfig, "output_dir"),
+    instruction: str = option(MechanismConfig, "instruction"),
+    overwrite: bool = option(MechanismConfig, "overwrite"),
+    allow_pickle: bool = option(MechanismConfig, "allow_pickle"),
 ) -> None:
     """Which layers and modules carry each stage's behaviour change: activation diffs and delta transplants."""
-    from ptlens.behavior.problems import load_problems
-    from ptlens.mechanism.run import MechanismConfig
+    from ptlens.pipeline import preflight
 
     config = MechanismConfig(problems=problems, limit=limit, transitions=transitions, max_new_tokens=max_new_tokens,
                              transplant=transplant, seed=seed, device=device, instruction=instruction or None,
                              overwrite=overwrite, allow_pickle=allow_pickle)
-    config.validate()  # every option, the problems and the seed before the lineage is resolved (maybe downloaded)
-    load_problems(config.problems, config.limit, config.seed)
+    preflight(config, output_dir=output_dir)  # every option, the problems and the folder before the lineage is resolved
     lineage = lineage_from_options(preset, models, extra, allow_pickle)
     run_step(lineage, config, output_dir)
     from ptlens.cli.kit import print_figures_not_drawn

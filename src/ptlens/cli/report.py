@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ptlens.cli.kit import check_output_dir, user_errors
+from ptlens.cli.kit import user_errors
 
 STYLE = {"clear difference": "bold blue", "unexpected": "bold yellow", "minimal": "", "not measured": "dim"}
 
@@ -62,5 +62,7 @@ def report(
     output_dir: Path = typer.Argument(..., metavar="DIR", help="The --output-dir of ptlens run / weights / behavior."),
 ) -> None:
     """Rebuild report.html and report.md from the stored results in DIR, without recomputing anything."""
-    check_output_dir(output_dir, "DIR")
+    from ptlens.pipeline import preflight
+
+    preflight(output_dir=output_dir, what="DIR")
     write_report(output_dir)

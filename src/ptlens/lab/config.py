@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ptlens.behavior.config import BehaviorConfig
+from ptlens.config_fields import at_least, check_fields, like, setting
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -144,11 +147,16 @@ class LabConfig:
     bit-identical checkpoints. ``quick=True`` replaces the stage plans with the quick profile.
     """
 
-    output_dir: Path = Path("ptlens-lab")
-    seed: int = 0
-    quick: bool = False
-    controlled: bool = False
-    threads: int = 2
+    output_dir: Path = setting(Path("ptlens-lab"), flag="--output-dir",
+                               help="Where checkpoints and lineage.json go (default: ./ptlens-lab).")
+    seed: int = like(BehaviorConfig, "seed", help="Seed of every random choice: data, initialisation, sampling.")
+    quick: bool = setting(False, flag="--quick", help=(
+        "The same pipeline with a fraction of the steps, for tests: 30 s on an idle 2-core machine (minutes beside "
+        "other jobs) instead of the full run's 17 min (1,039 s for the shipped run, 1 thread on 2 cores beside "
+        "other jobs; docs/LAB.md)."))
+    controlled: bool = setting(False, flag="--controlled", help=(
+        "Also train two arms from the SFT checkpoint: more SFT vs GRPO, same prompts and examples."))
+    threads: int = setting(2, flag="--threads", help="CPU threads for torch.", check=at_least(1))
     levels: tuple[int, ...] = (1, 2)
     held_out_levels: tuple[int, ...] = (3,)
     """Evaluated, never trained on: transfer to a harder level."""
@@ -173,6 +181,10 @@ class LabConfig:
         self.held_out_levels = tuple(self.held_out_levels)
         if self.quick:
             self.apply_quick()
+
+    def validate(self) -> None:
+        """Every field's check (the stage plans are the profiles' own, not options)."""
+        check_fields(self)
 
     def apply_quick(self) -> None:
         """Shrink every stage so the whole pipeline runs in well under 2 minutes."""

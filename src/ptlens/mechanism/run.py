@@ -41,10 +41,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ptlens.behavior.hf_model import HFModel, check_weights
-from ptlens.behavior.prompts import AUTO_INSTRUCTION, build_prompt, load_tokenizer, model_instruction, prompt_ids
-from ptlens.behavior.sampling import MAX_NEW_TOKENS, SamplingSettings
+from ptlens.behavior.prompts import build_prompt, load_tokenizer, model_instruction, prompt_ids
+from ptlens.behavior.sampling import SamplingSettings
 from ptlens.behavior.grading import grade
 from ptlens.behavior.problems import Problem, load_problems
+from ptlens.behavior.config import BehaviorConfig
+from ptlens.config_fields import ALLOW_PICKLE, DEVICE, at_least, check_fields, like, rule, setting
 from ptlens.errors import ArchitectureMismatch, PtlensError
 from ptlens.io import command_line, read_json, write_json, write_text
 from ptlens.results import files as F
@@ -78,42 +80,40 @@ PLAIN_TEXTS = (
 class MechanismConfig:
     """Everything ``ptlens mechanism`` needs besides the lineage and the output folder."""
 
-    problems: str = "builtin"
-    limit: int | None = 32
-    """Problems for the activation pass and the transplants (greedy, one answer each)."""
-    seed: int = 0
-    transitions: str = "consecutive"
+    problems: str = like(BehaviorConfig, "problems")
+    limit: int | None = like(BehaviorConfig, "limit", default=32,
+                             help="Problems for the activation pass and the transplants (greedy).")
+    seed: int = like(BehaviorConfig, "seed", help="Problem selection and bootstrap.")
+    transitions: str = setting("consecutive", flag="--transitions",
+                               help="consecutive, or all (also first → each later).",
+                               check=rule(lambda v: v in ("consecutive", "all"),
+                                          "{name} must be consecutive or all, got {value!r}"))
     """consecutive (neighbours) or all (neighbours and first → each later checkpoint)."""
-    max_new_tokens: int = MAX_NEW_TOKENS
+    max_new_tokens: int = like(BehaviorConfig, "max_new_tokens", check=at_least(1))
     hybrid_length_factor: float = 2.0
     """A and the hybrids answer in at most this × B's longest greedy answer (≥ 32, ≤ max_new_tokens) tokens:
     a hybrid still talking at twice B's length counts as truncated. Keeps rambling hybrids cheap."""
-    device: str = "auto"
+    device: str = DEVICE.field()
     dtype: str = "auto"
-    instruction: str | None = AUTO_INSTRUCTION
-    plain_prompts: int = len(PLAIN_TEXTS)
-    adl_k: int = 5
+    instruction: str | None = like(BehaviorConfig, "instruction")
+    plain_prompts: int = setting(len(PLAIN_TEXTS), help="Plain-text inputs of the activation pass (the ADL reads them).",
+                                 check=rule(lambda v: 0 <= v <= len(PLAIN_TEXTS),
+                                            f"{{name}} must be in 0..{len(PLAIN_TEXTS)}"))
+    adl_k: int = setting(5, help="Positions of each plain text the ADL averages over.", check=at_least(1))
     adl_top: int = 10
-    blocks: int = 4
+    blocks: int = setting(4, help="Layer blocks of the transplants.", check=at_least(1))
     batch_size: int = 64
     batch_tokens: int = 8192
     n_boot: int = 1000
-    transplant: bool = True
-    allow_pickle: bool = False
+    transplant: bool = setting(True, flag="--transplant/--no-transplant",
+                               help="Measure delta transplants (the costly part).")
+    allow_pickle: bool = ALLOW_PICKLE.field()
     figures: bool = True
-    overwrite: bool = False
+    overwrite: bool = setting(False, flag="--overwrite", help="Recompute even when stored results match.")
 
     def validate(self) -> None:
-        if self.transitions not in ("consecutive", "all"):
-            raise PtlensError(f"--transitions must be consecutive or all, got {self.transitions!r}")
-        if self.limit is not None and self.limit < 1:
-            raise PtlensError(f"--limit must be at least 1, got {self.limit}")
-        if self.max_new_tokens < 1:
-            raise PtlensError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        if not 0 <= self.plain_prompts <= len(PLAIN_TEXTS):
-            raise PtlensError(f"plain_prompts must be in 0..{len(PLAIN_TEXTS)}")
-        if self.adl_k < 1 or self.blocks < 1:
-            raise PtlensError("adl_k and blocks must be at least 1")
+        """Every field's check (no option of the mechanism depends on another)."""
+        check_fields(self)
 
     def fingerprint(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("overwrite", "figures", "allow_pickle")}

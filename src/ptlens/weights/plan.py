@@ -14,11 +14,21 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ptlens.config_fields import ALLOW_PICKLE, DEVICE, at_least, check_fields, rule, setting
 from ptlens.errors import ArchitectureMismatch, PtlensError
 from ptlens.resolve import Lineage
 from ptlens.weights.index import ITEMSIZE, CheckpointIndex, TensorInfo, align_tied_heads
 from ptlens.weights.memory import check_full_memory
 from ptlens.weights.names import TensorRole, parse_name
+
+
+def _regex(pattern: str | None, name: str) -> str | None:
+    if pattern:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            return f"{name} '{pattern}' is not a valid regular expression ({e})"
+    return None
 
 
 @dataclass
@@ -34,36 +44,34 @@ class ScanConfig:
     a matrix (``full_memory_bytes``) and refuses before any work what does not fit.
     """
 
-    spectral: Literal["off", "topk", "full"] = "topk"
-    k: int = 16
+    spectral: Literal["off", "topk", "full"] = setting(
+        "topk", flag="--spectral", check=rule(lambda v: v in ("off", "topk", "full"),
+                                              "{name} must be off, topk or full, not {value!r}"),
+        help="off; topk (randomized block-Krylov SVD, ~1% with a per-value error estimate); or full (exact SVDs of "
+             "W_A, W_B and ΔW, every spectral column exact; slow on CPU: minutes per large matrix, hours for an 8B "
+             "model).")
+    k: int = setting(16, flag="--k", help="Rank k of the spectral metrics.",
+                     check=rule(lambda v: v >= 1, "{name} must be at least 1"))
     oversample: int = 10
     power_iters: int = 4
-    tolerance: float = 1e-5
-    alpha: float = 0.05
-    layer_pattern: str | None = None
-    device: str = "auto"
-    workers: int | None = None
+    tolerance: float = setting(1e-5, flag="--tolerance", help="|Δ| threshold of changed_tol.",
+                               check=rule(lambda v: v >= 0, "{name} must be non-negative"))
+    alpha: float = setting(0.05, help="Share α of the largest |rank-k W_A| entries that principal_overlap compares the changed ones with.",
+                           check=rule(lambda v: 0 < v < 1, "--alpha must lie in (0, 1)"))
+    layer_pattern: str | None = setting(None, flag="--layer-pattern", check=_regex,
+                                        help="Only tensors whose name matches this regex (e.g. 'layers\\.0\\.').")
+    device: str = DEVICE.field(check=rule(lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
+                                          "{name} must be cpu, cuda or auto, not {value!r}"))
+    workers: int | None = setting(None, flag="--workers", check=at_least(1), help=(
+        "CPU threads (default: the cores not busy with other work; PTLENS_THREADS sets it for every command)."))
     chunk_mb: int = 32
     spectral_resident_mb: int = 256
     backend: Literal["auto", "numba", "torch"] = "auto"
-    allow_pickle: bool = False
+    allow_pickle: bool = ALLOW_PICKLE.field()
 
     def validate(self) -> None:
-        if self.spectral not in ("off", "topk", "full"):
-            raise PtlensError(f"--spectral must be off, topk or full, not {self.spectral!r}")
-        if self.k < 1:
-            raise PtlensError("--k must be at least 1")
-        if not 0 < self.alpha < 1:
-            raise PtlensError("--alpha must lie in (0, 1)")
-        if self.tolerance < 0:
-            raise PtlensError("--tolerance must be non-negative")
-        if self.layer_pattern:
-            try:
-                re.compile(self.layer_pattern)
-            except re.error as e:
-                raise PtlensError(f"--layer-pattern '{self.layer_pattern}' is not a valid regular expression ({e})") from None
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise PtlensError(f"--device must be cpu, cuda or auto, not {self.device!r}")
+        """Every field's check, then what ``--device cuda`` needs here."""
+        check_fields(self)
         if self.device.startswith("cuda") and not _torch().cuda.is_available():
             raise PtlensError("--device cuda: no CUDA device is available to torch here")
 
