@@ -197,7 +197,7 @@ class RayExecutor:
                         on_result(result)
                 return bool(done)
 
-            threads_before = _torch_threads()
+            threads_before = _torch_threads_now()
             while queue or pending:
                 submit()
                 if helping and queue:
@@ -222,7 +222,7 @@ class RayExecutor:
                 ray.shutdown()
 
 
-def _torch_threads() -> int | None:
+def _torch_threads_now() -> int | None:
     import sys
 
     torch = sys.modules.get("torch")

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 _coarser, _bits, _changed_mask = N.coarser, N.bits, N.changed_mask
 
 @contextmanager
-def _torch_threads(n: int):
+def _torch_threads_set(n: int):
     """Small linear algebra runs faster on one thread than on several contending ones."""
     if "torch" not in sys.modules:  # nothing of torch's runs in this block
         yield
@@ -155,7 +155,7 @@ class _TensorScan:
                 sums=sums[t], added_rows=added[t][0], added_rows_norm=math.sqrt(added[t][1]))
             rec.metrics = M.finalize(sums[t])
             records.append(rec)
-        with _torch_threads(1):  # ops on ~1e5 entries: thread hand-offs would cost more than the work
+        with _torch_threads_set(1):  # ops on ~1e5 entries: thread hand-offs would cost more than the work
             null_sample = self._nulls(p, present, active, records)
         prs = []
         for q, s in psums.items():
@@ -164,7 +164,7 @@ class _TensorScan:
                                   self.transitions[t2].name, s, M.delta_cosine(s)))
         if self.cfg.spectral != "off" and len(p.row_shape) == 1 and min(min(p.rows[c] for c in present), p.row_shape[0]) >= 2:
             small = self.device.type == "cpu" and max(p.rows[c] for c in present) * p.row_elems < _SMALL_MATRIX
-            with _torch_threads(1 if small else _torch().get_num_threads()):
+            with _torch_threads_set(1 if small else _torch().get_num_threads()):
                 self._spectral(p, present, active, records, null_sample)
         return records, prs
 
