@@ -320,14 +320,15 @@ def test_gold_written_as_a_solution_gives_its_boxes():
 
 def test_report_shows_strict_flexible_and_fallbacks():
     from ptlens.report.sections import grading_table
+    from ptlens.results.store import BehaviorResults
 
     r = {"grading": {"models": {"a": {"samples": 8, "fallback_timeout": 2, "fallback_error": 0, "no_answer": 3}}},
          "models": {"a": {"metrics": {"accuracy": {"value": 0.25, "lo": 0.1, "hi": 0.4}},
                           "accuracy_flexible": {"value": 0.5, "lo": 0.3, "hi": 0.7}}}}
-    (t,) = grading_table(r)
+    (t,) = grading_table(BehaviorResults.from_dict(r))
     assert t["id"] == "tbl-grading"
     assert t["rows"] == [["a", ("0.25", "[0.1, 0.4]"), ("0.5", "[0.3, 0.7]"), "3", "2", "0"]]
-    assert grading_table({"models": {"a": {"metrics": {}}}}) == []  # results from before the grader recorded them
+    assert grading_table(BehaviorResults.from_dict({"models": {"a": {"metrics": {}}}})) == []  # results from before the grader recorded them
 
 
 def test_extraction_stays_linear_on_adversarial_text():
