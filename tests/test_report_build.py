@@ -194,10 +194,17 @@ def test_report_in_headless_chromium(stored, built, tmp_path):
               decision: document.querySelectorAll('#decision + .decision dt').length,
             };
         })()""")
+        # on a narrow window the table of contents wraps rather than running off the page
+        toc_cut = browser.evaluate(session, """(() => {
+            document.body.style.width = '600px';
+            const n = document.querySelector('nav.toc');
+            return n.scrollWidth > n.clientWidth + 1;
+        })()""")
         errors = browser.errors()
     finally:
         browser.close()
     assert errors == [], errors
+    assert toc_cut is False
     assert title == "ptlens report: base → sft → dpo → rlvr#1 → rlvr#2" and "pwned" not in title
     assert page["images"] == len(built["figures"]) == page["dataImages"] == page["decoded"] >= 10
     assert page["scripts"] == 0 and page["injected"] == 0
