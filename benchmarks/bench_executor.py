@@ -42,7 +42,8 @@ import json, sys, time
 import ray
 from ptlens.resolve import resolve_lineage
 from ptlens.weights.executors import LocalExecutor, RayExecutor
-from ptlens.weights.plan import ScanConfig, plan_scan
+from ptlens.weights.config import ScanConfig
+from ptlens.weights.plan import plan_scan
 
 plan = plan_scan(resolve_lineage(models=sys.argv[2:]), ScanConfig(spectral=sys.argv[1]))
 ray.init(log_to_driver=False)

@@ -20,7 +20,7 @@ from ptlens.cli.kit import option
 from ptlens.config_fields import KEY, at_least, check_fields, like, rule, setting, setting_of
 from ptlens.errors import PtlensError
 from ptlens.lab.config import LabConfig
-from ptlens.mechanism.run import MechanismConfig
+from ptlens.mechanism.config import MechanismConfig
 from ptlens.pipeline import RunConfig, preflight
 from ptlens.weights import ScanConfig
 

@@ -31,7 +31,8 @@ from ptlens.weights.aggregate import all_aggregates
 from ptlens.weights.executors import EXECUTORS, LocalExecutor, get_executor, task_memory
 from ptlens.weights.outputs import write_tensors_csv
 from ptlens.weights.driver import scan_lineage
-from ptlens.weights.plan import ScanConfig, plan_scan
+from ptlens.weights.config import ScanConfig
+from ptlens.weights.plan import plan_scan
 from ptlens.weights.records import merge_results
 from ptlens.weights.tensor_scan import scan_tensor
 
@@ -223,7 +224,8 @@ from ptlens.resolve import resolve_lineage
 from ptlens.weights.executors import RayExecutor, _run_task
 from ptlens.weights.outputs import write_tensors_csv
 from ptlens.weights.driver import scan_lineage
-from ptlens.weights.plan import ScanConfig, plan_scan
+from ptlens.weights.config import ScanConfig
+from ptlens.weights.plan import plan_scan
 from ptlens.weights.tensor_scan import scan_tensor
 
 models, pattern, out, marker = sys.argv[1].split(","), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])

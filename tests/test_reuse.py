@@ -32,7 +32,7 @@ from ptlens.resolve import resolve_lineage
 from ptlens.results import files as F
 from ptlens.results.reuse import checkpoint_files, compare, fingerprint
 from ptlens.weights.executors import LocalExecutor
-from ptlens.weights.plan import ScanConfig
+from ptlens.weights.config import ScanConfig
 
 torch.set_num_threads(1)
 
@@ -123,7 +123,7 @@ KILLED = textwrap.dedent("""
     from ptlens.pipeline import run_weights
     from ptlens.resolve import resolve_lineage
     from ptlens.weights.executors import LocalExecutor
-    from ptlens.weights.plan import ScanConfig
+    from ptlens.weights.config import ScanConfig
 
     class Slow(LocalExecutor):  # every chunk takes a while, so that the kill lands inside a tensor
         def map(self, tasks, progress=None, on_result=None):
@@ -297,7 +297,7 @@ RAY_DIES = textwrap.dedent("""
     from ptlens.pipeline import run_weights
     from ptlens.resolve import resolve_lineage
     from ptlens.weights.executors import RayExecutor
-    from ptlens.weights.plan import ScanConfig
+    from ptlens.weights.config import ScanConfig
 
     class DriverDies(RayExecutor):  # the driver is lost once 3 results came back from the cluster
         def map(self, tasks, progress=None, on_result=None):

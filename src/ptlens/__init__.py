@@ -19,7 +19,7 @@ from ptlens.resolve import Checkpoint, Lineage, resolve_lineage
 from ptlens.version import __version__
 
 _CONFIGS = {"ScanConfig": "ptlens.weights", "BehaviorConfig": "ptlens.behavior.config",
-            "MechanismConfig": "ptlens.mechanism.run"}
+            "MechanismConfig": "ptlens.mechanism.config"}
 
 
 def __getattr__(name: str):

@@ -33,7 +33,8 @@ from ptlens.results import files as F
 
 if TYPE_CHECKING:  # heavy modules (torch) load only when a step runs
     from ptlens.behavior.run import BehaviorResult
-    from ptlens.mechanism.run import MechanismConfig, MechanismResult
+    from ptlens.mechanism.config import MechanismConfig
+    from ptlens.mechanism.run import MechanismResult
     from ptlens.resolve import Lineage
     from ptlens.weights import ScanConfig
 
@@ -314,7 +315,7 @@ def run_behavior(lineage, config: Optional["BehaviorConfig"] = None, output_dir:
 def run_mechanism(lineage, config: Optional["MechanismConfig"] = None, output_dir: str | Path = "analysis_results", *,
                   reporter: Optional[Reporter] = None) -> "MechanismResult":
     """Activation diffs and delta transplants per transition (reused when stored with the same settings)."""
-    from ptlens.mechanism.run import MechanismConfig
+    from ptlens.mechanism.config import MechanismConfig
     from ptlens.mechanism.run import run_mechanism as drive
 
     rep = reporter or Reporter()
@@ -351,7 +352,7 @@ def _behavior_config():
 
 
 def _mechanism_config():
-    from ptlens.mechanism.run import MechanismConfig
+    from ptlens.mechanism.config import MechanismConfig
 
     return MechanismConfig()
 
@@ -384,7 +385,7 @@ class RunConfig:
                      allow_pickle: bool = False, allow_missing: bool = False, mechanism: bool = True,
                      figures: bool = True, executor: Any = "local") -> "RunConfig":
         """The configs ``ptlens run``'s flags make (same names, same defaults)."""
-        from ptlens.mechanism.run import MechanismConfig
+        from ptlens.mechanism.config import MechanismConfig
         from ptlens.weights import ScanConfig
 
         return cls(

@@ -16,7 +16,7 @@ from ptlens.cli.kit import (ExtraArg, ModelsOpt, PresetOpt, lineage_from_options
                            print_figures_not_drawn, user_errors)
 from ptlens.pipeline import RunConfig
 from ptlens.results import files as F
-from ptlens.weights.plan import ScanConfig
+from ptlens.weights.config import ScanConfig
 
 app = typer.Typer(
     name="ptlens",

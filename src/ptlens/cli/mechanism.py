@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ptlens.cli.kit import ExtraArg, ModelsOpt, PresetOpt, lineage_from_options, option, user_errors
-from ptlens.mechanism.run import MechanismConfig
+from ptlens.mechanism.config import MechanismConfig
 from ptlens.pipeline import RunConfig
 
 

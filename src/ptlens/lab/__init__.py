@@ -6,9 +6,18 @@ Needs the ``lab`` extra (``pip install 'ptlens[lab]'``).
 """
 
 from ptlens.lab.config import ControlledPlan, DPOPlan, GRPOPlan, LabConfig, ModelShape, PretrainPlan, SFTPlan
-from ptlens.lab.runner import require_lab_deps, run_controlled, run_lab
 
 __all__ = [
     "ControlledPlan", "DPOPlan", "GRPOPlan", "LabConfig", "ModelShape", "PretrainPlan", "SFTPlan",
     "require_lab_deps", "run_controlled", "run_lab",
 ]
+
+
+def __getattr__(name: str):
+    """The runner on first use: the CLI reads ``LabConfig`` at start-up for its options, and every command would
+    otherwise import the training driver too."""
+    if name in ("require_lab_deps", "run_controlled", "run_lab"):
+        from ptlens.lab import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'ptlens.lab' has no attribute {name!r}")

@@ -4,7 +4,7 @@ The names below load their modules (torch, numba) on first use, so that a proces
 submodule, e.g. a figure worker importing :mod:`ptlens.weights.figures`, does not pay for the rest.
 """
 
-_EXPORTS = {"ScanConfig": "plan", "ScanResult": "records", "TensorRecord": "records", "Transition": "plan",
+_EXPORTS = {"ScanConfig": "config", "ScanResult": "records", "TensorRecord": "records", "Transition": "plan",
             "scan_lineage": "driver", "write_outputs": "outputs"}
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from ptlens.errors import PtlensError
 from ptlens.resolve import Lineage
-from ptlens.weights.plan import ScanConfig, ScanPlan, plan_scan, resolve_device
+from ptlens.weights.config import ScanConfig
+from ptlens.weights.plan import ScanPlan, plan_scan, resolve_device
 from ptlens.weights.records import PairRecord, ScanResult, TensorRecord, TensorResult, merge_results
 
 Progress = Callable[[int, int, str], None]

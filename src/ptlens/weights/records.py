@@ -12,7 +12,8 @@ import numpy as np
 
 from ptlens.errors import PtlensError
 from ptlens.resolve import Lineage
-from ptlens.weights.plan import ScanConfig, Transition
+from ptlens.weights.config import ScanConfig
+from ptlens.weights.plan import Transition
 
 if TYPE_CHECKING:
     from ptlens.weights.plan import ScanPlan
