@@ -10,17 +10,10 @@ dicts, so a round trip never reorders a byte. No numpy here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-
-def number(v: Any) -> float | None:
-    """A finite float, else None (missing, NaN, inf, a string, a bool)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
+from ptlens.stats.estimate import Estimate, finite_number as number  # noqa: F401  (Estimate: the rows' estimate type)
 
 
 # ---------------------------------------------------------------- weights
@@ -103,33 +96,6 @@ class CosineRow:
 
 
 # ---------------------------------------------------------------- behaviour
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A measured value with its bootstrap interval and, for paired differences, the sign-flip test's p."""
-
-    value: float | None
-    lo: float | None = None
-    hi: float | None = None
-    p: float | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """What else the store keeps beside it (cross_kl's estimator, samples, se …)."""
-
-    @classmethod
-    def from_dict(cls, d: Mapping | None) -> "Estimate | None":
-        if not isinstance(d, Mapping):
-            return None
-        return cls(number(d.get("value")), number(d.get("lo")), number(d.get("hi")), number(d.get("p")),
-                   {k: v for k, v in d.items() if k not in ("value", "lo", "hi", "p")})
-
-    @classmethod
-    def coerce(cls, e: "Estimate | Mapping | None") -> "Estimate | None":
-        return e if e is None or isinstance(e, Estimate) else cls.from_dict(e)
-
-    @property
-    def interval(self) -> tuple[float, float] | None:
-        return (self.lo, self.hi) if self.lo is not None and self.hi is not None else None
 
 
 def estimates(d: Mapping | None) -> dict[str, Estimate]:

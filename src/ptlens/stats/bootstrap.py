@@ -7,24 +7,14 @@ one weight matrix shared by every metric and model makes the intervals of differ
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 
+from ptlens.stats.estimate import Estimate
 from ptlens.stats.statistic import Statistic, evaluate
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """A point value with its 95% bootstrap interval over problems."""
-
-    value: float
-    lo: float
-    hi: float
-
-    def to_dict(self) -> dict:
-        return {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in asdict(self).items()}
+__all__ = ["Estimate", "estimate", "paired_difference", "resample_weights"]
 
 
 def resample_weights(n_problems: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from ptlens.results.rows import Estimate, number
+from ptlens.stats.estimate import Estimate, finite_number
 from ptlens.report.verdicts.criteria import (AS_HYPOTHESISED, CLEAR_UNDIRECTED, NO_CLEAR, NOT_MEASURED, REVERSED, STUDY,
                                              Check, Criteria, Evidence)
 
 
-finite_number = number
-"""A stored number as a float; None for a missing, non-numeric (bool included) or non-finite value."""
 
 
 def ratio_check(name: str, metric: str, a_name: str, a: float | None, b_name: str, b: float | None, factor: float,
